@@ -1,0 +1,211 @@
+"""The model zoo: configs and the wrappers that turn a grey image L into chroma ab.
+
+Every model maps normalised L (B, 1, h, w) in [-1, 1] to normalised ab (B, 2, h, w) through
+`colorize(...)`. Diffusion models hand a denoiser to a sampler from `colorize_cli.diffusion`;
+the network never sees the sampler. The config travels inside the safetensors file, so a
+checkpoint rebuilds its model without guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import diffusion
+from .encoder import SemanticEncoder
+from .unet import UNet, UNetConfig
+from .vqvae import VQConfig, VQVAE
+
+ENCODERS = {"efficientnet-lite0": SemanticEncoder}
+
+Callback = Callable[[int, int], None]
+
+
+@dataclass
+class ModelConfig:
+    architecture: str                       # a key of ARCHITECTURES
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    encoder: str | None = None              # a key of ENCODERS, or None
+    prediction: str = "v"                   # diffusion target: eps | v | x0
+    schedule: str = "cosine"                # noise schedule: linear | cosine
+    timesteps: int = 1000                   # training steps T (diffusion and cold diffusion)
+    vq: VQConfig | None = None              # latent-cold only
+    default_sampler: str = "ddim"
+    default_steps: int = 20
+    size: int = 256                         # default working resolution (longer side, px)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["unet"] = UNetConfig.from_dict(d.get("unet", {}))
+        if d.get("vq") is not None:
+            d["vq"] = VQConfig.from_dict(d["vq"])
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class ColorModel(nn.Module):
+    """Base class: a U-Net (and optional frozen encoder) that colours L."""
+
+    samplers: tuple[str, ...] = ()
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ENCODERS[config.encoder]() if config.encoder else None
+        self.unet = UNet(config.unet)
+
+    @property
+    def multiple(self) -> int:
+        """Working-size sides must be multiples of this."""
+        return self.unet.downscale
+
+    def context(self, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.encoder(L) if self.encoder is not None else None
+
+    def check_sampler(self, sampler: str | None, steps: int | None) -> tuple[str, int]:
+        sampler = sampler or self.config.default_sampler
+        steps = self.config.default_steps if steps is None else steps
+        if sampler not in self.samplers:
+            raise ValueError(f"model {self.config.architecture!r} supports samplers {', '.join(self.samplers)}; not {sampler!r}")
+        if steps < 1:
+            raise ValueError("steps must be at least 1")
+        return sampler, steps
+
+    def colorize(self, L: torch.Tensor, *, sampler: str | None = None, steps: int | None = None,
+                 generators: list[torch.Generator] | None = None, callback: Callback | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LabDDPM(ColorModel):
+    """Conditional diffusion on ab given L: the U-Net sees [noisy ab, L] and predicts eps, v or x0."""
+
+    samplers = ("ddpm", "ddim")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.schedule = diffusion.NoiseSchedule.from_name(config.schedule, config.timesteps)
+
+    def network(self, L: torch.Tensor, context) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda x_t, t: self.unet(torch.cat([x_t, L], dim=1), t, context)
+
+    def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
+        sampler, steps = self.check_sampler(sampler, steps)
+        steps = min(steps, self.config.timesteps)
+        generators = generators or diffusion.make_generators(0, L.shape[0])
+        denoise = diffusion.make_denoiser(self.network(L, self.context(L)), self.schedule, self.config.prediction)
+        x_T = diffusion.batch_randn(generators, (2, *L.shape[-2:]), L.device, L.dtype)
+        if sampler == "ddpm":
+            ab = diffusion.sample_ddpm(denoise, self.schedule, x_T, steps, generators, callback=callback)
+        else:
+            ab = diffusion.sample_ddim(denoise, self.schedule, x_T, steps, generators, eta=0.0, callback=callback)
+        return ab.clamp(-1.0, 1.0)
+
+
+class OneStepUNet(ColorModel):
+    """One forward pass L -> ab (the `unet` regression model and the `unet-gan` generator)."""
+
+    samplers = ("oneshot",)
+
+    def predict(self, L: torch.Tensor) -> torch.Tensor:
+        return self.unet(L, None, self.context(L))
+
+    def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
+        self.check_sampler(sampler, 1 if steps is None else steps)
+        ab = self.predict(L).clamp(-1.0, 1.0)
+        if callback is not None:
+            callback(1, 1)
+        return ab
+
+
+class LatentCold(ColorModel):
+    """Cold diffusion in a VQ-VAE latent space: carries the grey image's latent to the colour one.
+
+    Degradation D(z0, s) = (1 - s/T) z0 + (s/T) z_grey; the U-Net restores z0 from (z_s, L, s).
+    """
+
+    samplers = ("cold", "oneshot")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        if config.vq is None:
+            raise ValueError("latent-cold needs a vq config")
+        self.vqvae = VQVAE(config.vq)
+
+    @property
+    def multiple(self) -> int:
+        return self.vqvae.downscale * self.unet.downscale
+
+    def latent_L(self, L: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(L, self.vqvae.downscale)
+
+    def grey_latent(self, L: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.quantize(self.vqvae.encode(L, torch.zeros_like(L).expand(-1, 2, -1, -1)))
+
+    def restorer(self, L: torch.Tensor, context) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        L_lat = self.latent_L(L)
+        return lambda z_s, s: self.unet(torch.cat([z_s, L_lat], dim=1), s, context)
+
+    def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
+        sampler, steps = self.check_sampler(sampler, steps)
+        T = self.config.timesteps
+        z_grey = self.grey_latent(L)
+        restore = self.restorer(L, self.context(L))
+        if sampler == "oneshot":
+            z0 = diffusion.sample_oneshot(restore, z_grey, T)
+            if callback is not None:
+                callback(1, 1)
+        else:
+            degrade = diffusion.linear_interpolation_degradation(z_grey, T)
+            z0 = diffusion.sample_cold(restore, degrade, z_grey, min(steps, T), T, callback=callback)
+        return self.vqvae.decode(self.vqvae.quantize(z0), L)
+
+
+ARCHITECTURES: dict[str, type[ColorModel]] = {
+    "lab-ddpm": LabDDPM,
+    "latent-cold": LatentCold,
+    "unet": OneStepUNet,
+    "unet-gan": OneStepUNet,
+}
+
+
+def build_model(config: ModelConfig | dict) -> ColorModel:
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    if config.architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {config.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[config.architecture](config)
+
+
+# Presets: "small" is what we train and bundle; "tiny" is for tests (a few thousand parameters).
+def preset_config(architecture: str, preset: str = "small", *, encoder: str | None = None) -> ModelConfig:
+    tiny = preset == "tiny"
+    if preset not in ("tiny", "small"):
+        raise ValueError(f"unknown preset {preset!r}; known: tiny, small")
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=())
+    if not tiny:
+        unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 4, 4), num_res_blocks=2, attention_levels=(3,))
+    context = SemanticEncoder.channels if encoder else 0
+    if architecture == "lab-ddpm":
+        return ModelConfig(architecture, replace(unet, in_channels=3, out_channels=2, context_channels=context),
+                           encoder=encoder, default_sampler="ddim", default_steps=20)
+    if architecture in ("unet", "unet-gan"):
+        return ModelConfig(architecture, replace(unet, in_channels=1, out_channels=2, time_conditioned=False,
+                                                 context_channels=context),
+                           encoder=encoder, default_sampler="oneshot", default_steps=1)
+    if architecture == "latent-cold":
+        vq = VQConfig(channels=8, latent_channels=4, codebook_size=32) if tiny else VQConfig()
+        return ModelConfig(architecture, replace(unet, in_channels=vq.latent_channels + 1, out_channels=vq.latent_channels,
+                                                 context_channels=context),
+                           encoder=encoder, vq=vq, default_sampler="cold", default_steps=10)
+    raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
