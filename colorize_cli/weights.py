@@ -1,0 +1,639 @@
+"""Model registry, weight resolution and safetensors I/O.
+
+`weights.toml` says where each model's weights live (bundled file, Hugging Face repo) and how to
+check them (sha256); the architecture config travels inside each .safetensors file under the
+`colorize.config` metadata key, so a file rebuilds its own network without guessing.
+
+Resolution order: an explicit `--weights` file > the bundled copy > the Hugging Face cache >
+a Hub download. Only safetensors are ever read: pickle checkpoints are refused, never loaded.
+
+torch and huggingface_hub are imported inside the functions that need them, so listing models
+and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    import torch
+
+ARCHITECTURES = ("lab-ddpm", "latent-cold", "unet", "unet-gan")
+REGISTRY_FILENAME = "weights.toml"
+CONFIG_KEY = "colorize.config"
+FORMAT_KEY = "colorize.format"
+FORMAT_VERSION = "1"
+
+# Suffixes of pickle-based checkpoints; refused by name before the header is even read.
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"})
+# safetensors itself refuses headers above 100 MB; a larger length means another format.
+_MAX_HEADER_BYTES = 100_000_000
+_HASH_CHUNK_BYTES = 1 << 20
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# ORG/NAME as the Hub allows them: word characters, "-" and ".", no leading "." or "-", no "..".
+_REPO_ID_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+Source = Literal["file", "bundled", "hf-cache", "hub"]
+HashStatus = Literal["ok", "mismatch", "unknown"]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: each message is one sentence, printed by the CLI as `Error: ...`.
+
+
+class WeightsError(Exception):
+    """An expected failure to find, check or read model weights."""
+
+
+class RegistryError(WeightsError):
+    """weights.toml is missing or malformed."""
+
+
+class UnknownModelError(WeightsError):
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"Unknown model {name!r}; known models: {', '.join(self.known)}.")
+
+
+class WeightsNotFoundError(WeightsError):
+    """No weights anywhere we are allowed to look; the message says how to get them."""
+
+
+class HashMismatchError(WeightsError):
+    def __init__(self, path: Path, expected: str, actual: str):
+        self.path, self.expected, self.actual = path, expected, actual
+        super().__init__(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}; the file is corrupt "
+            "or not the published one, so delete it and download it again."
+        )
+
+
+class UnsafeWeightsError(WeightsError):
+    """A pickle checkpoint or anything else that is not a valid safetensors file."""
+
+
+class ArchitectureMismatchError(WeightsError):
+    def __init__(self, path: Path, found: str, expected: str):
+        self.path, self.found, self.expected = path, found, expected
+        super().__init__(f"{path} holds a {found!r} model, but a {expected!r} model was expected.")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    architecture: str
+    description: str
+    licence: str
+    default_sampler: str
+    default_steps: int
+    size: int  # working resolution the network was trained at
+    params: int  # 0 until trained
+    file: str | None = None  # bundled copy, relative to bundled_dir()
+    repo: str | None = None  # Hugging Face repo id
+    revision: str | None = None
+    filename: str | None = None
+    sha256: str | None = None  # lower-case hex; None while unpublished (hash not checked)
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: dict[str, ModelEntry]
+    default: str
+    path: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def get(self, name: str) -> ModelEntry:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(name, self.names) from None
+
+
+_REQUIRED_FIELDS: dict[str, type] = {
+    "architecture": str,
+    "description": str,
+    "licence": str,
+    "default_sampler": str,
+    "default_steps": int,
+    "size": int,
+    "params": int,
+}
+_OPTIONAL_FIELDS: dict[str, type] = {
+    "file": str,
+    "repo": str,
+    "revision": str,
+    "filename": str,
+    "sha256": str,
+}
+
+
+def bundled_dir() -> Path:
+    """Where weights shipped inside the package live."""
+    return Path(__file__).parent / "weights"
+
+
+def registry_path() -> Path:
+    """The packaged weights.toml, else the repository's top-level one.
+
+    In a checkout `colorize_cli/weights.toml` is a symlink to `../weights.toml`; the fallback
+    covers a checkout where the link did not survive.
+    """
+    package_dir = Path(__file__).parent
+    candidates = (package_dir / REGISTRY_FILENAME, package_dir.parent / REGISTRY_FILENAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise RegistryError(f"Model registry not found; looked for {candidates[0]} and {candidates[1]}.")
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
+    """Parse and validate weights.toml (the packaged one unless `path` is given)."""
+    path = Path(path) if path is not None else registry_path()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise RegistryError(f"Model registry {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RegistryError(f"Model registry {path} is not valid TOML: {e}.") from e
+
+    tables = data.get("models")
+    if not isinstance(tables, dict) or not tables:
+        raise RegistryError(f"Model registry {path} has no [models.NAME] tables.")
+    models = {name: _parse_entry(name, table, path) for name, table in tables.items()}
+
+    default = data.get("default")
+    if default not in models:
+        raise RegistryError(
+            f"Model registry {path}: default = {default!r} is not one of {', '.join(models)}."
+        )
+    return Registry(models=models, default=default, path=path)
+
+
+def _parse_entry(name: str, table: Any, path: Path) -> ModelEntry:
+    def fail(problem: str) -> RegistryError:
+        return RegistryError(f"Model registry {path}: model {name!r} {problem}.")
+
+    if not isinstance(table, dict):
+        raise fail("is not a table")
+    unknown = set(table) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS)
+    if unknown:  # catches typos such as `licence` spelled `license`
+        raise fail(f"has unknown fields {sorted(unknown)}")
+    missing = [key for key in _REQUIRED_FIELDS if key not in table]
+    if missing:
+        raise fail(f"is missing required fields {missing}")
+    for key, value in table.items():
+        expected = {**_REQUIRED_FIELDS, **_OPTIONAL_FIELDS}[key]
+        # bool is an int subclass in Python; `size = true` is still a mistake.
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise fail(f"field {key!r} must be a {expected.__name__}, not {value!r}")
+
+    if table["architecture"] not in ARCHITECTURES:
+        raise fail(f"has architecture {table['architecture']!r}, not one of {', '.join(ARCHITECTURES)}")
+    if table["default_steps"] < 1 or table["size"] < 1 or table["params"] < 0:
+        raise fail("needs default_steps >= 1, size >= 1 and params >= 0")
+
+    file = table.get("file")
+    if file is not None:
+        relative = PurePosixPath(file)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise fail(f"file {file!r} must be a path inside colorize_cli/weights/")
+    repo = table.get("repo")
+    if repo is not None:
+        if not _REPO_ID_RE.fullmatch(repo):
+            raise fail(f"repo {repo!r} is not a Hugging Face repo id (ORG/NAME)")
+        if not table.get("revision") or not table.get("filename"):
+            raise fail("has a repo but no revision or filename")
+
+    sha256 = table.get("sha256", "").lower() or None
+    if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
+        raise fail(f"sha256 {table['sha256']!r} is not 64 hex digits")
+
+    return ModelEntry(
+        name=name,
+        architecture=table["architecture"],
+        description=table["description"],
+        licence=table["licence"],
+        default_sampler=table["default_sampler"],
+        default_steps=table["default_steps"],
+        size=table["size"],
+        params=table["params"],
+        file=file,
+        repo=repo,
+        revision=table.get("revision"),
+        filename=table.get("filename"),
+        sha256=sha256,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = _HASH_CHUNK_BYTES) -> str:
+    """Hex sha256 of a file, read in chunks so multi-GB weights never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str | None) -> None:
+    """Raise HashMismatchError unless `path` hashes to `expected`; None means nothing to check."""
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise HashMismatchError(path, expected.lower(), actual)
+
+
+def check_safetensors(path: str | os.PathLike[str]) -> None:
+    """Raise UnsafeWeightsError unless `path` starts with a valid safetensors header.
+
+    Judges the bytes, not the name: a pickle renamed `.safetensors` is still refused.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UnsafeWeightsError(
+            f"{path} is a pickle checkpoint ({suffix}); colorize only loads .safetensors files "
+            "because unpickling can run arbitrary code."
+        )
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            header_len = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+            valid_len = 2 <= header_len <= min(_MAX_HEADER_BYTES, size - 8)
+            header_bytes = f.read(header_len) if valid_len else b""
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"Weights file {path} does not exist.") from None
+
+    # Zip (torch.save) and pickle protocol >= 2 magic: name the real format in the message.
+    if prefix.startswith(b"PK\x03\x04") or prefix.startswith(b"\x80"):
+        raise UnsafeWeightsError(
+            f"{path} is a PyTorch pickle checkpoint, not safetensors; colorize never loads pickle "
+            "because it can run arbitrary code."
+        )
+    not_safetensors = UnsafeWeightsError(f"{path} is not a valid safetensors file.")
+    if not valid_len or not header_bytes.startswith(b"{"):
+        raise not_safetensors
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise not_safetensors from None
+    if not isinstance(header, dict):
+        raise not_safetensors
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path
+    source: Source
+
+
+def resolve_weights(
+    entry: ModelEntry | None,
+    *,
+    weights_path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    allow_download: bool = True,
+    local_files_only: bool = False,
+) -> ResolvedWeights:
+    """Find the weights file: `weights_path` > bundled > Hugging Face cache > Hub download.
+
+    `allow_download=False` is the caller's policy (never fetch); `local_files_only=True` means
+    the machine is offline. Either skips the Hub. Registry files are sha256-checked when the
+    entry has a hash; a user's `weights_path` is only checked for being safetensors.
+    """
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"--weights file {path} does not exist.")
+        check_safetensors(path)
+        return ResolvedWeights(path, "file")
+    if entry is None:
+        raise ValueError("resolve_weights needs a registry entry or a weights_path")
+
+    found = locate_weights(entry, cache_dir=cache_dir)
+    if found is None:
+        if entry.repo is None:
+            raise WeightsNotFoundError(_how_to_get(entry, "it is not bundled and not on the Hub"))
+        if local_files_only or not allow_download:
+            reason = "offline" if local_files_only else "downloads are disabled"
+            raise WeightsNotFoundError(
+                _how_to_get(entry, f"not bundled, not in the Hugging Face cache, and {reason}")
+            )
+        found = ResolvedWeights(_fetch_from_hub(entry, cache_dir), "hub")
+
+    check_safetensors(found.path)
+    check_sha256(found.path, entry.sha256)
+    return found
+
+
+def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
+    """Fetch `entry` into the Hugging Face cache (a no-op when already there) and check it."""
+    if entry.repo is None:
+        raise WeightsNotFoundError(
+            f"Model {entry.name!r} is not published on the Hugging Face Hub; "
+            "pass --weights PATH to a .safetensors file instead."
+        )
+    path = _fetch_from_hub(entry, cache_dir)
+    check_safetensors(path)
+    check_sha256(path, entry.sha256)
+    return ResolvedWeights(path, "hub")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    resolved: bool
+    source: Source | None
+    path: Path | None
+    hash_status: HashStatus  # "unknown": not resolved, or the registry has no hash yet
+    expected_sha256: str | None
+    actual_sha256: str | None  # reported even without an expected one, to fill in weights.toml
+    problem: str | None = None  # why the weights are missing or unusable
+
+    @property
+    def ok(self) -> bool:
+        return self.resolved and self.problem is None and self.hash_status != "mismatch"
+
+
+def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> VerifyResult:
+    """Check the locally available weights of `entry` without downloading or raising."""
+    found = locate_weights(entry, cache_dir=cache_dir)
+    if found is None:
+        reason = "not bundled and not in the Hugging Face cache"
+        return VerifyResult(
+            entry.name, False, None, None, "unknown", entry.sha256, None, _how_to_get(entry, reason)
+        )
+
+    actual = sha256_file(found.path)
+    problem = None
+    if entry.sha256 is None:
+        status: HashStatus = "unknown"
+    elif actual == entry.sha256:
+        status = "ok"
+    else:
+        status = "mismatch"
+        problem = str(HashMismatchError(found.path, entry.sha256, actual))
+    try:
+        config = read_config(found.path)
+        _check_architecture(config, entry.architecture, found.path)
+    except WeightsError as e:
+        problem = problem or str(e)
+    return VerifyResult(
+        entry.name, True, found.source, found.path, status, entry.sha256, actual, problem
+    )
+
+
+def locate_weights(
+    entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
+) -> ResolvedWeights | None:
+    """Where `entry`'s weights are on this machine (bundled, else the Hugging Face cache), or None.
+
+    Cheap: no network, no hashing; for listings. resolve_weights() adds the checks.
+    """
+    if entry.file is not None:
+        bundled = bundled_dir() / entry.file
+        if bundled.is_file():
+            return ResolvedWeights(bundled, "bundled")
+    if entry.repo is not None:
+        cached = _cached_hub_file(entry, cache_dir)
+        if cached is not None:
+            return ResolvedWeights(cached, "hf-cache")
+    return None
+
+
+def _cached_hub_file(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The file from the local Hugging Face cache, or None; never touches the network."""
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    try:
+        return _hf_hub_download(entry, cache_dir, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """Download into the Hugging Face cache, turning the hub client's errors into ours."""
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return _hf_hub_download(entry, cache_dir, local_files_only=False)
+    except LocalEntryNotFoundError as e:
+        # The hub client's way of saying "could not reach the Hub, and not cached either".
+        raise WeightsNotFoundError(_how_to_get(entry, "the Hugging Face Hub could not be reached")) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        where = f"{entry.repo}@{entry.revision}/{entry.filename}"
+        raise WeightsNotFoundError(_how_to_get(entry, f"{where} is not on the Hub")) from e
+    except OfflineModeIsEnabled as e:
+        raise WeightsNotFoundError(_how_to_get(entry, "HF_HUB_OFFLINE is set")) from e
+    except HfHubHTTPError as e:
+        raise WeightsNotFoundError(_how_to_get(entry, f"the Hub refused the download ({e})")) from e
+    except _network_errors() as e:
+        raise WeightsNotFoundError(_how_to_get(entry, f"the download failed ({e})")) from e
+
+
+def _hf_hub_download(
+    entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, local_files_only: bool
+) -> Path:
+    import huggingface_hub
+
+    assert entry.repo is not None and entry.filename is not None  # the registry guarantees both
+    return Path(
+        huggingface_hub.hf_hub_download(
+            entry.repo,
+            entry.filename,
+            revision=entry.revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+    )
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Network errors that huggingface_hub lets through raw when a transfer dies mid-way.
+
+    Its HTTP client depends on its version (requests, httpx, httpx2); only the ones already
+    imported can have been raised, so nothing is imported here. Evaluated lazily: Python
+    computes an `except` clause's classes only when an exception reaches it.
+    """
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name, class_name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "RequestException"),
+    ):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, class_name):
+            errors.append(getattr(module, class_name))
+    return tuple(errors)
+
+
+def _how_to_get(entry: ModelEntry, reason: str) -> str:
+    if entry.repo is None:
+        return f"No weights for model {entry.name!r} ({reason}); pass --weights PATH to a .safetensors file."
+    return (
+        f"No weights for model {entry.name!r} ({reason}); run `colorize models download {entry.name}` "
+        "on a machine with internet (and copy its Hugging Face cache here), "
+        "or pass --weights PATH to a .safetensors file."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Safetensors I/O
+
+
+def save_model_file(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write inference weights: float tensors as `dtype` (float16 when None), integer buffers
+    as they are, `config` as JSON metadata. Atomic: readers see the old file or the new one.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights must be saved with a .safetensors suffix, not {path.name!r}")
+    if config.get("architecture") not in ARCHITECTURES:
+        raise ValueError(
+            f"config['architecture'] must be one of {ARCHITECTURES}, not {config.get('architecture')!r}"
+        )
+    dtype = torch.float16 if dtype is None else dtype
+    metadata = {FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: json.dumps(dict(config), sort_keys=True)}
+
+    tensors = {}
+    for name, tensor in state_dict.items():
+        target = dtype if tensor.is_floating_point() else tensor.dtype
+        # copy=True: safetensors refuses tensors sharing storage (tied weights, views).
+        saved = tensor.detach().to(device="cpu", dtype=target, copy=True).contiguous()
+        # Values beyond float16's range (65504) would silently become inf.
+        overflowed = torch.isfinite(saved) != torch.isfinite(tensor.detach().cpu())
+        if saved.is_floating_point() and overflowed.any():
+            raise ValueError(f"tensor {name!r} overflows {dtype}; save it with a wider dtype")
+        tensors[name] = saved
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # safetensors writes files as 0600; learn the mode a new file gets here (0666 minus the
+        # umask) by creating the temp file ourselves, so exported weights stay readable to others.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        mode = os.fstat(fd).st_mode & 0o777
+        os.close(fd)
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The safetensors `__metadata__` dict of `path` (empty when it has none); no tensors read."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    check_safetensors(path)
+    try:
+        # "numpy" framework: reading the header must not import torch.
+        with safe_open(str(path), framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as e:
+        raise UnsafeWeightsError(f"{path} is not a valid safetensors file ({e}).") from e
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The model config stored in `path`'s metadata."""
+    path = Path(path)
+    return _config_from_metadata(read_metadata(path), path)
+
+
+def load_model_file(
+    path: str | os.PathLike[str], expected_architecture: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a colorize weights file: (state dict with float tensors as float32, config)."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    check_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            config = _config_from_metadata(f.metadata() or {}, path)
+            _check_architecture(config, expected_architecture, path)
+            state_dict = {}
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                state_dict[name] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
+    except SafetensorError as e:
+        raise UnsafeWeightsError(f"{path} is not a valid safetensors file ({e}).") from e
+    return state_dict, config
+
+
+def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
+    if CONFIG_KEY not in metadata:
+        raise WeightsError(
+            f"{path} has no model config (metadata key {CONFIG_KEY!r}); it was not exported by colorize."
+        )
+    version = metadata.get(FORMAT_KEY)
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} is in colorize weights format {version!r}; this version reads format {FORMAT_VERSION}."
+        )
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path} has a model config that is not valid JSON ({e}).") from e
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise WeightsError(f"{path} has a model config without an architecture name.")
+    return config
+
+
+def _check_architecture(config: Mapping[str, Any], expected: str | None, path: Path) -> None:
+    if expected is not None and config["architecture"] != expected:
+        raise ArchitectureMismatchError(path, config["architecture"], expected)
