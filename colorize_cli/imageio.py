@@ -1,0 +1,551 @@
+"""Reading every kind of input photo into sRGB pixels, and writing results atomically.
+
+`load_image` turns JPEG, PNG, TIFF, WebP and BMP files in any Pillow mode into an (H, W, 3)
+sRGB array at the file's own bit depth (8 or 16), plus alpha if there is one, with EXIF
+orientation applied and an embedded ICC profile converted to sRGB (8-bit images only).
+
+`save_image` picks the format from the extension, keeps 16 bits where PNG and TIFF allow it
+(Pillow cannot write 16-bit RGB, so both have a small encoder here) and never leaves a partial
+file behind: it writes a hidden temporary file next to the target and renames it into place.
+
+Limitations:
+- ICC profiles are applied to 8-bit images only; 16-bit images are assumed to be sRGB.
+- 32-bit integer and float greyscale images are mapped to 16 bits (see `_wide_grey_to_uint16`).
+- 16-bit RGB(A) PNG/TIFF keep 16 bits, but 16-bit grey+alpha PNG is read at 8 bits (Pillow
+  has no such mode).
+- Multi-frame files (multi-page TIFF, animated WebP) are read as their first frame.
+- Loading switches Pillow's global MAX_IMAGE_PIXELS off while any load runs (restored after),
+  so the per-call `max_pixels` is the only limit; other threads opening images with Pillow
+  directly at that moment are not limited either.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import sys
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+
+# A 100-megapixel scan must load; 200 MP of 16-bit RGB is already 1.2 GB of pixels.
+DEFAULT_MAX_PIXELS = 200_000_000
+
+# Readable file extensions (lowercase, with the dot, as `Path.suffix.lower()` gives them).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+
+# Pillow decoders we allow (its JPEG opener also returns camera MPO files as format "MPO").
+_READ_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "DIB")
+
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+}
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+_QUALITY = 95  # JPEG and lossy WebP
+
+# Raw modes in which Pillow reads 16-bit RGB(A) but keeps only the high byte of each sample.
+_WIDE_RGB_RAWMODES = frozenset(
+    f"{mode};16{order}" for mode in ("RGB", "RGBA") for order in ("B", "L", "N")
+)
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+# Rows per block when encoding or scanning: bounds temporary memory on 100 MP images.
+_BLOCK_PIXELS = 1 << 21
+
+
+class ImageError(Exception):
+    """The input is not a usable image: missing, empty, corrupt, truncated or unsupported."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than the configured limit (a possible decompression bomb)."""
+
+
+class UnsupportedFormatError(ImageError, ValueError):
+    """The output file's extension names no format we can write."""
+
+
+class OutputExistsError(Exception):
+    """The output file exists and overwriting was not asked for."""
+
+
+class SameFileError(Exception):
+    """The output path is the input file itself."""
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # (H, W, 3) sRGB, uint8 or uint16
+    alpha: np.ndarray | None  # (H, W), same dtype as pixels
+    bit_depth: int  # 8 or 16
+    path: Path
+    format: str  # Pillow's format name: "JPEG", "PNG", "TIFF", ...
+    was_grey: bool  # single-channel source, or all three channels identical
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file into sRGB pixels at its native bit depth.
+
+    Raises ImageError for anything that is not a readable image and ImageTooLargeError when
+    width * height exceeds `max_pixels` (None: no limit).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"Cannot read {path}: it is a directory, not an image.")
+    if not path.exists():
+        raise ImageError(f"Cannot read {path}: no such file.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"Cannot read {path}: the file is empty.")
+
+    Image.init()  # registers every plugin, so `formats` can name WEBP, ...
+    # Pillow may warn "Corrupt EXIF data" (handled here as no rotation). Filtering that is left
+    # to the CLI: warnings.catch_warnings is not thread-safe and batch loads run in threads.
+    with _pillow_bomb_check_disabled():
+        try:
+            with Image.open(path, formats=_READ_FORMATS) as im:
+                _check_pixel_limit(path, im.size, max_pixels)
+                fmt = im.format or "unknown"
+                pixels, alpha, was_grey = _decode(im, path)
+                # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
+                orientation = _exif_orientation(im)
+        except (ImageError, MemoryError):
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"Cannot read {path}: the image is too large ({exc}).") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError(
+                f"Cannot read {path}: not a supported image (JPEG, PNG, TIFF, WebP or BMP)."
+            ) from exc
+        # Pillow's decoders raise many exception types on corrupt data (OSError, SyntaxError,
+        # struct.error, IndexError, ...); every one of them means "this file is broken".
+        except Exception as exc:
+            raise ImageError(f"Cannot read {path}: the file is corrupt or truncated ({exc}).") from exc
+
+    pixels = _orient(pixels, orientation)
+    alpha = None if alpha is None else _orient(alpha, orientation)
+    was_grey = was_grey or _channels_equal(pixels)
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
+    return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey)
+
+
+_bomb_lock = threading.Lock()
+_bomb_users = 0
+_bomb_saved_limit: int | None = None
+
+
+@contextmanager
+def _pillow_bomb_check_disabled() -> Iterator[None]:
+    """Turn off Pillow's global pixel limit while we load; `max_pixels` replaces it per call.
+
+    Pillow's check (warning at 89 MP, error at 179 MP) would refuse scans our own limit allows.
+    A counter restores the original value when the last concurrent load finishes.
+    """
+    global _bomb_users, _bomb_saved_limit
+    with _bomb_lock:
+        if _bomb_users == 0:
+            _bomb_saved_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _bomb_users += 1
+    try:
+        yield
+    finally:
+        with _bomb_lock:
+            _bomb_users -= 1
+            if _bomb_users == 0:
+                Image.MAX_IMAGE_PIXELS = _bomb_saved_limit
+
+
+def _check_pixel_limit(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"Cannot read {path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
+            f"over the limit of {max_pixels / 1e6:.1f} megapixels."
+        )
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    # Garbage EXIF blocks raise anything from struct.error to SyntaxError; an unreadable
+    # orientation is treated as "no rotation" rather than a reason to refuse the photo.
+    try:
+        value = int(im.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to an (H, W[, C]) array, as `ImageOps.exif_transpose` does.
+
+    Done in numpy so that 16-bit RGB, which Pillow cannot hold, is rotated the same way.
+    """
+    if orientation == 2:
+        array = array[:, ::-1]
+    elif orientation == 3:
+        array = array[::-1, ::-1]
+    elif orientation == 4:
+        array = array[::-1]
+    elif orientation == 5:
+        array = array.swapaxes(0, 1)
+    elif orientation == 6:
+        array = np.rot90(array, k=-1)
+    elif orientation == 7:
+        array = array[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        array = np.rot90(array, k=1)
+    return np.ascontiguousarray(array)
+
+
+def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Pixels (H, W, 3), alpha (H, W) or None, and whether the source mode was greyscale."""
+    mode = im.mode
+    if mode in ("RGB", "RGBA") and im.tile and all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile):
+        return _decode_wide_rgb(im, path)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _wide_grey_to_uint16(np.asarray(im))
+        return np.repeat(grey[:, :, None], 3, axis=2), None, True
+    return _decode_8bit(im)
+
+
+def _decode_8bit(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    icc = im.info.get("icc_profile")
+    was_grey = im.mode in _GREY_MODES
+    if im.mode in ("P", "PA"):
+        has_alpha = im.mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode in ("La", "RGBa"):  # premultiplied alpha
+        im = im.convert(im.mode[:-1] + "A")
+
+    alpha = None
+    if im.mode in ("LA", "RGBA"):
+        alpha = np.array(im.getchannel("A"))
+        im = im.convert(im.mode[:-1])
+    elif "transparency" in im.info and im.mode in ("L", "RGB"):  # a single transparent colour
+        rgba = im.convert("LA" if im.mode == "L" else "RGBA")
+        alpha = np.array(rgba.getchannel("A"))
+
+    rgb = _icc_to_srgb(im, icc) if icc else None
+    if rgb is None:
+        rgb = im.convert("RGB")
+    return np.array(rgb), alpha, was_grey
+
+
+_srgb_profile: ImageCms.ImageCmsProfile | None = None
+
+
+def _icc_to_srgb(im: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert with the embedded profile; None when the profile is unusable for this image."""
+    global _srgb_profile
+    if _srgb_profile is None:
+        _srgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, source, _srgb_profile, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        # A broken or mismatched profile (e.g. an RGB profile on a greyscale image): the
+        # pixels are still a photo, so read them as if they were sRGB.
+        return None
+
+
+def _rawmode(tile: tuple) -> str:
+    args = tile[3]
+    return args if isinstance(args, str) else args[0]
+
+
+def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """16-bit RGB(A) PNG/TIFF at full depth.
+
+    Pillow has no 16-bit RGB mode and unpacks such files to their high bytes. Decoding the same
+    tiles a second time with the opposite byte order in the raw mode yields the low bytes; the
+    two together are the exact 16-bit samples, at the cost of decoding twice.
+    """
+    tiles = list(im.tile)
+    im.load()
+    high = np.asarray(im)
+    with Image.open(path, formats=_READ_FORMATS) as again:
+        again.tile = [_swap_byte_order(t) for t in tiles]
+        again.load()
+        low = np.asarray(again)
+    samples = (high.astype(np.uint16) << 8) | low
+    alpha = samples[:, :, 3].copy() if samples.shape[2] == 4 else None
+    return np.ascontiguousarray(samples[:, :, :3]), alpha, False
+
+
+def _swap_byte_order(tile: tuple) -> tuple:
+    native = "L" if sys.byteorder == "little" else "B"
+    rawmode = _rawmode(tile)
+    order = native if rawmode[-1] == "N" else rawmode[-1]
+    swapped = rawmode[:-1] + ("B" if order == "L" else "L")
+    args = tile[3]
+    args = swapped if isinstance(args, str) else (swapped, *args[1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
+    """16/32-bit integer or float greyscale -> uint16.
+
+    16-bit data is kept as is. 32-bit integers within 0..65535 are taken as 16-bit samples,
+    anything wider is stretched from its own min..max. Floats in 0..1 are scaled to 0..65535,
+    other floats are stretched from their min..max.
+    """
+    if values.dtype.kind == "u" and values.dtype.itemsize == 2:
+        return values.astype(np.uint16)  # also turns big-endian I;16B into native order
+    if values.dtype.kind == "f":
+        values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(values.min()), float(values.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return np.rint(values * 65535.0).astype(np.uint16)
+    else:
+        lo, hi = int(values.min()), int(values.max())
+        if lo >= 0 and hi <= 65535:
+            return values.astype(np.uint16)
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return np.rint((values.astype(np.float64) - lo) * scale).astype(np.uint16)
+
+
+def _channels_equal(pixels: np.ndarray) -> bool:
+    rows = max(1, _BLOCK_PIXELS // max(1, pixels.shape[1]))
+    for y in range(0, pixels.shape[0], rows):
+        block = pixels[y : y + rows]
+        if not (np.array_equal(block[..., 0], block[..., 1]) and np.array_equal(block[..., 0], block[..., 2])):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def save_image(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    alpha: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
+    source: str | os.PathLike | None = None,
+) -> None:
+    """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
+
+    The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
+    and rounded to 8 bits for JPEG, WebP and BMP. Alpha is kept for PNG, TIFF and WebP.
+    Missing parent directories are created.
+    """
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UnsupportedFormatError(
+            f"Cannot write {path}: unknown image extension {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(sorted(_WRITE_FORMATS))}."
+        )
+    pixels, alpha = _check_arrays(path, pixels, alpha)
+    if source is not None and _same_file(path, Path(source)):
+        raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, handle = _create_temp(path)
+    try:
+        with handle:
+            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_arrays(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"Cannot write {path}: pixels must be (H, W, 3) uint8 or uint16, got {pixels.shape} {pixels.dtype}."
+        )
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.shape != pixels.shape[:2] or alpha.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"Cannot write {path}: alpha must be (H, W) uint8 or uint16, got {alpha.shape}.")
+        if alpha.dtype != pixels.dtype:
+            alpha = _to_uint8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+    return pixels, alpha
+
+
+def _same_file(path: Path, source: Path) -> bool:
+    try:
+        if path.exists() and os.path.samefile(path, source):
+            return True
+    except OSError:
+        pass
+    return path.resolve() == source.resolve()
+
+
+def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
+    """A new hidden file next to `path`, so the final rename stays on one filesystem.
+
+    Opened with mode 0o666 so the user's umask applies, as it would to a plain open().
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        return tmp, os.fdopen(fd, "wb")
+
+
+def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+    if pixels.dtype == np.uint16 and fmt == "PNG":
+        _write_png16(handle, pixels, alpha)
+    elif pixels.dtype == np.uint16 and fmt == "TIFF":
+        _write_tiff16(handle, pixels, alpha)
+    else:
+        _write_pillow(handle, fmt, _to_uint8(pixels), None if alpha is None else _to_uint8(alpha))
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.uint8:
+        return values
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+
+
+def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+    im = Image.fromarray(pixels)
+    if alpha is not None:
+        im.putalpha(Image.fromarray(alpha))
+    options = {"quality": _QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    im.save(handle, format=fmt, **options)
+
+
+def _rows_per_block(width: int) -> int:
+    return max(1, _BLOCK_PIXELS // max(1, width))
+
+
+def _with_alpha(block: np.ndarray, alpha: np.ndarray | None, y: int) -> np.ndarray:
+    if alpha is None:
+        return block
+    return np.concatenate([block, alpha[y : y + block.shape[0], :, None]], axis=2)
+
+
+def _write_png16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+    """16-bit RGB or RGBA PNG, non-interlaced, Paeth filter on every row, streamed in row blocks."""
+    height, width, _ = pixels.shape
+    channels = 3 if alpha is None else 4
+    handle.write(b"\x89PNG\r\n\x1a\n")
+    colour_type = 2 if alpha is None else 6
+    _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    compressor = zlib.compressobj(6)
+    previous = np.zeros((1, width * channels * 2), np.uint8)  # the row above the first row is zeros
+    rows = _rows_per_block(width)
+    for y in range(0, height, rows):
+        block = _with_alpha(pixels[y : y + rows], alpha, y)
+        raw = block.astype(">u2").reshape(block.shape[0], -1).view(np.uint8)
+        filtered = _paeth_filter(raw, previous, bpp=channels * 2)
+        lines = np.concatenate([np.full((raw.shape[0], 1), 4, np.uint8), filtered], axis=1)
+        data = compressor.compress(lines.tobytes())
+        if data:
+            _png_chunk(handle, b"IDAT", data)
+        previous = raw[-1:]
+    _png_chunk(handle, b"IDAT", compressor.flush())
+    _png_chunk(handle, b"IEND", b"")
+
+
+def _paeth_filter(raw: np.ndarray, previous: np.ndarray, bpp: int) -> np.ndarray:
+    """PNG filter type 4 over a block of rows (uint8, (n, bytes)); `previous` is the row above."""
+    x = raw.astype(np.int16)
+    up = np.concatenate([previous, raw[:-1]]).astype(np.int16)
+    left = np.zeros_like(x)
+    left[:, bpp:] = x[:, :-bpp]
+    up_left = np.zeros_like(x)
+    up_left[:, bpp:] = up[:, :-bpp]
+    estimate = left + up - up_left
+    dist_left, dist_up, dist_up_left = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - up_left)
+    predictor = np.where(
+        (dist_left <= dist_up) & (dist_left <= dist_up_left), left, np.where(dist_up <= dist_up_left, up, up_left)
+    )
+    return ((x - predictor) & 0xFF).astype(np.uint8)
+
+
+def _png_chunk(handle: io.BufferedWriter, kind: bytes, data: bytes) -> None:
+    handle.write(struct.pack(">I", len(data)) + kind)
+    handle.write(data)
+    handle.write(struct.pack(">I", zlib.crc32(kind + data)))
+
+
+# TIFF field types
+_SHORT, _LONG, _RATIONAL = 3, 4, 5
+
+
+def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip."""
+    height, width, _ = pixels.shape
+    channels = 3 if alpha is None else 4
+    strip_bytes = width * height * channels * 2
+    tags: list[tuple[int, int, list[int]]] = [
+        (256, _LONG, [width]),
+        (257, _LONG, [height]),
+        (258, _SHORT, [16] * channels),
+        (259, _SHORT, [1]),  # no compression
+        (262, _SHORT, [2]),  # RGB
+        (273, _LONG, [0]),  # strip offset, filled in below
+        (277, _SHORT, [channels]),
+        (278, _LONG, [height]),
+        (279, _LONG, [strip_bytes]),
+        (282, _RATIONAL, [72, 1]),
+        (283, _RATIONAL, [72, 1]),
+        (284, _SHORT, [1]),  # chunky (interleaved) samples
+        (296, _SHORT, [2]),  # resolution in inches
+    ]
+    if alpha is not None:
+        tags.append((338, _SHORT, [2]))  # extra sample: unassociated alpha
+
+    ifd_offset = 8
+    extra_offset = ifd_offset + 2 + 12 * len(tags) + 4
+    entries, extra = [], b""
+    for tag, kind, values in tags:
+        fmt = "<H" if kind == _SHORT else "<I"
+        payload = b"".join(struct.pack(fmt, v) for v in values)
+        count = len(values) // 2 if kind == _RATIONAL else len(values)
+        if len(payload) <= 4:
+            entries.append((tag, kind, count, payload.ljust(4, b"\0")))
+        else:
+            entries.append((tag, kind, count, struct.pack("<I", extra_offset + len(extra))))
+            extra += payload
+            extra += b"\0" * (len(extra) % 2)  # keep offsets word-aligned
+    data_offset = extra_offset + len(extra)
+    if data_offset + strip_bytes >= 1 << 32:
+        raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
+    entries = [
+        (tag, kind, count, struct.pack("<I", data_offset) if tag == 273 else value)
+        for tag, kind, count, value in entries
+    ]
+
+    handle.write(b"II*\0" + struct.pack("<I", ifd_offset))
+    handle.write(struct.pack("<H", len(entries)))
+    for tag, kind, count, value in entries:
+        handle.write(struct.pack("<HHI", tag, kind, count) + value)
+    handle.write(struct.pack("<I", 0))  # no further IFDs
+    handle.write(extra)
+    rows = _rows_per_block(width)
+    for y in range(0, height, rows):
+        block = _with_alpha(pixels[y : y + rows], alpha, y)
+        handle.write(np.ascontiguousarray(block, dtype="<u2").tobytes())

@@ -1,0 +1,246 @@
+"""Full-resolution output: the photo's own luminance, chroma brought up edge-aware.
+
+The model predicts chroma (a*, b* in CIE Lab units) at a small working size. The output keeps
+the input's L* at every pixel and upsamples the chroma with the fast guided filter (He & Sun,
+"Fast Guided Filter", 2015): the filter's linear coefficients A, b are fitted at low resolution
+with low-res L* as the guide, upsampled bilinearly, and applied to full-resolution L*:
+
+    ab_full = A_up * L_full + b_up
+
+so chroma edges snap to the luminance edges of the real photo instead of being smeared.
+Colours that fall outside sRGB lose chroma (never lightness) until they fit.
+
+Everything after the low-resolution fit runs on row tiles, so a 100-megapixel photo needs
+memory for its pixels, the output, one float32 L* plane and one tile of temporaries (~2 GB).
+
+Typical use, computing L* once:
+
+    L_full = luminance(pixels)
+    L_low = working_L(pixels, (h, w), luminance_full=L_full)  # the model's input
+    rgb = compose_full_resolution(pixels, ab_low, luminance_full=L_full)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorize_cli.color import AB_MAX, AB_MIN, lab_to_rgb, rgb_to_luminance
+
+# Guided-filter defaults for L* in 0..100 at a working size of a few hundred pixels.
+DEFAULT_RADIUS = 2  # box radius in low-resolution pixels (5x5 window)
+DEFAULT_EPS = 10.0  # L*^2: windows whose L* varies by more than ~3 units count as edges
+# Pixels per row tile; each tile needs roughly 100 bytes of temporaries per pixel.
+_TILE_PIXELS = 1 << 21
+_GAMUT_CHUNK = 1 << 18  # pixels per gamut-mapping chunk
+_GAMUT_STEPS = 8  # bisection steps on the chroma factor: within 1/256 of the gamut boundary
+_GAMUT_TOL = 1e-6  # linear-RGB overshoot still counted as in gamut (float32 error; below 1/65535 in sRGB)
+
+
+def luminance(pixels: np.ndarray, *, tile_rows: int | None = None) -> np.ndarray:
+    """CIE L* (float32, (H, W), 0..100) of (H, W, 3) uint8/uint16 sRGB pixels, row tile by row tile."""
+    height, width, _ = pixels.shape
+    scale = float(np.iinfo(pixels.dtype).max)
+    out = np.empty((height, width), np.float32)
+    rows = _tile_rows(width, tile_rows)
+    for y in range(0, height, rows):
+        rgb = torch.from_numpy(pixels[y : y + rows].astype(np.float32)).permute(2, 0, 1) / scale
+        out[y : y + rows] = rgb_to_luminance(rgb)[0].numpy()
+    return out
+
+
+def working_L(
+    pixels: np.ndarray, size: tuple[int, int], *, luminance_full: np.ndarray | None = None
+) -> torch.Tensor:
+    """The model's input: L* of `pixels` resized to `size` = (h, w), shape (1, h, w) float32.
+
+    Downsizing averages areas (antialiased); pass `luminance_full` to reuse an L* plane.
+    """
+    L = luminance(pixels) if luminance_full is None else luminance_full
+    return _resize_L(torch.from_numpy(L), size)
+
+
+def _resize_L(L: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) L* -> (1, h, w). Area averaging when shrinking, bilinear when growing."""
+    h, w = size
+    x = L[None, None]
+    if h <= L.shape[0] and w <= L.shape[1]:
+        return F.interpolate(x, size=(h, w), mode="area")[0]
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, averaging only pixels inside the image at the borders."""
+    return F.avg_pool2d(x[None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)[0]
+
+
+def guided_coefficients(
+    ab_low: torch.Tensor, L_low: torch.Tensor, radius: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guided-filter coefficients at low resolution: ab ~= A * L + b locally, each (2, h, w)."""
+    ab_low, L_low = ab_low.float(), L_low.float()
+    if L_low.shape[-2:] != ab_low.shape[-2:]:
+        raise ValueError(f"L_low {tuple(L_low.shape)} and ab_low {tuple(ab_low.shape)} differ in size")
+    L_low = L_low.reshape(1, *ab_low.shape[-2:])
+    mean_L = _box(L_low, radius)
+    mean_ab = _box(ab_low, radius)
+    var_L = (_box(L_low * L_low, radius) - mean_L * mean_L).clamp_min(0.0)
+    cov_L_ab = _box(L_low * ab_low, radius) - mean_L * mean_ab
+    A = cov_L_ab / (var_L + eps)
+    b = mean_ab - A * mean_L
+    # Averaging the coefficients of every window covering a pixel is the filter's last step.
+    return _box(A, radius), _box(b, radius)
+
+
+def _source_index(
+    out_size: int, in_size: int, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps for output positions start..stop-1 (align_corners=False, as F.interpolate).
+
+    Computed per absolute position, so tiles of any height give the same result as one tile.
+    """
+    pos = torch.arange(start, stop, dtype=torch.float64)
+    src = ((pos + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
+    lo = src.floor().long().clamp_max(in_size - 1)
+    hi = (lo + 1).clamp_max(in_size - 1)
+    return lo, hi, (src - lo).float()
+
+
+def _upsample_rows(coef: torch.Tensor, out_h: int, out_w: int, y0: int, y1: int, cols) -> torch.Tensor:
+    """Rows y0..y1-1 of `coef` (C, h, w) bilinearly resized to (C, out_h, out_w)."""
+    y_lo, y_hi, wy = _source_index(out_h, coef.shape[1], y0, y1)
+    x_lo, x_hi, wx = cols
+    rows = coef[:, y_lo] * (1.0 - wy)[None, :, None] + coef[:, y_hi] * wy[None, :, None]
+    return rows[:, :, x_lo] * (1.0 - wx) + rows[:, :, x_hi] * wx
+
+
+def guided_upsample(
+    ab_low: torch.Tensor,
+    L_low: torch.Tensor,
+    L_full: torch.Tensor,
+    radius: int = DEFAULT_RADIUS,
+    eps: float = DEFAULT_EPS,
+) -> torch.Tensor:
+    """Fast guided upsampling of ab (2, h, w) to the size of L_full ((H, W) or (1, H, W)) -> (2, H, W)."""
+    L_full = L_full.float().reshape(L_full.shape[-2:])
+    A, b = guided_coefficients(ab_low, L_low, radius, eps)
+    height, width = L_full.shape
+    coef = _upsample_rows(torch.cat([A, b]), height, width, 0, height, _source_index(width, A.shape[2], 0, width))
+    return coef[:2] * L_full + coef[2:]
+
+
+def gamut_map(L: torch.Tensor, ab: torch.Tensor, steps: int = _GAMUT_STEPS) -> torch.Tensor:
+    """Scale the chroma of out-of-sRGB pixels towards 0 until they fit; L* is left untouched.
+
+    L: (1, H, W), ab: (2, H, W), ab already within [AB_MIN, AB_MAX]. Returns the new ab.
+    Hue is kept because a* and b* scale together; in-gamut pixels keep their ab exactly.
+    """
+    L_flat, ab_flat = L.reshape(-1), ab.reshape(2, -1)
+    factor = torch.empty_like(L_flat)
+    # Chunks small enough for the ~30 temporaries of the gamut test to stay in cache.
+    for start in range(0, L_flat.numel(), _GAMUT_CHUNK):
+        part = slice(start, start + _GAMUT_CHUNK)
+        factor[part] = _chroma_factor(L_flat[part], ab_flat[0, part], ab_flat[1, part], steps)
+    return (ab_flat * factor).reshape(ab.shape)
+
+
+def _chroma_factor(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per-pixel s in [0, 1] with (L, s*a, s*b) in gamut: 1 where already inside, else bisection.
+
+    s = 0 (neutral grey) is always inside, so `lo` stays a valid answer throughout.
+    """
+    factor = torch.ones_like(L)
+    outside = (~_in_gamut(L, a, b)).nonzero().squeeze(1)
+    if outside.numel() == 0:
+        return factor
+    L, a, b = L[outside], a[outside], b[outside]
+    lo = torch.zeros_like(L)
+    hi = torch.ones_like(L)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        fits = _in_gamut(L, a * mid, b * mid)
+        lo = torch.where(fits, mid, lo)
+        hi = torch.where(fits, hi, mid)
+    factor[outside] = lo
+    return factor
+
+
+# kornia's Lab -> linear RGB constants (D65), so the test agrees with color.lab_to_rgb.
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+_XYZ_TO_LINEAR_RGB = (
+    (3.2404813432005266, -1.5371515162713185, -0.4985363261688878),
+    (-0.9692549499965682, 1.8759900014898907, 0.0415559265582928),
+    (0.0556466391351772, -0.2040413383665112, 1.0573110696453443),
+)
+
+
+def _in_gamut(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether each Lab colour is inside sRGB (same-shape tensors -> bool).
+
+    Tested in linear RGB, which is in [0, 1] exactly when sRGB is, and written elementwise:
+    this runs ~9 times per tile, and kornia's full conversion (gamma, stacking) would cost
+    several times more.
+    """
+    fy = (L + 16.0) / 116.0
+    f = (fy + a / 500.0, fy, (fy - b / 200.0).clamp_min(0.0))  # kornia clamps fz the same way
+    xyz = [w * torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787) for t, w in zip(f, _D65_WHITE)]
+    inside = torch.ones_like(L, dtype=torch.bool)
+    for m0, m1, m2 in _XYZ_TO_LINEAR_RGB:
+        channel = m0 * xyz[0] + m1 * xyz[1] + m2 * xyz[2]
+        inside &= (channel >= -_GAMUT_TOL) & (channel <= 1.0 + _GAMUT_TOL)
+    return inside
+
+
+def compose_full_resolution(
+    pixels: np.ndarray,
+    ab_low: torch.Tensor,
+    *,
+    radius: int = DEFAULT_RADIUS,
+    eps: float = DEFAULT_EPS,
+    tile_rows: int | None = None,
+    luminance_full: np.ndarray | None = None,
+) -> np.ndarray:
+    """Colour `pixels` (H, W, 3) uint8/uint16 with chroma `ab_low` (2, h, w) in Lab units.
+
+    Returns sRGB pixels of the same shape and dtype whose L* is the input's (up to quantisation).
+    `luminance_full` may pass in `luminance(pixels)` when the caller already has it.
+    The chroma is seamless across row tiles; the colour conversion itself can round the last
+    float32 bit differently for different tile shapes, so `tile_rows` may move a rare pixel
+    by one code value.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pixels must be (H, W, 3) uint8 or uint16, got {pixels.shape} {pixels.dtype}")
+    ab_low = ab_low.detach().float().cpu()
+    if ab_low.ndim != 3 or ab_low.shape[0] != 2:
+        raise ValueError(f"ab_low must be (2, h, w), got {tuple(ab_low.shape)}")
+
+    height, width, _ = pixels.shape
+    L_full = luminance(pixels, tile_rows=tile_rows) if luminance_full is None else luminance_full
+    if L_full.shape != (height, width) or L_full.dtype != np.float32:
+        raise ValueError(f"luminance_full must be float32 {(height, width)}, got {L_full.dtype} {L_full.shape}")
+    L_low = _resize_L(torch.from_numpy(L_full), tuple(ab_low.shape[1:]))
+    A, b = guided_coefficients(ab_low, L_low, radius, eps)
+    coef = torch.cat([A, b])
+    cols = _source_index(width, coef.shape[2], 0, width)
+
+    maximum = float(np.iinfo(pixels.dtype).max)
+    out = np.empty_like(pixels)
+    rows = _tile_rows(width, tile_rows)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        L = torch.from_numpy(L_full[y0:y1])[None]
+        c = _upsample_rows(coef, height, width, y0, y1, cols)
+        ab = (c[:2] * L + c[2:]).clamp(AB_MIN, AB_MAX)
+        ab = gamut_map(L, ab)
+        rgb = lab_to_rgb(torch.cat([L, ab]))
+        out[y0:y1] = torch.round(rgb * maximum).permute(1, 2, 0).numpy().astype(pixels.dtype)
+    return out
+
+
+def _tile_rows(width: int, tile_rows: int | None) -> int:
+    if tile_rows is not None:
+        if tile_rows < 1:
+            raise ValueError(f"tile_rows must be positive, got {tile_rows}")
+        return tile_rows
+    return max(1, _TILE_PIXELS // max(1, width))

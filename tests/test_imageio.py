@@ -1,0 +1,435 @@
+"""imageio: every input kind loads as sRGB at its own depth; writing is format-aware and atomic."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, ImageOps
+
+from colorize_cli import imageio
+from colorize_cli.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    ImageTooLargeError,
+    OutputExistsError,
+    SameFileError,
+    UnsupportedFormatError,
+    load_image,
+    save_image,
+)
+
+RNG = np.random.default_rng(1234)
+
+
+def _rgb8(h: int = 12, w: int = 17) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _rgb16(h: int = 12, w: int = 17) -> np.ndarray:
+    return RNG.integers(0, 65536, (h, w, 3), dtype=np.uint16)
+
+
+def _save_pil(path: Path, im: Image.Image, **options) -> Path:
+    im.save(path, **options)
+    return path
+
+
+def _png16_filter0(samples: np.ndarray) -> bytes:
+    """A 16-bit RGB(A) PNG written independently of imageio (filter 0 on every row)."""
+    h, w, c = samples.shape
+    raw = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _linear_srgb_icc() -> bytes:
+    """The sRGB profile with its tone curve's gamma set to 1: a real, different RGB profile."""
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    at = data.find(b"para")
+    assert at > 0
+    data[at + 12 : at + 16] = struct.pack(">i", 1 << 16)
+    return bytes(data)
+
+
+# --------------------------------------------------------------------------- modes and formats
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".bmp", ".webp"])
+def test_rgb8_lossless_formats_load_exactly(tmp_path, ext):
+    pixels = _rgb8()
+    options = {"lossless": True} if ext == ".webp" else {}
+    path = _save_pil(tmp_path / f"a{ext}", Image.fromarray(pixels), **options)
+    loaded = load_image(path)
+    assert loaded.pixels.dtype == np.uint8 and loaded.bit_depth == 8
+    np.testing.assert_array_equal(loaded.pixels, pixels)
+    assert loaded.alpha is None
+    assert not loaded.was_grey
+
+
+def test_jpeg_loads_with_format_and_shape(tmp_path):
+    path = _save_pil(tmp_path / "a.jpg", Image.fromarray(_rgb8(20, 30)), quality=90)
+    loaded = load_image(path)
+    assert loaded.format == "JPEG"
+    assert loaded.pixels.shape == (20, 30, 3)
+    assert loaded.path == path
+
+
+@pytest.mark.parametrize(
+    "mode, ext",
+    [("L", ".png"), ("L", ".jpg"), ("L", ".bmp"), ("L", ".tif"), ("1", ".png"), ("1", ".bmp"), ("LA", ".png")],
+)
+def test_grey_modes_become_equal_rgb_channels(tmp_path, mode, ext):
+    grey = RNG.integers(0, 256, (10, 14), dtype=np.uint8)
+    im = Image.fromarray(grey).convert(mode)
+    path = _save_pil(tmp_path / f"g{ext}", im)
+    loaded = load_image(path)
+    assert loaded.was_grey and loaded.bit_depth == 8
+    assert loaded.pixels.shape == (10, 14, 3)
+    assert np.array_equal(loaded.pixels[..., 0], loaded.pixels[..., 1])
+    assert np.array_equal(loaded.pixels[..., 0], loaded.pixels[..., 2])
+    if ext != ".jpg":
+        np.testing.assert_array_equal(loaded.pixels[..., 0], np.asarray(im.convert("L")))
+    assert (loaded.alpha is not None) == (mode == "LA")
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_grey_keeps_16_bits(tmp_path, ext):
+    grey = RNG.integers(0, 65536, (9, 11), dtype=np.uint16)
+    grey[0, 0] = 65535
+    grey[0, 1] = 257  # not representable at 8 bits
+    path = _save_pil(tmp_path / f"g16{ext}", Image.fromarray(grey))
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16 and loaded.pixels.dtype == np.uint16
+    assert loaded.was_grey
+    for channel in range(3):
+        np.testing.assert_array_equal(loaded.pixels[..., channel], grey)
+
+
+def test_32bit_int_and_float_grey_tiff_map_to_16_bits(tmp_path):
+    ints = RNG.integers(0, 65536, (6, 7)).astype(np.int32)
+    loaded = load_image(_save_pil(tmp_path / "i.tif", Image.fromarray(ints, mode="I")))
+    np.testing.assert_array_equal(loaded.pixels[..., 0], ints)
+
+    floats = RNG.random((6, 7)).astype(np.float32)
+    loaded = load_image(_save_pil(tmp_path / "f.tif", Image.fromarray(floats, mode="F")))
+    assert loaded.bit_depth == 16
+    np.testing.assert_array_equal(loaded.pixels[..., 0], np.rint(floats * 65535).astype(np.uint16))
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_16bit_rgb_png_from_another_writer_keeps_16_bits(tmp_path, alpha):
+    samples = RNG.integers(0, 65536, (8, 13, 4 if alpha else 3), dtype=np.uint16)
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(_png16_filter0(samples))
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16
+    np.testing.assert_array_equal(loaded.pixels, samples[..., :3])
+    if alpha:
+        np.testing.assert_array_equal(loaded.alpha, samples[..., 3])
+
+
+@pytest.mark.parametrize("transparency", [False, True])
+def test_palette_png(tmp_path, transparency):
+    im = Image.fromarray(_rgb8()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    options = {"transparency": 0} if transparency else {}
+    path = _save_pil(tmp_path / "p.png", im, **options)
+    loaded = load_image(path)
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(im.convert("RGB")))
+    if transparency:
+        index = np.asarray(im)
+        np.testing.assert_array_equal(loaded.alpha == 0, index == 0)
+    else:
+        assert loaded.alpha is None
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".webp"])
+def test_rgba_alpha_is_kept(tmp_path, ext):
+    rgba = np.dstack([_rgb8(), RNG.integers(0, 256, (12, 17), dtype=np.uint8)])
+    options = {"lossless": True} if ext == ".webp" else {}
+    loaded = load_image(_save_pil(tmp_path / f"a{ext}", Image.fromarray(rgba), **options))
+    np.testing.assert_array_equal(loaded.alpha, rgba[..., 3])
+    visible = rgba[..., 3] > 0  # WebP may drop the colour of fully transparent pixels
+    np.testing.assert_array_equal(loaded.pixels[visible], rgba[..., :3][visible])
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tif"])
+def test_cmyk_becomes_rgb(tmp_path, ext):
+    im = Image.fromarray(_rgb8()).convert("CMYK")
+    loaded = load_image(_save_pil(tmp_path / f"c{ext}", im))
+    assert loaded.pixels.shape == (12, 17, 3)
+    if ext == ".tif":  # lossless: must match Pillow's own conversion
+        np.testing.assert_array_equal(loaded.pixels, np.asarray(im.convert("RGB")))
+
+
+def test_ycbcr_tiff_becomes_rgb(tmp_path):
+    im = Image.fromarray(_rgb8()).convert("YCbCr")
+    loaded = load_image(_save_pil(tmp_path / "y.tif", im))
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(im.convert("RGB")))
+
+
+def test_sepia_colour_input_is_not_grey(tmp_path):
+    sepia = np.zeros((5, 6, 3), np.uint8) + np.array([112, 66, 20], np.uint8)
+    loaded = load_image(_save_pil(tmp_path / "s.png", Image.fromarray(sepia)))
+    assert not loaded.was_grey
+    np.testing.assert_array_equal(loaded.pixels, sepia)
+
+
+def test_rgb_file_with_equal_channels_counts_as_grey(tmp_path):
+    grey = np.repeat(RNG.integers(0, 256, (5, 6, 1), dtype=np.uint8), 3, axis=2)
+    assert load_image(_save_pil(tmp_path / "g.png", Image.fromarray(grey))).was_grey
+
+
+def test_image_extensions_are_lowercase_with_dot():
+    assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"} <= IMAGE_EXTENSIONS
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in IMAGE_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------- EXIF and ICC
+
+
+def test_jpeg_exif_orientation_6_rotates(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save_pil(tmp_path / "o.jpg", Image.fromarray(_rgb8(20, 40)), exif=exif)
+    assert load_image(path).pixels.shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_matches_pillow_exif_transpose(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im = Image.fromarray(_rgb8(6, 9))
+    path = _save_pil(tmp_path / "o.png", im, exif=exif)
+    with Image.open(path) as reopened:
+        expected = np.asarray(ImageOps.exif_transpose(reopened).convert("RGB"))
+    np.testing.assert_array_equal(load_image(path).pixels, expected)
+
+
+def test_orientation_applies_to_16bit_rgb_and_alpha(tmp_path):
+    rgba = np.dstack([_rgb16(6, 9), RNG.integers(0, 65536, (6, 9), dtype=np.uint16)])
+    path = tmp_path / "o.png"
+    save_image(path, rgba[..., :3], rgba[..., 3])
+    loaded_plain = load_image(path)
+    np.testing.assert_array_equal(loaded_plain.pixels, rgba[..., :3])
+    assert imageio._orient(rgba, 6).shape == (9, 6, 4)
+    np.testing.assert_array_equal(imageio._orient(rgba, 6)[..., :3], np.rot90(rgba[..., :3], k=-1))
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF")
+def test_broken_exif_still_loads(tmp_path):
+    garbage = b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08\xff\xff" + bytes(range(40))
+    path = _save_pil(tmp_path / "b.jpg", Image.fromarray(_rgb8(10, 20)), exif=garbage)
+    assert load_image(path).pixels.shape == (10, 20, 3)
+
+
+def test_icc_profile_is_converted_to_srgb(tmp_path):
+    pixels = np.full((4, 5, 3), (200, 100, 50), np.uint8)
+    srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    same = load_image(_save_pil(tmp_path / "s.png", Image.fromarray(pixels), icc_profile=srgb_icc))
+    assert np.abs(same.pixels.astype(int) - pixels).max() <= 1
+
+    linear = load_image(_save_pil(tmp_path / "l.png", Image.fromarray(pixels), icc_profile=_linear_srgb_icc()))
+    # Linear-encoded values are brighter once re-encoded with the sRGB curve.
+    assert (linear.pixels.astype(int) > pixels + 20).all()
+
+
+def test_unusable_icc_profile_is_ignored(tmp_path):
+    pixels = _rgb8()
+    path = _save_pil(tmp_path / "x.png", Image.fromarray(pixels), icc_profile=b"definitely not a profile")
+    np.testing.assert_array_equal(load_image(path).pixels, pixels)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_rgb8(64, 64)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.png", b""),
+        ("random.jpg", bytes(RNG.integers(0, 256, 4096, dtype=np.uint8))),
+        ("notes.png", b"this is a text file, not a picture\n" * 20),
+        ("cut.jpg", _truncated(_encoded("JPEG"))),
+        ("cut.png", _truncated(_encoded("PNG"))),
+        ("picture.gif", _encoded("GIF")),  # a real image in a format we do not read
+    ],
+)
+def test_bad_files_raise_image_error(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=name.replace(".", r"\.")):
+        load_image(path)
+
+
+def test_directory_and_missing_file_raise_image_error(tmp_path):
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_pixel_limit_raises_too_large(tmp_path):
+    path = _save_pil(tmp_path / "big.png", Image.fromarray(_rgb8(30, 40)))
+    with pytest.raises(ImageTooLargeError, match="big.png"):
+        load_image(path, max_pixels=1000)
+    assert load_image(path, max_pixels=1200).pixels.shape == (30, 40, 3)
+    assert load_image(path, max_pixels=None).pixels.shape == (30, 40, 3)
+
+
+def test_pixel_limit_is_per_call_not_pillows_global(tmp_path, monkeypatch):
+    path = _save_pil(tmp_path / "big.png", Image.fromarray(_rgb8(30, 40)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would raise a bomb error
+    assert load_image(path).pixels.shape == (30, 40, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # and the global is left as it was
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_16bit_write_round_trips_exactly(tmp_path, ext, with_alpha):
+    pixels = _rgb16(23, 31)
+    pixels[0, 0] = (65535, 0, 257)
+    alpha = RNG.integers(0, 65536, (23, 31), dtype=np.uint16) if with_alpha else None
+    path = tmp_path / f"out{ext}"
+    save_image(path, pixels, alpha)
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16
+    np.testing.assert_array_equal(loaded.pixels, pixels)
+    if with_alpha:
+        np.testing.assert_array_equal(loaded.alpha, alpha)
+    # An independent reader (Pillow, 8-bit) sees the high bytes.
+    with Image.open(path) as im:
+        assert im.size == (31, 23) and im.mode == ("RGBA" if with_alpha else "RGB")
+        np.testing.assert_array_equal(np.asarray(im)[..., :3], (pixels >> 8).astype(np.uint8))
+
+
+def test_16bit_png_spanning_several_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "_BLOCK_PIXELS", 50)  # several row blocks and IDAT chunks
+    pixels = _rgb16(40, 20)
+    save_image(tmp_path / "o.png", pixels)
+    np.testing.assert_array_equal(load_image(tmp_path / "o.png").pixels, pixels)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".webp", ".bmp", ".jpg", ".jpeg"])
+def test_8bit_write_formats(tmp_path, ext):
+    ramp = np.linspace(0, 255, 32)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 128.0 + 0 * ramp[None, :]), axis=2)
+    pixels = pixels.astype(np.uint8)  # smooth, so the lossy formats stay close
+    path = tmp_path / f"o{ext}"
+    save_image(path, pixels)
+    loaded = load_image(path)
+    assert loaded.bit_depth == 8
+    error = np.abs(loaded.pixels.astype(int) - pixels)
+    if ext in (".png", ".tif", ".bmp"):
+        assert error.max() == 0
+    else:
+        assert error.mean() < 3
+
+
+@pytest.mark.parametrize(
+    "ext, keeps_alpha", [(".png", True), (".tif", True), (".webp", True), (".jpg", False), (".bmp", False)]
+)
+def test_alpha_kept_only_where_format_allows(tmp_path, ext, keeps_alpha):
+    alpha = np.kron(RNG.integers(0, 256, (3, 4), dtype=np.uint8), np.ones((4, 4), np.uint8))
+    path = tmp_path / f"o{ext}"
+    save_image(path, _rgb8(12, 16), alpha)
+    loaded = load_image(path)
+    if keeps_alpha:
+        np.testing.assert_array_equal(loaded.alpha, alpha)
+    else:
+        assert loaded.alpha is None
+
+
+def test_16bit_to_8bit_formats_rounds(tmp_path):
+    pixels = np.full((4, 4, 3), 65535, np.uint16)
+    pixels[0] = 25828  # 100.498 in 8-bit units
+    pixels[1] = 25829  # 100.502
+    save_image(tmp_path / "o.bmp", pixels)
+    loaded = load_image(tmp_path / "o.bmp").pixels
+    assert (loaded[0] == 100).all() and (loaded[1] == 101).all() and (loaded[2:] == 255).all()
+
+
+def test_unknown_extension_is_refused(tmp_path):
+    with pytest.raises(UnsupportedFormatError, match="xyz"):
+        save_image(tmp_path / "o.xyz", _rgb8())
+    assert issubclass(UnsupportedFormatError, ValueError)
+    assert not (tmp_path / "o.xyz").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    path = tmp_path / "o.png"
+    path.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="o.png"):
+        save_image(path, _rgb8())
+    assert path.read_bytes() == b"keep me"
+    pixels = _rgb8()
+    save_image(path, pixels, overwrite=True)
+    np.testing.assert_array_equal(load_image(path).pixels, pixels)
+
+
+def test_same_file_as_source_is_always_refused(tmp_path):
+    source = tmp_path / "in.png"
+    save_image(source, _rgb8())
+    before = source.read_bytes()
+    with pytest.raises(SameFileError):
+        save_image(source, _rgb8(), overwrite=True, source=source)
+    with pytest.raises(SameFileError):
+        save_image(tmp_path / "sub" / ".." / "in.png", _rgb8(), overwrite=True, source=source)
+    link = tmp_path / "link.png"
+    link.symlink_to(source)
+    with pytest.raises(SameFileError):
+        save_image(link, _rgb8(), overwrite=True, source=source)
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("encoder, pixels", [("_write_pillow", _rgb8()), ("_write_png16", _rgb16())])
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, encoder, pixels):
+    def fail_halfway(handle, *args):
+        handle.write(b"\x89PNG partial data")
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(imageio, encoder, fail_halfway)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        save_image(tmp_path / "o.png", pixels)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "o.png"
+    path.write_bytes(b"old")
+
+    def fail(*args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(imageio, "_write_pillow", fail)
+    with pytest.raises(OSError):
+        save_image(path, _rgb8(), overwrite=True)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["o.png"]
+
+
+def test_write_creates_parent_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "nested" / "dir" / "o.png"
+    save_image(path, _rgb8())
+    assert os.listdir(path.parent) == ["o.png"]
