@@ -1,0 +1,177 @@
+"""Running many images through the engine: planning outputs, overlapping I/O with model work,
+and a per-file report. Used by both the default command and `colorize batch`.
+
+Loading runs ahead of the model in a thread pool (Pillow decoding releases the GIL) and saving
+runs behind it, so the model is rarely waiting on the disk. A failure in one file is recorded
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .imageio import IMAGE_EXTENSIONS, LoadedImage, OutputExistsError, load_image, save_image
+
+
+@dataclass
+class Job:
+    source: Path
+    outputs: list[Path]          # one per sample
+
+
+@dataclass
+class JobResult:
+    source: Path
+    status: str                  # done | skipped | failed
+    outputs: list[Path] = field(default_factory=list)
+    reason: str | None = None
+    error: BaseException | None = None
+
+    def to_json(self) -> dict:
+        return {"source": str(self.source), "status": self.status, "outputs": [str(p) for p in self.outputs],
+                "reason": self.reason}
+
+
+def sample_paths(output: Path, samples: int) -> list[Path]:
+    """`out.png` for one sample; `out-1.png`, `out-2.png`, … for several."""
+    if samples == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(1, samples + 1)]
+
+
+def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
+    """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob."""
+    walker: Iterable[Path] = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
+    found = []
+    for path in walker:
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and (pattern is not None or path.suffix.lower() in IMAGE_EXTENSIONS):
+            found.append(path)
+    return sorted(found)
+
+
+def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int) -> list[Job]:
+    """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png."""
+    return [Job(src, sample_paths(out_dir / src.relative_to(root).with_suffix(ext), samples)) for src in sources]
+
+
+def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:
+    """Yield (job, future of its loaded image), keeping up to `ahead` loads in flight."""
+    pending: list[tuple[Job, Future]] = []
+    it = iter(jobs)
+    for job in it:
+        pending.append((job, executor.submit(load_image, job.source)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        job, fut = pending.pop(0)
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, executor.submit(load_image, nxt.source)))
+        yield job, fut
+
+
+def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
+             samples: int, batch_size: int, overwrite: bool, skip_existing: bool,
+             on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+    """Colour every job; return one result per job, in order.
+
+    An existing output is skipped when `skip_existing` (batch resume), refused otherwise unless
+    `overwrite`. Outputs that two inputs would share are refused for the second one.
+    """
+    results: dict[int, JobResult] = {}
+
+    def finish(index: int, result: JobResult) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    todo: list[tuple[int, Job]] = []
+    claimed: dict[Path, Path] = {}
+    for index, job in enumerate(jobs):
+        clash = next((p for p in job.outputs if p.resolve() in claimed), None)
+        if clash is not None:
+            finish(index, JobResult(job.source, "failed", reason=f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}"))
+            continue
+        for p in job.outputs:
+            claimed[p.resolve()] = job.source
+        existing = [p for p in job.outputs if p.exists()]
+        if existing and not overwrite:
+            if skip_existing and len(existing) == len(job.outputs):
+                finish(index, JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists"))
+                continue
+            if not skip_existing:
+                err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
+                finish(index, JobResult(job.source, "failed", reason=str(err), error=err))
+                continue
+        todo.append((index, job))
+
+    index_of = {id(job): index for index, job in todo}
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
+        saves: list[tuple[int, Job, list[Future]]] = []
+        batch: list[tuple[Job, LoadedImage]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            pixels, seeds, sample_ids, owners = [], [], [], []
+            for job, image in batch:
+                for k in range(samples):
+                    pixels.append(image.pixels)
+                    seeds.append(seed)
+                    sample_ids.append(k)
+                    owners.append((job, image, k))
+            try:
+                outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, seeds=seeds,
+                                              samples=sample_ids, batch_size=batch_size * samples)
+            except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
+                for job, _ in batch:
+                    finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {e}", error=e))
+                batch.clear()
+                return
+            futures: dict[int, list[Future]] = {}
+            for (job, image, k), out in zip(owners, outs):
+                fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source)
+                futures.setdefault(id(job), []).append(fut)
+            for job, _ in batch:
+                saves.append((index_of[id(job)], job, futures[id(job)]))
+            batch.clear()
+            _collect(block=False)
+
+        def _collect(block: bool) -> None:
+            keep = []
+            for index, job, futs in saves:
+                if not block and not all(f.done() for f in futs):
+                    keep.append((index, job, futs))
+                    continue
+                errors = [f.exception() for f in futs if f.exception() is not None]
+                if errors:
+                    finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
+                else:
+                    finish(index, JobResult(job.source, "done", outputs=job.outputs))
+            saves[:] = keep
+
+        for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):
+            try:
+                image = fut.result()
+            except Exception as e:  # recorded per file; the batch goes on
+                finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
+                continue
+            batch.append((job, image))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        _collect(block=True)
+    return [results[i] for i in range(len(jobs))]
+
+
+def _reason(source: Path, error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if str(source) in text else f"{source}: {text}"

@@ -1,0 +1,349 @@
+"""The `colorize` command line.
+
+`colorize IMAGE...` is the default command; `batch`, `models`, `train` and `bench` are
+subcommands. Heavy modules (torch, the models) are imported inside the commands, so that
+`--help`, `--version` and shell completion stay instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import ExitCode, UsageError, exit_code_for, is_expected
+
+# Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+DEFAULT_COMMAND = "color"
+
+
+class DefaultCommandGroup(TyperGroup):
+    """Routes `colorize photo.jpg ...` to the default command when no subcommand is named."""
+
+    group_options = {"--help", "-h", "--version", "--debug", "--install-completion", "--show-completion"}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((i for i, a in enumerate(args) if a not in ("--debug",)), None)
+        if first is not None and args[first] not in self.commands and args[first] not in self.group_options:
+            args = args[:first] + [DEFAULT_COMMAND] + args[first:]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True, add_completion=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Bring colour back to black-and-white photographs.\n\n"
+                       "colorize photo.jpg -o out.png   ·   colorize batch ./scans   ·   colorize models list")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, inspect, verify and download weights.")
+app.add_typer(models_app, name="models")
+
+_state = {"debug": False}
+
+
+class Sampler(str, Enum):
+    ddpm = "ddpm"
+    ddim = "ddim"
+    cold = "cold"
+    oneshot = "oneshot"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"colorize {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def fail(error: BaseException) -> "typer.Exit":
+    """Print one `Error:` line (a traceback too with --debug) and return the Exit to raise."""
+    if _state["debug"] or not is_expected(error):
+        traceback.print_exception(error, file=sys.stderr)
+    message = str(error) or type(error).__name__
+    if not is_expected(error) and not _state["debug"]:
+        message += " (run with --debug for details)"
+    stderr.print(f"Error: {message}", markup=False)
+    return typer.Exit(int(exit_code_for(error)))
+
+
+def _load_engine(model: Optional[str], weights: Optional[Path], device: Device):
+    from .pipeline import Engine
+
+    return Engine.load(model=model, weights=weights, device=device.value)
+
+
+class _Reporter:
+    """Progress bar on stderr, output paths on stdout, one `Error:` line per failed file."""
+
+    def __init__(self, total: int, quiet: bool, as_json: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.quiet, self.as_json = quiet, as_json
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=stderr, transient=True, disable=quiet)
+        self.task = self.progress.add_task("colouring", total=total)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, result) -> None:
+        self.progress.advance(self.task)
+        if result.status == "failed":
+            self.progress.console.print(f"Error: {result.reason}", markup=False)
+        elif result.status == "done" and not self.as_json:
+            for path in result.outputs:
+                stdout.print(str(path), markup=False)
+
+
+def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        stdout.print_json(json.dumps({"done": done, "skipped": skipped, "failed": len(failed),
+                                      "files": [r.to_json() for r in results]}))
+    elif not quiet and not single:
+        stderr.print(f"{done} done, {skipped} skipped, {len(failed)} failed", markup=False)
+        for r in failed:
+            stderr.print(f"  failed: {r.reason}", markup=False)
+    if failed:
+        if single:
+            raise typer.Exit(int(exit_code_for(failed[0].error)) if failed[0].error else int(ExitCode.PARTIAL))
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+# Options shared by the colouring commands.
+ModelOpt = typer.Option(None, "--model", "-m", help="Registry model name (see `colorize models list`).")
+WeightsOpt = typer.Option(None, "--weights", help="A local .safetensors file instead of a registry model.",
+                          exists=False, dir_okay=False)
+SamplerOpt = typer.Option(None, "--sampler", help="Sampler (only those the model supports).")
+StepsOpt = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's).")
+SeedOpt = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same image.")
+SamplesOpt = typer.Option(1, "--samples", min=1, max=64, help="Different colourings per input.")
+SizeOpt = typer.Option(None, "--size", min=16, max=4096, help="Working resolution the model sees (longer side, px).")
+DeviceOpt = typer.Option(Device.auto, "--device", help="Where the model runs.")
+BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+JsonOpt = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten).")
+
+
+def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, batch_size, quiet, as_json,
+         overwrite, skip_existing, single) -> None:
+    from .batch import run_jobs
+
+    try:
+        engine = _load_engine(model, weights, device)
+        engine.resolve_settings(sampler.value if sampler else None, steps, size)
+    except Exception as e:
+        raise fail(e) from None
+    try:
+        with _Reporter(len(jobs), quiet, as_json) as report:
+            results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
+                               seed=seed, samples=samples, batch_size=batch_size, overwrite=overwrite,
+                               skip_existing=skip_existing, on_result=report)
+    except KeyboardInterrupt:
+        stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    _summarise(results, as_json, quiet, single)
+
+
+@app.command(DEFAULT_COMMAND, help="Colour photos (the default command: `colorize IMAGE... [-o OUT]`).")
+def color_command(
+    images: List[Path] = typer.Argument(..., help="Input images.", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
+    model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
+    steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
+    device: Device = DeviceOpt, batch_size: int = BatchOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    from .batch import Job, sample_paths
+
+    for image in images:
+        if image.is_dir():
+            raise fail(UsageError(f"{image} is a folder; use `colorize batch {image}`"))
+    missing = [image for image in images if not image.exists()]
+    if len(missing) == len(images):  # nothing to do: say so before loading a model
+        raise fail(FileNotFoundError(f"{missing[0]} does not exist"))
+    if output is not None and len(images) > 1 and output.suffix and not output.is_dir():
+        raise fail(UsageError("several inputs need -o to name a folder"))
+    jobs = []
+    for image in images:
+        if output is None:
+            target = image.with_name(f"{image.stem}-colorized.png")
+        elif len(images) > 1 or output.is_dir():
+            target = output / f"{image.stem}-colorized.png"
+        else:
+            target = output
+        jobs.append(Job(image, sample_paths(target, samples)))
+    if output is not None and (len(images) > 1 or not output.suffix):
+        output.mkdir(parents=True, exist_ok=True)
+    _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
+         device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
+         skip_existing=False, single=len(images) == 1)
+
+
+@app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
+def batch_command(
+    folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: FOLDER-colorized)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif'."),
+    ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp or bmp."),
+    model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
+    steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
+    device: Device = DeviceOpt, batch_size: int = BatchOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    from .batch import discover, plan_batch
+
+    if not folder.is_dir():
+        raise fail(FileNotFoundError(f"{folder} is not a folder"))
+    suffix = "." + ext.lower().lstrip(".")
+    if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp"):
+        raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp"))
+    out_dir = output or folder.with_name(folder.name + "-colorized")
+    sources = discover(folder, recursive=recursive, pattern=glob)
+    if out_dir.resolve().is_relative_to(folder.resolve()):
+        sources = [s for s in sources if not s.resolve().is_relative_to(out_dir.resolve())]
+    if not sources:
+        raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
+    jobs = plan_batch(folder, out_dir, sources, suffix, samples)
+    for job in jobs:
+        job.outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
+         device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
+         skip_existing=True, single=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@models_app.command("list", help="List the registry's models and where their weights resolve from.")
+def models_list(as_json: bool = JsonOpt) -> None:
+    from rich.table import Table
+
+    from .weights import load_registry, locate_weights
+
+    try:
+        registry = load_registry()
+        rows = []
+        for name in registry.names:
+            entry = registry.get(name)
+            status = locate_weights(entry)
+            rows.append({"name": name, "default": name == registry.default, "architecture": entry.architecture,
+                         "params": entry.params, "licence": entry.licence, "sampler": entry.default_sampler,
+                         "steps": entry.default_steps, "size": entry.size,
+                         "source": status.source if status else "not available", "description": entry.description})
+    except Exception as e:
+        raise fail(e) from None
+    if as_json:
+        stdout.print_json(json.dumps(rows))
+        return
+    table = Table("model", "architecture", "params", "licence", "sampler", "steps", "size", "weights")
+    for r in rows:
+        table.add_row(r["name"] + (" (default)" if r["default"] else ""), r["architecture"],
+                      f"{r['params'] / 1e6:.1f}M" if r["params"] else "–", r["licence"], r["sampler"],
+                      str(r["steps"]), str(r["size"]), r["source"])
+    stdout.print(table)
+
+
+@models_app.command("info", help="Everything the registry and the weights file say about one model.")
+def models_info(name: str = typer.Argument(..., show_default=False), as_json: bool = JsonOpt) -> None:
+    from dataclasses import asdict
+
+    from .weights import load_registry, read_config, verify
+
+    try:
+        entry = load_registry().get(name)
+        status = verify(entry)
+        info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(entry).items()}
+        info.update(source=status.source, path=str(status.path) if status.path else None,
+                    sha256_status=status.hash_status, problem=status.problem)
+        if status.path is not None:
+            info["config"] = read_config(status.path)
+    except Exception as e:
+        raise fail(e) from None
+    if as_json:
+        stdout.print_json(json.dumps(info))
+        return
+    for key, value in info.items():
+        if key != "config":
+            stdout.print(f"{key:>16}: {value}", markup=False)
+    if "config" in info:
+        stdout.print(f"{'config':>16}: {json.dumps(info['config'])}", markup=False)
+
+
+@models_app.command("verify", help="Check the sha256 and format of every model's local weights.")
+def models_verify(name: Optional[str] = typer.Argument(None, help="One model (default: all)."), as_json: bool = JsonOpt) -> None:
+    from .weights import load_registry, verify
+
+    try:
+        registry = load_registry()
+        names = [name] if name else registry.names
+        results = [verify(registry.get(n)) for n in names]
+    except Exception as e:
+        raise fail(e) from None
+    if as_json:
+        stdout.print_json(json.dumps([{"name": r.name, "ok": r.ok, "source": r.source, "sha256": r.hash_status,
+                                       "problem": r.problem} for r in results]))
+    else:
+        for r in results:
+            mark = "ok" if r.ok else ("missing" if not r.resolved else "FAILED")
+            detail = f"{r.source}, sha256 {r.hash_status}" if r.resolved else ""
+            stdout.print(f"{r.name}: {mark} {detail}".rstrip(), markup=False)
+            if r.problem and (r.resolved or name):
+                stderr.print(f"  {r.problem}", markup=False)
+    bad = [r for r in results if r.resolved and not r.ok] or ([r for r in results if not r.ok] if name else [])
+    if bad:
+        raise typer.Exit(int(ExitCode.WEIGHTS))
+
+
+@models_app.command("download", help="Fetch a model's weights from the Hugging Face Hub into its cache.")
+def models_download(name: str = typer.Argument(..., show_default=False)) -> None:
+    from .weights import download, load_registry
+
+    try:
+        resolved = download(load_registry().get(name))
+    except Exception as e:
+        raise fail(e) from None
+    stdout.print(str(resolved.path), markup=False)
+
+
+def main() -> None:
+    # Pillow warns about a corrupt EXIF block and then reads the image anyway: so do we.
+    warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+    try:
+        app()
+    except KeyboardInterrupt:
+        stderr.print("Error: interrupted", markup=False)
+        sys.exit(int(ExitCode.INTERRUPTED))

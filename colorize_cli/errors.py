@@ -1,0 +1,45 @@
+"""Exit codes, and the mapping from expected failures to them.
+
+Kept free of torch so that `colorize --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1        # an unexpected error (a bug): traceback with --debug
+    USAGE = 2          # bad options or arguments (Click's own code)
+    BAD_INPUT = 3      # an input image is missing, corrupt, unsupported or too large
+    WEIGHTS = 4        # model weights missing, unsafe, corrupt or of the wrong architecture
+    OUTPUT = 5         # an output exists (no --overwrite), would overwrite an input, or cannot be written
+    PARTIAL = 6        # a batch finished, but some files failed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class UsageError(Exception):
+    """A combination of options that cannot work (reported with exit code USAGE)."""
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit code for an expected error; FAILURE for anything else."""
+    from .imageio import ImageError, OutputExistsError, SameFileError
+    from .weights import WeightsError
+
+    if isinstance(error, ImageError) or isinstance(error, FileNotFoundError):
+        return ExitCode.BAD_INPUT
+    if isinstance(error, (OutputExistsError, SameFileError, PermissionError, IsADirectoryError)):
+        return ExitCode.OUTPUT
+    if isinstance(error, WeightsError):
+        return ExitCode.WEIGHTS
+    if isinstance(error, (UsageError, ValueError)):
+        return ExitCode.USAGE
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.FAILURE
+
+
+def is_expected(error: BaseException) -> bool:
+    return exit_code_for(error) != ExitCode.FAILURE

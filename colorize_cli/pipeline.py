@@ -1,0 +1,171 @@
+"""The inference engine: load a model once, colour images at a working size, compose at full size.
+
+The model only ever sees a small grey image (the working size, like DeOldify's render factor);
+the output keeps the input's own luminance at full resolution and takes its chroma from the
+model through an edge-aware, luminance-guided upsampling (see `upsample.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import diffusion, upsample
+from .color import AB_SCALE, normalize_L
+from .models import ColorModel, build_model
+from .weights import ModelEntry, Registry, load_model_file, load_registry, resolve_weights, sha256_file
+
+# Called with (images done, images total) as work completes.
+Progress = Callable[[int, int], None]
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("--device mps was asked for, but Apple's MPS backend is not available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
+    """The model's input shape: longer side ≈ `size`, aspect kept, both sides multiples of `multiple`."""
+    if size < multiple:
+        raise ValueError(f"--size must be at least {multiple} for this model")
+    scale = size / max(height, width)
+    def fit(side: int) -> int:
+        return max(multiple, int(round(side * scale / multiple)) * multiple)
+    return fit(height), fit(width)
+
+
+def sample_seed(seed: int, sample: int) -> list[torch.Generator]:
+    """The generator for sample `sample` of an image: depends on the seed and sample index only,
+    so an image's colours never depend on which other images share its batch."""
+    return diffusion.make_generators(seed, 1, offset=sample)
+
+
+@dataclass
+class Engine:
+    model: ColorModel
+    name: str
+    architecture: str
+    device: torch.device
+    weights_path: Path | None
+    weights_source: str
+    weights_sha256: str
+    default_sampler: str
+    default_steps: int
+    default_size: int
+
+    @classmethod
+    def load(cls, model: str | None = None, weights: str | Path | None = None, device: str = "auto", *,
+             registry: Registry | None = None, local_files_only: bool = False) -> "Engine":
+        """A named registry model (default: the registry's default) or a local safetensors file."""
+        torch_device = select_device(device)
+        entry: ModelEntry | None = None
+        if weights is None or model is not None:
+            registry = registry or load_registry()
+            entry = registry.get(model or registry.default)
+        resolved = resolve_weights(entry if weights is None else None, weights_path=weights,
+                                   local_files_only=local_files_only)
+        state, config = load_model_file(resolved.path, expected_architecture=entry.architecture if entry else None)
+        net = build_model(config)
+        net.load_state_dict(state, strict=True)
+        net.eval().requires_grad_(False).to(torch_device)
+        cfg = net.config
+        return cls(
+            model=net,
+            name=entry.name if entry else Path(resolved.path).stem,
+            architecture=cfg.architecture,
+            device=torch_device,
+            weights_path=Path(resolved.path),
+            weights_source=resolved.source,
+            # resolve_weights has checked registry files against their hash already
+            weights_sha256=entry.sha256 if entry and entry.sha256 and resolved.source != "file" else sha256_file(resolved.path),
+            default_sampler=(entry.default_sampler if entry else None) or cfg.default_sampler,
+            default_steps=(entry.default_steps if entry else None) or cfg.default_steps,
+            default_size=(entry.size if entry else None) or cfg.size,
+        )
+
+    @classmethod
+    def from_model(cls, model: ColorModel, device: str = "cpu", name: str = "custom") -> "Engine":
+        """Wrap an in-memory model (tests, training previews)."""
+        torch_device = select_device(device)
+        model.eval().requires_grad_(False).to(torch_device)
+        cfg = model.config
+        return cls(model, name, cfg.architecture, torch_device, None, "memory", "", cfg.default_sampler,
+                   cfg.default_steps, cfg.size)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def supported_samplers(self) -> tuple[str, ...]:
+        return self.model.samplers
+
+    def resolve_settings(self, sampler: str | None, steps: int | None, size: int | None) -> tuple[str, int, int]:
+        sampler = sampler or self.default_sampler
+        if sampler not in self.supported_samplers:
+            raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
+                             f"{', '.join(self.supported_samplers)}, not {sampler!r}")
+        steps = self.default_steps if steps is None else steps
+        if steps < 1:
+            raise ValueError("--steps must be at least 1")
+        size = size or self.default_size
+        if size < self.model.multiple or size > 4096:
+            raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
+        return sampler, steps, size
+
+    @torch.inference_mode()
+    def predict_ab(self, L_work: torch.Tensor, generators: list[torch.Generator], sampler: str, steps: int,
+                   callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """L* (B, 1, h, w) at the working size -> a*b* (B, 2, h, w), both in real Lab units."""
+        L = normalize_L(L_work.to(self.device, torch.float32))
+        ab = self.model.colorize(L, sampler=sampler, steps=steps, generators=generators, callback=callback)
+        return ab.float().cpu() * AB_SCALE
+
+    def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
+                        size: int | None = None, seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
+                        batch_size: int = 8, progress: Progress | None = None) -> list[np.ndarray]:
+        """Colour full-resolution sRGB images (H, W, 3) uint8/uint16; returns the same shapes and dtypes.
+
+        `seeds[i]` and `samples[i]` (default 0) pick image i's random stream; images whose working
+        shapes match are batched together.
+        """
+        sampler, steps, size = self.resolve_settings(sampler, steps, size)
+        n = len(pixels)
+        seeds = list(seeds) if seeds is not None else [0] * n
+        samples = list(samples) if samples is not None else [0] * n
+        shapes = [working_shape(p.shape[0], p.shape[1], size, self.model.multiple) for p in pixels]
+        results: list[np.ndarray | None] = [None] * n
+        done = 0
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            by_shape.setdefault(shape, []).append(i)
+        for shape, members in by_shape.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                # L* once per image: it feeds both the model's input and the full-size composition.
+                L_full = {i: upsample.luminance(pixels[i]) for i in chunk}
+                L_work = torch.stack([upsample.working_L(pixels[i], shape, luminance_full=L_full[i]) for i in chunk])
+                generators = [sample_seed(seeds[i], samples[i])[0] for i in chunk]
+                ab = self.predict_ab(L_work, generators, sampler, steps)
+                for j, i in enumerate(chunk):
+                    results[i] = upsample.compose_full_resolution(pixels[i], ab[j], luminance_full=L_full.pop(i))
+                    done += 1
+                    if progress is not None:
+                        progress(done, n)
+        return results  # type: ignore[return-value]

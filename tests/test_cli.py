@@ -1,0 +1,290 @@
+"""The command line, driven through Typer's CliRunner (and one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from colorize_cli.cli import app
+from colorize_cli.errors import ExitCode
+from colorize_cli.upsample import luminance
+
+from conftest import photo, save_photo
+
+try:
+    runner = CliRunner(mix_stderr=False)
+except TypeError:  # Click >= 8.2 keeps stderr apart by default
+    runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_version_and_help_do_not_import_torch():
+    code = ("import sys; from typer.testing import CliRunner; from colorize_cli.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(app, ['--version']); assert 'colorize' in r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_colours_one_photo_with_the_bundled_default(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "grey.png", "L")
+    out = tmp_path / "out.png"
+    result = run(src, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    colour = np.asarray(Image.open(out))
+    grey = np.asarray(Image.open(src).convert("RGB"))
+    assert colour.shape == grey.shape
+    # The luminance is the input's own, at full resolution.
+    assert np.abs(luminance(colour) - luminance(grey)).max() < 1.0
+    # And it is no longer grey.
+    assert np.abs(colour.astype(int) - grey.astype(int)).max() > 0
+
+
+def test_default_output_name_beside_input(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "scan.jpg", "L")
+    assert run(src).exit_code == 0
+    assert (tmp_path / "scan-colorized.png").is_file()
+
+
+def test_several_inputs_into_a_folder(fake_registry, tmp_path):
+    a, b = save_photo(tmp_path / "a.png", "L"), save_photo(tmp_path / "b.jpg", "L", seed=1)
+    result = run(a, b, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a-colorized.png", "b-colorized.png"]
+
+
+def test_refuses_to_overwrite_output_without_flag(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    result = run(src, "-o", out)
+    assert result.exit_code == ExitCode.OUTPUT
+    assert len(error_lines(result)) == 1 and "--overwrite" in error_lines(result)[0]
+    assert out.read_bytes() == b"precious"
+    assert run(src, "-o", out, "--overwrite").exit_code == 0
+    assert Image.open(out).size == (64, 48)
+
+
+def test_never_overwrites_the_input(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    before = src.read_bytes()
+    result = run(src, "-o", src, "--overwrite")
+    assert result.exit_code == ExitCode.OUTPUT
+    assert len(error_lines(result)) == 1
+    assert src.read_bytes() == before
+
+
+def _bomb_png(path: Path) -> Path:
+    """A valid PNG header claiming 40000 x 40000 pixels (1.6 GP): refused before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "random", "missing", "bomb"])
+def test_bad_inputs_give_one_error_line_and_no_output(fake_registry, tmp_path, kind):
+    src = tmp_path / "bad.png"
+    if kind == "empty":
+        src.write_bytes(b"")
+    elif kind == "text":
+        src.write_text("hello, not an image")
+    elif kind == "truncated":
+        good = save_photo(tmp_path / "good.png", "L", height=200, width=200)
+        src.write_bytes(good.read_bytes()[:300])
+    elif kind == "random":
+        src.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif kind == "bomb":
+        _bomb_png(src)
+    out = tmp_path / "out.png"
+    result = run(src, "-o", out)
+    assert result.exit_code == ExitCode.BAD_INPUT, result.stderr
+    assert len(error_lines(result)) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.parametrize("mode,ext", [("L", ".png"), ("RGB", ".jpg"), ("RGBA", ".png"), ("P", ".png"),
+                                      ("CMYK", ".jpg"), ("L", ".tif"), ("RGB", ".webp"), ("RGB", ".bmp"), ("LA", ".png")])
+def test_every_input_kind(fake_registry, tmp_path, mode, ext):
+    src = save_photo(tmp_path / f"in{ext}", mode)
+    out = tmp_path / ("out.png" if mode not in ("RGBA", "LA") else "out.png")
+    result = run(src, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    img = Image.open(out)
+    assert img.size == (64, 48)
+    assert img.mode == ("RGBA" if mode in ("RGBA", "LA") else "RGB")
+
+
+def test_alpha_is_kept(fake_registry, tmp_path):
+    rgba = np.dstack([photo(), np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))])
+    src = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    assert run(src, "-o", tmp_path / "o.png").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png"))[..., 3], rgba[..., 3])
+
+
+def test_16_bit_grey_gives_16_bit_output(fake_registry, tmp_path):
+    grey16 = (np.linspace(0, 65535, 48 * 64).reshape(48, 64)).astype(np.uint16)
+    src = tmp_path / "scan16.png"
+    Image.fromarray(grey16).save(src)
+    out = tmp_path / "out16.png"
+    assert run(src, "-o", out).exit_code == 0
+    from colorize_cli.imageio import load_image
+
+    loaded = load_image(out)
+    assert loaded.bit_depth == 16 and loaded.pixels.dtype == np.uint16
+    assert len(np.unique(loaded.pixels)) > 256  # more than 8 bits of information survived
+
+
+def test_exif_orientation_is_applied(fake_registry, tmp_path):
+    img = Image.fromarray(photo()).convert("L")  # 64 wide, 48 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    src = tmp_path / "rot.jpg"
+    img.save(src, exif=exif)
+    assert run(src, "-o", tmp_path / "o.png").exit_code == 0
+    assert Image.open(tmp_path / "o.png").size == (48, 64)
+
+
+def test_same_seed_same_image_and_batch_independence(fake_registry, tmp_path):
+    a, b = save_photo(tmp_path / "a.png", "L"), save_photo(tmp_path / "b.png", "L", seed=3)
+    run(a, "-o", tmp_path / "a1.png", "--seed", "5", "--sampler", "ddpm")
+    run(a, b, "-o", tmp_path / "both", "--seed", "5", "--sampler", "ddpm", "--batch-size", "2")
+    run(a, "-o", tmp_path / "a2.png", "--seed", "6", "--sampler", "ddpm")
+    one = np.asarray(Image.open(tmp_path / "a1.png")).astype(int)
+    batched = np.asarray(Image.open(tmp_path / "both" / "a-colorized.png")).astype(int)
+    other_seed = np.asarray(Image.open(tmp_path / "a2.png")).astype(int)
+    assert np.abs(one - batched).max() <= 1  # float reductions may differ by one level
+    assert np.abs(one - other_seed).max() > 1
+
+
+def test_samples_gives_distinct_colourings(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    result = run(src, "-o", tmp_path / "o.png", "--samples", "2", "--sampler", "ddpm")
+    assert result.exit_code == 0, result.stderr
+    one, two = (np.asarray(Image.open(tmp_path / f"o-{k}.png")).astype(int) for k in (1, 2))
+    assert np.abs(one - two).max() > 1
+
+
+def test_unsupported_sampler_is_a_usage_error(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    result = run(src, "-o", tmp_path / "o.png", "--sampler", "cold")
+    assert result.exit_code == ExitCode.USAGE
+    assert "supports" in error_lines(result)[0]
+
+
+def test_each_architecture_runs_from_a_weights_file(tiny_weights, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    for arch, path in tiny_weights.items():
+        out = tmp_path / f"{arch}.png"
+        result = run(src, "-o", out, "--weights", path, "--size", "32")
+        assert result.exit_code == 0, (arch, result.stderr)
+        assert Image.open(out).size == (64, 48)
+
+
+def test_missing_weights_and_pickles_are_weights_errors(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    result = run(src, "--model", "absent")
+    assert result.exit_code == ExitCode.WEIGHTS
+    assert len(error_lines(result)) == 1
+    pickle_file = tmp_path / "evil.safetensors"
+    import pickle
+
+    pickle_file.write_bytes(pickle.dumps({"a": 1}))
+    result = run(src, "--weights", pickle_file)
+    assert result.exit_code == ExitCode.WEIGHTS
+    assert not (tmp_path / "a-colorized.png").exists()
+
+
+def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    (scans / "box1").mkdir(parents=True)
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "box1" / "b.jpg", "L", seed=2)
+    (scans / "box1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    result = run("batch", scans, "-o", out, "--recursive")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert (out / "a.png").is_file() and (out / "box1" / "b.png").is_file()
+    assert not (out / "box1" / "broken.png").exists()
+    assert "2 done, 0 skipped, 1 failed" in result.stderr
+    assert "broken.jpg" in result.stderr
+
+    # Rerun: finished files are skipped (resume), the broken one is reported again.
+    stamp = (out / "a.png").stat().st_mtime_ns
+    result = run("batch", scans, "-o", out, "--recursive", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (0, 2, 1)
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+    failed = [f for f in summary["files"] if f["status"] == "failed"]
+    assert "broken.jpg" in failed[0]["source"] and failed[0]["reason"]
+
+
+def test_batch_without_recursive_and_with_glob(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "b.tif", "L")
+    save_photo(scans / "sub" / "c.png", "L")
+    result = run("batch", scans, "--glob", "*.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [Path(f["source"]).name for f in summary["files"]] == ["a.png"]
+    assert (tmp_path / "scans-colorized" / "a.png").is_file()
+
+
+def test_batch_of_empty_folder_is_an_error(fake_registry, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("batch", tmp_path / "empty")
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert len(error_lines(result)) == 1
+
+
+def test_models_list_info_verify(fake_registry):
+    result = run("models", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["tiny"]["default"] and rows["tiny"]["source"] == "bundled"
+    assert rows["absent"]["source"] == "not available"
+    info = json.loads(run("models", "info", "tiny", "--json").stdout)
+    assert info["config"]["architecture"] == "lab-ddpm" and info["sha256_status"] == "ok"
+    assert run("models", "verify", "tiny").exit_code == 0
+    assert run("models", "verify", "absent").exit_code == ExitCode.WEIGHTS
+    assert run("models", "info", "nope").exit_code == ExitCode.WEIGHTS
+
+
+def test_installed_entry_point_runs(tmp_path, tiny_weights):
+    exe = shutil.which("colorize")
+    if exe is None:
+        pytest.skip("the colorize entry point is not installed (pip install -e .)")
+    src = save_photo(tmp_path / "a.png", "L")
+    proc = subprocess.run([exe, str(src), "-o", str(tmp_path / "o.png"), "--weights", str(tiny_weights["unet"]),
+                           "--size", "32", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "o.png")
+    proc = subprocess.run([exe, str(tmp_path / "missing.png"), "--weights", str(tiny_weights["unet"])], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert proc.stderr.strip().startswith("Error:") and "Traceback" not in proc.stderr
