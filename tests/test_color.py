@@ -1,0 +1,51 @@
+"""Lab conversion: known values, round trips, and the network normalisation."""
+
+import pytest
+import torch
+
+from colorize_cli.color import (AB_SCALE, denormalize_ab, denormalize_L, grey_to_rgb, lab_to_rgb, normalize_ab,
+                                normalize_L, rgb_to_lab, rgb_to_luminance)
+
+
+def pixel(r, g, b):
+    return torch.tensor([r, g, b], dtype=torch.float32).view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("rgb,lab", [
+    ((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)),
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    ((1.0, 0.0, 0.0), (53.24, 80.09, 67.20)),   # sRGB red, D65 (Bruce Lindbloom's calculator)
+    ((0.0, 1.0, 0.0), (87.73, -86.18, 83.18)),
+    ((0.0, 0.0, 1.0), (32.30, 79.19, -107.86)),
+    ((0.5, 0.5, 0.5), (53.39, 0.0, 0.0)),
+])
+def test_known_values(rgb, lab):
+    got = rgb_to_lab(pixel(*rgb)).flatten()
+    assert torch.allclose(got, torch.tensor(lab), atol=0.05)
+
+
+def test_round_trip_random_colours():
+    rgb = torch.rand(4, 3, 16, 16)
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-4)
+
+
+def test_ab_is_clipped_before_conversion_back():
+    lab = torch.tensor([50.0, 500.0, -500.0]).view(1, 3, 1, 1)
+    rgb = lab_to_rgb(lab)
+    assert torch.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
+    assert torch.allclose(rgb, lab_to_rgb(torch.tensor([50.0, 127.0, -128.0]).view(1, 3, 1, 1)))
+
+
+def test_grey_has_the_lightness_it_was_given():
+    L = torch.linspace(0, 100, 11).view(1, 1, 1, 11)
+    rgb = grey_to_rgb(L)
+    assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-4)
+    assert torch.allclose(rgb_to_luminance(rgb), L, atol=1e-3)
+
+
+def test_normalisation_maps_ranges_to_unit_interval():
+    assert normalize_L(torch.tensor([0.0, 50.0, 100.0])).tolist() == [-1.0, 0.0, 1.0]
+    ab = torch.tensor([-AB_SCALE, 0.0, AB_SCALE])
+    assert normalize_ab(ab).tolist() == [-1.0, 0.0, 1.0]
+    x = torch.randn(10)
+    assert torch.allclose(denormalize_L(normalize_L(x)), x) and torch.allclose(denormalize_ab(normalize_ab(x)), x)

