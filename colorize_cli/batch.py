@@ -79,7 +79,8 @@ def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iter
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
              samples: int, batch_size: int, overwrite: bool, skip_existing: bool,
-             on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+             on_result: Callable[[JobResult], None] | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
     """Colour every job; return one result per job, in order.
 
     An existing output is skipped when `skip_existing` (batch resume), refused otherwise unless
@@ -130,7 +131,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     owners.append((job, image, k))
             try:
                 outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, seeds=seeds,
-                                              samples=sample_ids, batch_size=batch_size * samples)
+                                              samples=sample_ids, batch_size=batch_size * samples,
+                                              step_progress=on_step)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
                 for job, _ in batch:
                     finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {e}", error=e))

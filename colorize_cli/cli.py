@@ -106,6 +106,7 @@ class _Reporter:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                  console=stderr, transient=True, disable=quiet)
         self.task = self.progress.add_task("colouring", total=total)
+        self.steps = self.progress.add_task("sampling", total=1, visible=False)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -113,6 +114,10 @@ class _Reporter:
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
+
+    def step(self, done: int, total: int) -> None:
+        """Sampler steps of the batch in flight (diffusion models take many)."""
+        self.progress.update(self.steps, completed=done, total=total, visible=total > 1)
 
     def __call__(self, result) -> None:
         self.progress.advance(self.task)
@@ -169,7 +174,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, b
         with _Reporter(len(jobs), quiet, as_json) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
                                seed=seed, samples=samples, batch_size=batch_size, overwrite=overwrite,
-                               skip_existing=skip_existing, on_result=report)
+                               skip_existing=skip_existing, on_result=report, on_step=report.step)
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

@@ -139,11 +139,12 @@ class Engine:
 
     def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
                         size: int | None = None, seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
-                        batch_size: int = 8, progress: Progress | None = None) -> list[np.ndarray]:
+                        batch_size: int = 8, progress: Progress | None = None,
+                        step_progress: Progress | None = None) -> list[np.ndarray]:
         """Colour full-resolution sRGB images (H, W, 3) uint8/uint16; returns the same shapes and dtypes.
 
         `seeds[i]` and `samples[i]` (default 0) pick image i's random stream; images whose working
-        shapes match are batched together.
+        shapes match are batched together. `progress` counts images, `step_progress` sampler steps.
         """
         sampler, steps, size = self.resolve_settings(sampler, steps, size)
         n = len(pixels)
@@ -162,7 +163,7 @@ class Engine:
                 L_full = {i: upsample.luminance(pixels[i]) for i in chunk}
                 L_work = torch.stack([upsample.working_L(pixels[i], shape, luminance_full=L_full[i]) for i in chunk])
                 generators = [sample_seed(seeds[i], samples[i])[0] for i in chunk]
-                ab = self.predict_ab(L_work, generators, sampler, steps)
+                ab = self.predict_ab(L_work, generators, sampler, steps, callback=step_progress)
                 for j, i in enumerate(chunk):
                     results[i] = upsample.compose_full_resolution(pixels[i], ab[j], luminance_full=L_full.pop(i))
                     done += 1
