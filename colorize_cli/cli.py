@@ -344,6 +344,53 @@ def models_download(name: str = typer.Argument(..., show_default=False)) -> None
     stdout.print(str(resolved.path), markup=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+@app.command("train", help="Train a model of the zoo on folders of photos and tar shards; resumable.")
+def train_cli(
+    data: List[Path] = typer.Option(..., "--data", help="Image folders and/or .tar shards (repeatable)."),
+    model: str = typer.Option("lab-ddpm", "--model", "-m", help="lab-ddpm, latent-cold, unet or unet-gan."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (default 10000)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    size: int = typer.Option(64, "--size", min=8, help="Training crop size (px)."),
+    preset: str = typer.Option("small", "--preset", help="U-Net size: tiny, mini or small."),
+    encoder: str = typer.Option("none", "--encoder", help="Pretrained semantic encoder: efficientnet-lite0 or none."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", help="lab-ddpm target: eps, v or x0."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="lab-ddpm noise schedule: linear or cosine."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    device: Device = DeviceOpt,
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the step (fixed shapes; GPU)."),
+    val_every: int = typer.Option(1000, "--val-every", min=1),
+    ckpt_every: int = typer.Option(1000, "--ckpt-every", min=1),
+    workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
+    init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from an exported .safetensors."),
+    perceptual_weight: float = typer.Option(0.1, "--perceptual-weight", help="unet/unet-gan: VGG16 loss weight."),
+    adv_weight: float = typer.Option(0.01, "--adv-weight", help="unet-gan: adversarial loss weight."),
+    quiet: bool = QuietOpt,
+) -> None:
+    from .train import TrainingError, train_command
+
+    try:
+        result = train_command(data=data, model=model, out=out, resume=resume, steps=steps, batch_size=batch_size,
+                               lr=lr, size=size, preset=preset, encoder=encoder, prediction=prediction,
+                               schedule=schedule, seed=seed, device=device.value, compile=compile,
+                               val_every=val_every, ckpt_every=ckpt_every, workers=workers,
+                               init_weights=init_weights, perceptual_weight=perceptual_weight,
+                               adv_weight=adv_weight, show_progress=not quiet)
+    except KeyboardInterrupt:
+        stderr.print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
+                     markup=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except (TrainingError, ValueError, FileNotFoundError) as e:
+        raise fail(UsageError(str(e))) from None
+    stdout.print(str(result.export), markup=False)
+
+
 def main() -> None:
     # Pillow warns about a corrupt EXIF block and then reads the image anyway: so do we.
     warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)

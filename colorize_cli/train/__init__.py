@@ -1,0 +1,8 @@
+"""Training: data streaming from folders and tar shards, the loop, checkpoints and export."""
+
+from .command import train_command
+from .data import TrainingError
+from .loop import TrainOptions, TrainResult, train
+from .objectives import ObjectiveOptions
+
+__all__ = ["ObjectiveOptions", "TrainOptions", "TrainResult", "TrainingError", "train", "train_command"]

@@ -1,0 +1,166 @@
+"""`colorize train`: typed options -> `loop.train`, with Rich progress on stderr.
+
+The lead's Typer app wraps `train_command`; `python -m colorize_cli.train` calls it too (for
+torchrun). Under torchrun (WORLD_SIZE > 1) the process group is set up here: NCCL on CUDA, gloo
+on the CPU. Errors the user can cause raise `TrainingError` (one `Error:` line in the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .data import TrainingError
+from .loop import TrainOptions, TrainResult
+from .objectives import ObjectiveOptions
+
+MODELS = ("lab-ddpm", "latent-cold", "unet", "unet-gan")
+ENCODERS = ("efficientnet-lite0", "none")
+
+
+def default_out(model: str) -> Path:
+    return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _init_distributed(device: str) -> bool:
+    """Join torchrun's process group when launched by it; True when this call created it."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return True
+
+
+def _shared_out(out: Path | None, model: str) -> Path:
+    """The output folder, chosen on rank 0 (the timestamp) and shared with every rank."""
+    import torch.distributed as dist
+
+    chosen = [str(out) if out is not None else str(default_out(model))]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0)
+    return Path(chosen[0])
+
+
+class RichProgress:
+    """Renders the loop's progress events on stderr."""
+
+    def __init__(self, model: str):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(TextColumn(f"[bold]{model}[/bold] {{task.fields[stage]}}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                            console=self.console)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.console.print(f"training on {event['device']} × {event['world']}: {event['train_images']} images"
+                               + (f", {event['skipped_members']} tar members skipped" if event["skipped_members"] else ""))
+            self.task = self.bar.add_task("train", total=event["steps"], completed=event["step"], stage="", status="")
+        elif kind == "step":
+            self.bar.update(self.task, completed=event["step"])
+        elif kind == "train":
+            losses = " ".join(f"{k}={v:.4f}" for k, v in event.items()
+                              if k not in ("event", "step", "stage", "lr", "images_per_s", "mfu", "time"))
+            mfu = f" mfu={100 * event['mfu']:.1f}%" if event.get("mfu") else ""
+            self.bar.update(self.task, stage=event["stage"],
+                            status=f"{losses} {event['images_per_s']:.0f} img/s{mfu}")
+        elif kind == "val" and len(event) > 2:
+            vals = " ".join(f"{k}={v:.4f}" for k, v in event.items() if k.startswith("val_"))
+            self.console.print(f"step {event['step']}: {vals}")
+        elif kind == "end":
+            ips = event["images_per_s"]
+            mfu = f"{100 * event['mfu']:.1f}%" if event.get("mfu") else "n/a"
+            self.console.print(f"done: {event['step']} steps, "
+                               f"{'n/a' if ips is None else f'{ips:.1f}'} images/s, MFU {mfu}; "
+                               f"exported {event['export']}")
+
+
+def train_command(
+    data: list[Path],
+    model: str = "lab-ddpm",
+    out: Path | None = None,
+    resume: bool = False,
+    steps: int | None = None,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    size: int = 64,
+    preset: str = "small",
+    encoder: str = "none",
+    prediction: str | None = None,
+    schedule: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    compile: bool = False,
+    val_every: int = 1000,
+    ckpt_every: int = 1000,
+    log_every: int = 50,
+    workers: int = 4,
+    init_weights: Path | None = None,
+    ema_decay: float = 0.999,
+    warmup_steps: int = 500,
+    grad_clip: float = 1.0,
+    val_fraction: float = 0.01,
+    peak_tflops: float | None = None,
+    perceptual_weight: float = 0.1,
+    adv_weight: float = 0.01,
+    gan_start: float = 0.3,
+    vq_fraction: float = 0.3,
+    stage: str = "auto",
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train `model` on images under `data`; checkpoint, log, sample grids and export under `out`.
+
+    With `resume`, continue from `out`/checkpoint.safetensors with the options saved there
+    (steps, device, compile, workers and the logging/checkpoint intervals may change).
+    """
+    from . import loop
+
+    if model not in MODELS:
+        raise TrainingError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if encoder not in ENCODERS:
+        raise TrainingError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if resume and out is None:
+        raise TrainingError("--resume needs --out DIR (the run folder holding checkpoint.safetensors)")
+    created = _init_distributed(device)
+    try:
+        options = TrainOptions(
+            data=[str(p) for p in data], out=str(_shared_out(out, model)), model=model,
+            steps=10_000 if steps is None else steps, batch_size=batch_size, lr=lr, size=size, preset=preset,
+            encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, seed=seed,
+            device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
+            workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
+            warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
+            peak_tflops=peak_tflops,
+            objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
+                                       gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
+        if resume and steps is None:
+            from .checkpoint import FILENAME, load_checkpoint
+            _, meta = load_checkpoint(Path(options.out) / FILENAME)
+            options.steps = int(meta["options"]["steps"])
+        rank0 = int(os.environ.get("RANK", "0")) == 0
+        if show_progress and rank0:
+            with RichProgress(model) as progress:
+                return loop.train(options, progress)
+        return loop.train(options)
+    finally:
+        if created:
+            import torch.distributed as dist
+            dist.destroy_process_group()

@@ -1,0 +1,278 @@
+"""Training data: image folders and tar shards, streamed, filtered, augmented, sharded.
+
+Sources are indexed once (a folder walk; a tar's member headers), so every image has a stable
+index and a name. Tar members are read straight from their byte offset into memory and decoded
+with PIL: nothing is ever extracted to disk, and members whose names would leave the archive
+(absolute paths, `..`), links and special files are skipped when the index is built.
+
+The held-out split is a hash of each image's name, so it never changes with the order of
+`--data` or with the number of shards. Training order: one permutation of the training images
+per epoch (seeded from the run seed and the epoch), cut into `world_size * workers` interleaved
+shards; each DataLoader worker turns its shard into whole batches of uint8 RGB crops. Each
+batch carries the worker's position in its stream, so a run can resume exactly where it stopped.
+
+Near-grey images are dropped: Hasler–Süsstrunk colourfulness (M3, signed form, 0–255 sRGB)
+below `min_colourfulness` (8 by default, the filter our shipped data already passed).
+Colour conversion to Lab happens later, batched, on the training device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+TAR_SUFFIXES = (".tar",)
+MIN_COLOURFULNESS = 8.0
+CROP_SCALE = (0.5, 1.0)      # random resized crop: fraction of the image area kept
+CROP_RATIO = (3 / 4, 4 / 3)  # and aspect-ratio range
+# An image decoded from an archive bigger than this many pixels is refused (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+
+class TrainingError(Exception):
+    """An error the user can cause (bad --data, no images, bad options); printed as one line."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image: a file (tar_index = -1) or a tar member read from `offset`, `size` bytes."""
+
+    name: str           # stable identity: the file path, or "<tar path>::<member name>"
+    path: str
+    tar_offset: int = -1
+    tar_size: int = 0
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            if self.tar_offset < 0:
+                return f.read()
+            f.seek(self.tar_offset)
+            return f.read(self.tar_size)
+
+
+def safe_member_name(name: str) -> bool:
+    """True when a tar member's name stays inside the archive (no absolute path, no `..`)."""
+    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in PurePosixPath(name).parts[0]:
+        return False
+    return ".." not in PurePosixPath(name).parts
+
+
+def index_tar(path: Path) -> tuple[list[ImageRef], int]:
+    """(image members of a tar, number of members refused). Reads headers only, extracts nothing."""
+    refs, refused = [], 0
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if not member.isreg() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+                    refused += not member.isdir()
+                    continue
+                if not safe_member_name(member.name):
+                    refused += 1
+                    continue
+                refs.append(ImageRef(f"{path}::{member.name}", str(path), member.offset_data, member.size))
+    except (tarfile.TarError, OSError) as e:
+        raise TrainingError(f"cannot read tar shard {path}: {e}") from e
+    return refs, refused
+
+
+def index_sources(paths: list[str | os.PathLike[str]]) -> tuple[list[ImageRef], int]:
+    """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
+    name, and the number of tar members refused as unsafe or not images."""
+    if not paths:
+        raise TrainingError("no --data given: pass folders of images or .tar shards")
+    refs: list[ImageRef] = []
+    refused = 0
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise TrainingError(f"--data path does not exist: {path}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.name.endswith(TAR_SUFFIXES):
+                found, bad = index_tar(file)
+                refs += found
+                refused += bad
+            elif file.suffix.lower() in IMAGE_SUFFIXES:
+                refs.append(ImageRef(str(file), str(file)))
+            elif not path.is_dir():
+                raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}")
+    refs = sorted(set(refs), key=lambda r: r.name)
+    if not refs:
+        raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}")
+    return refs, refused
+
+
+def is_held_out(name: str, fraction: float) -> bool:
+    """Deterministic held-out split by a hash of the image's name."""
+    h = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big")
+    return h / 2**64 < fraction
+
+
+def split(refs: list[ImageRef], val_fraction: float) -> tuple[list[ImageRef], list[ImageRef]]:
+    train = [r for r in refs if not is_held_out(r.name, val_fraction)]
+    val = [r for r in refs if is_held_out(r.name, val_fraction)]
+    return train, val
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler–Süsstrunk M3, signed form, of an (H, W, 3) uint8 sRGB image."""
+    x = rgb.astype(np.float32)
+    rg = x[..., 0] - x[..., 1]
+    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(math.sqrt(rg.var() + yb.var()) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
+    """Bytes -> RGB PIL image, or None when they are not a readable image."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:
+            return None
+        if draft_size and img.format == "JPEG":
+            # JPEG DCT scaling: decode big photos at >= 2x the crop size, much faster.
+            img.draft("RGB", (2 * draft_size, 2 * draft_size))
+        return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
+    """torchvision-style random resized crop + horizontal flip -> (size, size, 3) uint8."""
+    w, h = img.size
+    area = w * h
+    box = (0, 0, w, h)
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            box = (x, y, x + cw, y + ch)
+            break
+    else:  # central square crop
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    out = img.resize((size, size), Image.BICUBIC, box=box)
+    if rng.random() < 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.array(out, dtype=np.uint8)
+
+
+def center_crop(img: Image.Image, size: int) -> np.ndarray:
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return np.array(img.resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8)
+
+
+def load_validation(refs: list[ImageRef], size: int, count: int,
+                    min_colourfulness: float = MIN_COLOURFULNESS) -> torch.Tensor:
+    """Up to `count` centre-cropped colourful images from `refs`: (N, 3, size, size) uint8."""
+    images = []
+    for ref in refs:
+        if len(images) >= count:
+            break
+        img = decode(ref.read_bytes(), size)
+        if img is None:
+            continue
+        arr = center_crop(img, size)
+        if colourfulness(arr) >= min_colourfulness:
+            images.append(torch.from_numpy(arr).permute(2, 0, 1))
+    if not images:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return torch.stack(images)
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where one shard's stream stands: the next image is item `pos` of its slice of epoch `epoch`."""
+
+    epoch: int = 0
+    pos: int = 0
+
+
+class TrainStream(IterableDataset):
+    """An endless stream of (uint8 RGB batch (B, 3, S, S), position (3,) int64 [shard, epoch, pos]).
+
+    Shards: `world_size * workers`; rank r's worker w owns shard `r * workers + (w + offset) % workers`.
+    The DataLoader takes batches from its workers in turn, starting with worker 0, so a stream
+    resumed after `k` batches passes `offset = k % workers` to keep the shards' turns unchanged.
+    Used with a DataLoader with `batch_size=None` (batches are built here, always full: fixed shapes).
+    """
+
+    def __init__(self, refs: list[ImageRef], size: int, batch_size: int, seed: int, *, rank: int = 0,
+                 world_size: int = 1, workers: int = 0, start: dict[int, StreamPosition] | None = None,
+                 min_colourfulness: float = MIN_COLOURFULNESS, offset: int = 0):
+        super().__init__()
+        if not refs:
+            raise TrainingError("no training images left after the held-out split")
+        self.refs, self.size, self.batch_size, self.seed = refs, size, batch_size, seed
+        self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
+        self.start = dict(start or {})
+        self.min_colourfulness = min_colourfulness
+        self.offset = offset % self.workers
+
+    def shard_of(self, worker: int) -> int:
+        return self.rank * self.workers + (worker + self.offset) % self.workers
+
+    def epoch_slice(self, shard: int, epoch: int) -> np.ndarray:
+        perm = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch, 0x5EED]))).permutation(len(self.refs))
+        return perm[shard::self.world_size * self.workers]
+
+    def load(self, index: int, epoch: int) -> np.ndarray | None:
+        """Image `index` cropped for `epoch`, or None when unreadable or near-grey."""
+        img = decode(self.refs[index].read_bytes(), self.size)
+        if img is None:
+            return None
+        # The crop depends only on (seed, epoch, image): resuming reproduces it without saved state.
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch, int(index), 0xC809])))
+        small = img if max(img.size) <= 256 else img.resize((max(1, img.width // 4), max(1, img.height // 4)))
+        if colourfulness(np.asarray(small)) < self.min_colourfulness:
+            return None
+        return random_resized_crop(img, self.size, rng)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        shard = self.shard_of(worker)
+        position = self.start.get(shard, StreamPosition())
+        epoch, pos = position.epoch, position.pos
+        batch: list[np.ndarray] = []
+        empty_epochs = 0
+        while True:
+            order = self.epoch_slice(shard, epoch)
+            kept = 0
+            while pos < len(order):
+                arr = self.load(order[pos], epoch)
+                pos += 1
+                if arr is None:
+                    continue
+                kept += 1
+                batch.append(arr)
+                if len(batch) == self.batch_size:
+                    images = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+                    yield images, torch.tensor([shard, epoch, pos], dtype=torch.int64)
+                    batch = []
+            empty_epochs = 0 if kept else empty_epochs + 1
+            if empty_epochs >= 2:
+                raise TrainingError("every training image of this data shard was unreadable or near-grey "
+                                    f"(colourfulness < {self.min_colourfulness})")
+            epoch, pos = epoch + 1, 0
+
+
+def make_loader(stream: TrainStream, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    kwargs = dict(num_workers=workers, batch_size=None, pin_memory=pin_memory)
+    if workers > 0:
+        kwargs.update(prefetch_factor=4, persistent_workers=False)
+    return torch.utils.data.DataLoader(stream, **kwargs)

