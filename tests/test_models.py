@@ -68,3 +68,18 @@ def test_encoder_keeps_pretrained_batchnorm_in_train_mode():
     g2, s2 = enc(L)
     assert torch.equal(g1, g2) and s1.shape == (2, 1280, 7, 7)
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_attention_is_exact_when_small_and_pooled_when_large():
+    from colorize_cli.models.unet import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64)
+    torch.nn.init.normal_(attn.proj.weight)
+    x = torch.randn(2, 64, 16, 16)
+    b, c, h, w = x.shape
+    q, k, v = attn.qkv(attn.norm(x)).reshape(b, 3, 1, c, h * w).transpose(-1, -2).unbind(1)
+    full = x + attn.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, h, w))
+    assert torch.allclose(attn(x), full, atol=1e-5)
+    big = torch.randn(1, 64, 96, 96)  # 9216 positions: keys/values pooled to <= 1024
+    assert attn(big).shape == big.shape

@@ -76,6 +76,12 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
+    """Self-attention over all positions. Past `max_kv_tokens` positions (a large --size), keys and
+    values come from an average-pooled grid, so cost and memory grow linearly, not quadratically;
+    at the sizes the model was trained at the two are identical."""
+
+    max_kv_tokens = 1024
+
     def __init__(self, channels: int, head_dim: int = 64):
         super().__init__()
         self.heads = max(1, channels // head_dim)
@@ -87,7 +93,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        qkv = self.qkv(self.norm(x))
+        q, kv = qkv[:, :c], qkv[:, c:]
+        if h * w > self.max_kv_tokens:
+            r = math.ceil(math.sqrt(h * w / self.max_kv_tokens))
+            kv = F.adaptive_avg_pool2d(kv, (math.ceil(h / r), math.ceil(w / r)))
+        d = c // self.heads
+        q = q.reshape(b, self.heads, d, h * w).transpose(-1, -2)
+        k, v = kv.reshape(b, 2, self.heads, d, -1).transpose(-1, -2).unbind(1)
         out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, hw, d)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 

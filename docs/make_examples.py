@@ -1,0 +1,81 @@
+"""Make the README's before/after pictures from public-domain / CC0 photos that ship with
+scikit-image (camera: CC0, Lav Varshney; astronaut: public domain, NASA; coffee: CC0, Rachel
+Michetti; rocket: public domain, SpaceX).
+
+    python docs/make_examples.py [--model NAME | --weights FILE]
+
+The colour photos are first turned into their L* (what a black-and-white print keeps), then
+coloured; the panel shows grey input | colorize | original colour, so you can judge honestly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from colorize_cli.color import grey_to_rgb
+from colorize_cli.pipeline import Engine
+from colorize_cli.upsample import luminance
+
+HERE = Path(__file__).resolve().parent
+PHOTOS = ("camera", "astronaut", "coffee", "rocket")
+PANEL_HEIGHT = 300
+
+
+def grey_version(rgb: np.ndarray) -> np.ndarray:
+    """The photo as a black-and-white print: its L* shown as neutral grey sRGB."""
+    import torch
+
+    L = torch.from_numpy(luminance(rgb))[None, None]
+    return (grey_to_rgb(L)[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def panel(images: list[tuple[str, np.ndarray]]) -> Image.Image:
+    tiles = []
+    for label, pixels in images:
+        im = Image.fromarray(pixels)
+        im = im.resize((round(im.width * PANEL_HEIGHT / im.height), PANEL_HEIGHT), Image.LANCZOS)
+        ImageDraw.Draw(im).text((6, 4), label, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        tiles.append(im)
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), PANEL_HEIGHT), "white")
+    x = 0
+    for t in tiles:
+        sheet.paste(t, (x, 0))
+        x += t.width + 4
+    return sheet
+
+
+def main() -> None:
+    import skimage.data
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--out", type=Path, default=HERE / "images")
+    args = parser.parse_args()
+    engine = Engine.load(model=args.model, weights=args.weights, device="cpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in PHOTOS:
+        original = getattr(skimage.data, name)()
+        if original.ndim == 2:  # camera is a real black-and-white photograph
+            original = np.repeat(original[..., None], 3, axis=2)
+        was_colour = not (original[..., 0] == original[..., 1]).all()
+        grey = grey_version(original) if was_colour else original
+        if name == "camera":
+            Image.fromarray(grey[..., 0]).save(HERE.parent / "examples" / "camera.png")
+        start = time.perf_counter()
+        coloured = engine.colorize_pixels([grey])[0]
+        seconds = time.perf_counter() - start
+        tiles = [("black & white", grey), (f"colorize ({engine.name})", coloured)]
+        if was_colour:
+            tiles.append(("original colour", original[..., :3]))
+        panel(tiles).save(args.out / f"example-{name}.jpg", quality=88)
+        print(f"{name}: {original.shape[1]}x{original.shape[0]} coloured in {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
