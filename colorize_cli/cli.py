@@ -345,6 +345,44 @@ def models_download(name: str = typer.Argument(..., show_default=False)) -> None
 
 
 # ---------------------------------------------------------------------------------------------
+# bench
+
+
+def _bench_engine(name: Optional[str], device: str):
+    """A registry name, or a path to a .safetensors file (to bench a fresh training export)."""
+    from .pipeline import Engine
+
+    if name is not None and name.endswith(".safetensors"):
+        return Engine.load(weights=Path(name), device=device)
+    return Engine.load(model=name, device=device)
+
+
+@app.command("bench", help="Measure quality and speed of models on a folder of colour photos (offline).")
+def bench_cli(
+    data: Path = typer.Argument(..., help="Folder of colour photos (the ground truth).", show_default=False),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registry names or .safetensors files "
+                                         "(default: the default model). Baselines grey and prior always run."),
+    samplers: Optional[str] = typer.Option(None, "--samplers", help="Settings to compare, e.g. ddim:20,ddpm:250."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="psnr,ssim,deltae,cf,lpips,lpips-vgg,dists,fid,kid "
+                                          "(default: all that are installed)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (sorted by name)."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, max=4096, help="Working size (default: each model's)."),
+    device: Device = DeviceOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write results.json, results.md and a contact sheet here."),
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from .bench.runner import bench_command
+
+    try:
+        bench_command(data, models=models, samplers=samplers, metrics=metrics, limit=limit, size=size,
+                      device=device.value, out=out, seed=seed, quiet=quiet, command=["colorize", *sys.argv[1:]],
+                      engine_loader=_bench_engine)
+    except Exception as e:
+        raise fail(e) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # train
 
 

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     WEIGHTS = 4        # model weights missing, unsafe, corrupt or of the wrong architecture
     OUTPUT = 5         # an output exists (no --overwrite), would overwrite an input, or cannot be written
     PARTIAL = 6        # a batch finished, but some files failed
+    MISSING_EXTRA = 7  # an optional package (bench metrics, training encoder) is not installed
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -28,6 +29,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
     from .imageio import ImageError, OutputExistsError, SameFileError
     from .weights import WeightsError
 
+    if type(error).__name__ == "MissingExtraError":  # bench.backbones; checked by name to stay torch-free
+        return ExitCode.MISSING_EXTRA
     if isinstance(error, ImageError) or isinstance(error, FileNotFoundError):
         return ExitCode.BAD_INPUT
     if isinstance(error, (OutputExistsError, SameFileError, PermissionError, IsADirectoryError)):

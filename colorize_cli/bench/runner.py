@@ -1,0 +1,772 @@
+"""The bench runner: colour a folder of ground-truth photos with several models and settings,
+score them with the protocol of ``shared/data/README.md``, and time them.
+
+Protocol: for each ground-truth image (8-bit sRGB) the input is its CIE L* shown as neutral grey
+sRGB (a* = b* = 0); each model colours it at the working size; the output is scored at the
+ground truth's size. Per-image metrics are averaged; ΔCF, LPIPS, DISTS, FID and KID are per set.
+
+Speed: every image is coloured in its own ``colorize_pixels`` call (batch size 1), after one
+untimed warm-up call per setting; latency is that call's wall time. Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA, and on CPU the rise of the process's peak resident
+set over its size at the start of the setting (Linux ``VmHWM`` after resetting it, else
+``getrusage`` ``ru_maxrss``).
+
+Outputs are cached as PNG per (model, weights hash, sampler, steps, size, seed, image), so a rerun
+with one more metric re-scores without re-colouring. Engines are duck-typed: anything with the
+``colorize_cli.pipeline.Engine`` attributes and ``colorize_pixels`` works (see the baselines below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from colorize_cli.bench import metrics as M
+from colorize_cli.bench.backbones import MissingExtraError
+from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+PIXEL_METRICS = ("psnr", "ssim", "deltae", "cf")
+NETWORK_METRICS = ("lpips", "lpips-vgg", "dists", "fid", "kid")
+ALL_METRICS = PIXEL_METRICS + NETWORK_METRICS
+DEFAULT_METRICS = ("psnr", "ssim", "deltae", "cf", "lpips", "fid", "kid")
+METRIC_ALIASES = {
+    "lpips-alex": "lpips",
+    "ciede2000": "deltae",
+    "de": "deltae",
+    "delta-e": "deltae",
+    "colourfulness": "cf",
+    "colorfulness": "cf",
+}
+
+# Images per forward pass of the metric networks.
+METRIC_BATCH = 32
+# Images shown in the contact sheet.
+SAMPLE_COUNT = 8
+
+# progress(stage, done, total)
+ProgressFn = Callable[[str, int, int], None]
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def parse_metrics(text: str | Iterable[str] | None) -> list[str]:
+    """"lpips,deltae,fid" -> canonical metric names, in the order of ``ALL_METRICS``."""
+    if text is None:
+        return list(DEFAULT_METRICS)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    chosen = set()
+    for item in (part.strip().lower() for part in items):
+        if not item:
+            continue
+        if item == "all":
+            chosen.update(ALL_METRICS)
+            continue
+        name = METRIC_ALIASES.get(item, item)
+        if name not in ALL_METRICS:
+            raise ValueError(f"unknown metric {item!r}; choose from {', '.join(ALL_METRICS)} (or 'all')")
+        chosen.add(name)
+    if not chosen:
+        raise ValueError("no metric given")
+    return [name for name in ALL_METRICS if name in chosen]
+
+
+def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
+    """"ddim:20,ddpm:250,onestep" -> [("ddim", 20), ("ddpm", 250), ("onestep", None)]."""
+    settings: list[tuple[str, int | None]] = []
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        name, _, steps = part.partition(":")
+        if steps and not steps.isdigit() or steps == "0":
+            raise ValueError(f"bad sampler setting {part!r}: expected NAME or NAME:STEPS with STEPS ≥ 1")
+        settings.append((name.strip().lower(), int(steps) if steps else None))
+    return settings
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model at one sampler setting (None: the model's default)."""
+
+    engine: Any
+    sampler: str | None = None
+    steps: int | None = None
+
+
+def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | None]]) -> tuple[list[RunSpec], list[str]]:
+    """Every engine × every sampler setting it supports, plus notes for the skipped ones.
+
+    Engines without samplers (regression models, baselines) run once whatever ``samplers`` says.
+    """
+    specs: list[RunSpec] = []
+    notes: list[str] = []
+    for engine in engines:
+        supported = tuple(getattr(engine, "supported_samplers", ()) or ())
+        if not samplers or not supported:
+            specs.append(RunSpec(engine))
+            continue
+        for sampler, steps in samplers:
+            if sampler in supported:
+                specs.append(RunSpec(engine, sampler, steps))
+            else:
+                notes.append(f"{engine.name}: sampler {sampler!r} skipped (supports {', '.join(supported)})")
+    return specs, notes
+
+
+def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``specs`` with the grey and colour-prior baselines in front (unless already present)."""
+    names = {spec.engine.name for spec in specs}
+    baselines = [RunSpec(b) for b in (GreyBaseline(), ColourPriorBaseline()) if b.name not in names]
+    return baselines + list(specs)
+
+
+# --- the protocol's input, and the baselines ------------------------------------------------
+
+
+def grey_input(truth: np.ndarray) -> np.ndarray:
+    """The protocol's input: the ground truth's L* as neutral grey sRGB, uint8 (H, W, 3)."""
+    L = rgb_to_luminance(M.to_tensor(truth))
+    return _to_uint8(grey_to_rgb(L))
+
+
+def _to_uint8(rgb01: torch.Tensor) -> np.ndarray:
+    return (rgb01[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _baseline_sha(description: str) -> str:
+    # Stable "weights hash" so baseline outputs cache like a model's; bump the text to invalidate.
+    return hashlib.sha256(description.encode()).hexdigest()
+
+
+class GreyBaseline:
+    """"No colour": returns the grey input itself (L* with a* = b* = 0)."""
+
+    name = "grey"
+    architecture = "baseline: L* with a* = b* = 0"
+    params = 0
+    weights_sha256 = _baseline_sha("colorize grey baseline v1")
+    device = torch.device("cpu")
+    supported_samplers: tuple[str, ...] = ()
+    default_sampler = None
+    default_steps = None
+    default_size = 256
+
+    def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
+        # The input already is the grey image; return it untouched (a second L* round trip
+        # would also remove the ±1 rounding tints of the first).
+        return [np.array(p, dtype=np.uint8) for p in pixels]
+
+
+class ColourPriorBaseline:
+    """A trivial colour prior: the mean a*, b* of photographs as a function of L* alone.
+
+    The table is the mean a*, b* per L* (bins of 10) over the 10,000 photos of
+    ``shared/data/train/tiny64-0.tar`` (Tiny ImageNet), interpolated linearly: a gentle warm tint,
+    strongest in the mid-tones and fading to neutral at black and white. It ignores content, so it
+    shows how much a model gains over "photos are slightly warm".
+    """
+
+    name = "prior"
+    architecture = "baseline: mean a*b* per L* (Tiny ImageNet)"
+    params = 0
+    L_KNOTS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+    A_MEAN = (1.4, 3.6, 4.4, 5.0, 4.9, 3.8, 2.1, 0.8, -0.1, -1.3, -1.4)
+    B_MEAN = (0.4, 3.8, 7.6, 10.1, 11.4, 12.4, 12.1, 11.1, 9.4, 7.4, 3.1)
+    weights_sha256 = _baseline_sha(f"colorize colour prior v1 {A_MEAN} {B_MEAN}")
+    device = torch.device("cpu")
+    supported_samplers: tuple[str, ...] = ()
+    default_sampler = None
+    default_steps = None
+    default_size = 256
+
+    def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
+        outputs = []
+        for pixel in pixels:
+            L = rgb_to_luminance(M.to_tensor(np.asarray(pixel, dtype=np.uint8)))
+            flat = L.flatten().numpy()
+            a = np.interp(flat, self.L_KNOTS, self.A_MEAN).reshape(L.shape)
+            b = np.interp(flat, self.L_KNOTS, self.B_MEAN).reshape(L.shape)
+            lab = torch.cat([L, torch.from_numpy(a).float(), torch.from_numpy(b).float()], dim=1)
+            outputs.append(_to_uint8(lab_to_rgb(lab)))
+        return outputs
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeedStats:
+    working_size: int | None      # the --size the model coloured at (None: model default unknown)
+    image_size: str               # "256x256" or "mixed (median WxH)"
+    batch_size: int               # images per colorize_pixels call (always 1 for latency)
+    timed_images: int             # images with a latency (0 when every output came from a cache made elsewhere)
+    latency_median_s: float | None
+    latency_p95_s: float | None
+    images_per_s: float | None    # 1 / mean latency
+    peak_memory_bytes: int | None
+    memory_kind: str              # "cuda_max_allocated" | "cpu_peak_rss_delta"
+    params: int
+
+
+@dataclass
+class RunResult:
+    model: str
+    architecture: str
+    weights_sha256: str
+    sampler: str | None
+    steps: int | None
+    size: int | None
+    seed: int
+    baseline: bool
+    cache_dir: str | None
+    per_image: list[dict[str, Any]]
+    summary: dict[str, float | None]
+    speed: SpeedStats
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # contact sheet outputs
+
+    @property
+    def label(self) -> str:
+        return _label(self.model, self.sampler, self.steps)
+
+
+@dataclass
+class BenchResult:
+    data_dir: str
+    images: list[str]
+    metrics: list[str]
+    seed: int
+    device: str
+    runs: list[RunResult]
+    truth_summary: dict[str, float | None]
+    notes: list[str]
+    samples: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)  # name -> (grey, truth)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``data_dir`` (recursively), sorted by relative path; the first ``limit``."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"no such folder: {data_dir}")
+    files = sorted(
+        (p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+         and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)),
+        key=lambda p: p.relative_to(data_dir).as_posix(),
+    )
+    if limit is not None:
+        files = files[: max(limit, 0)]
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {data_dir}")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _image_key(path: Path, data_dir: Path) -> str:
+    """A flat, filesystem-safe name for an image (its relative path without suffix)."""
+    rel = path.relative_to(data_dir).with_suffix("").as_posix()
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def resolve_metrics_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if values else None
+
+
+class _PeakMemory:
+    """Peak memory of one setting: CUDA allocator peak, or the rise of the CPU process's peak RSS."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss_delta"
+        self._start = 0
+
+    def __enter__(self) -> "_PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._start = _rss_bytes("VmRSS") if _reset_rss_peak() else _ru_maxrss_bytes()
+        return self
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        now = _rss_bytes("VmHWM")
+        if now is None:
+            now = _ru_maxrss_bytes()
+        return max(0, int(now - (self._start or 0)))
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ≥ 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _rss_bytes("VmRSS") is not None
+    except OSError:
+        return False
+
+
+def _rss_bytes(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _ru_maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(pixels).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+class _Scorer:
+    """Holds the metric networks (built once) and the ground truth's per-set statistics."""
+
+    def __init__(self, metrics: Sequence[str], device: torch.device):
+        self.metrics = list(metrics)
+        self.device = device
+        self.lpips_alex = M.LPIPS("alex").to(device) if "lpips" in metrics else None
+        self.lpips_vgg = M.LPIPS("vgg").to(device) if "lpips-vgg" in metrics else None
+        self.dists = M.DISTS().to(device) if "dists" in metrics else None
+        self.inception = M.InceptionFeatures().to(device) if {"fid", "kid"} & set(metrics) else None
+        self.truth_cf: dict[int, float] = {}
+        self.truth_features: dict[int, np.ndarray] = {}
+
+    def _stack(self, images: Sequence[np.ndarray], size: int, antialias: bool = True) -> torch.Tensor:
+        # One image at a time to the metric size, so a batch may mix image sizes.
+        return torch.cat([M.resize_square(M.to_tensor(im, self.device), size, antialias) for im in images])
+
+    @torch.inference_mode()
+    def score_chunk(self, indices: Sequence[int], outputs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> tuple[list[dict], np.ndarray | None]:
+        records: list[dict[str, Any]] = []
+        for index, out, truth in zip(indices, outputs, truths):
+            record: dict[str, Any] = {}
+            if "psnr" in self.metrics:
+                record["psnr"] = M.psnr(out, truth)
+            if "ssim" in self.metrics:
+                record["ssim"] = M.ssim(out, truth)
+            if "deltae" in self.metrics:
+                record["deltae"] = M.mean_ciede2000(out, truth)
+            if "cf" in self.metrics:
+                if index not in self.truth_cf:
+                    self.truth_cf[index] = M.colourfulness(truth)
+                record["cf"] = M.colourfulness(out)
+                record["cf_truth"] = self.truth_cf[index]
+            records.append(record)
+
+        perceptual = [(name, net) for name, net in (("lpips", self.lpips_alex), ("lpips_vgg", self.lpips_vgg), ("dists", self.dists)) if net is not None]
+        if perceptual:
+            x = self._stack(outputs, M.PERCEPTUAL_SIZE)
+            y = self._stack(truths, M.PERCEPTUAL_SIZE)
+            for name, net in perceptual:
+                for record, value in zip(records, net(x, y).cpu().tolist()):
+                    record[name] = value
+
+        features = None
+        if self.inception is not None:
+            features = self.inception(self._stack(outputs, M.INCEPTION_SIZE, antialias=False)).double().cpu().numpy()
+            missing = [i for i, index in enumerate(indices) if index not in self.truth_features]
+            if missing:
+                truth_feats = self.inception(self._stack([truths[i] for i in missing], M.INCEPTION_SIZE, antialias=False))
+                for i, feat in zip(missing, truth_feats.double().cpu().numpy()):
+                    self.truth_features[indices[i]] = feat
+        return records, features
+
+    def summarise(self, records: Sequence[dict], features: np.ndarray | None, indices: Sequence[int], seed: int, notes: list[str], label: str) -> dict[str, float | None]:
+        summary: dict[str, float | None] = {}
+        for name in ("psnr", "ssim", "deltae", "cf", "lpips", "lpips_vgg", "dists"):
+            values = [r[name] for r in records if name in r]
+            if values:
+                summary[name] = float(np.mean(values))
+        if "cf" in summary:
+            summary["cf_truth"] = float(np.mean([r["cf_truth"] for r in records]))
+            summary["delta_cf"] = abs(summary["cf"] - summary["cf_truth"])
+        if features is not None:
+            truth = np.stack([self.truth_features[i] for i in indices])
+            if len(indices) < 2:
+                notes.append(f"{label}: FID/KID need at least 2 images; skipped")
+            else:
+                if "fid" in self.metrics:
+                    summary["fid"] = M.fid_from_features(features, truth)
+                if "kid" in self.metrics:
+                    summary["kid"], summary["kid_std"] = M.kid_from_features(features, truth, seed=seed)
+        return summary
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _as_spec(item: Any) -> RunSpec:
+    if isinstance(item, RunSpec):
+        return item
+    if isinstance(item, tuple):
+        return RunSpec(*item)
+    return RunSpec(item)
+
+
+def _resolved(spec: RunSpec, size: int | None) -> tuple[str | None, int | None, int | None]:
+    engine = spec.engine
+    sampler = spec.sampler or getattr(engine, "default_sampler", None)
+    steps = spec.steps if spec.steps is not None else (getattr(engine, "default_steps", None) if sampler else None)
+    return sampler, steps, size or getattr(engine, "default_size", None)
+
+
+def _label(model: str, sampler: str | None, steps: int | None) -> str:
+    if sampler is None:
+        return model
+    return f"{model} {sampler}" + (f":{steps}" if steps else "")
+
+
+@dataclass
+class _Colouring:
+    outputs: dict[int, np.ndarray]  # index -> output, only when there is no cache to hold it
+    latencies: dict[str, float]     # image key -> seconds (this run's and, same device, the cache's)
+    peak_memory_bytes: int | None
+    memory_kind: str
+
+
+def _colour_all(engine: Any, paths: Sequence[Path], keys: Sequence[str], run_cache: Path | None,
+                settings: dict[str, Any], seed: int, progress: Callable[[int, int], None],
+                notes: list[str], label: str) -> _Colouring:
+    """Colour (timed, one image per call) every image the cache does not hold yet."""
+    timings = _load_timings(run_cache)
+    engine_device = str(getattr(engine, "device", "cpu"))
+    if timings.get("device") not in (None, engine_device):
+        notes.append(f"{label}: cached latencies were measured on {timings['device']}; not reused on {engine_device}")
+        timings = {"latency_s": {}}
+    latencies: dict[str, float] = dict(timings.get("latency_s", {}))
+    outputs: dict[int, np.ndarray] = {}
+    computed = 0
+    with _PeakMemory(torch.device(engine_device)) as memory:
+        for index, (path, key) in enumerate(zip(paths, keys)):
+            progress(index, len(paths))
+            cached = run_cache / f"{key}.png" if run_cache is not None else None
+            if cached is not None and cached.is_file():
+                continue
+            grey = grey_input(read_rgb(path))
+            call = dict(settings, seeds=[seed + index], progress=None)
+            if computed == 0:  # the first call pays for lazy initialisation: keep it out of the latency
+                engine.colorize_pixels([grey], **call)
+            start = time.perf_counter()
+            output = np.asarray(engine.colorize_pixels([grey], **call)[0], dtype=np.uint8)
+            latencies[key] = time.perf_counter() - start
+            computed += 1
+            if cached is not None:
+                _write_png(cached, output)
+            else:
+                outputs[index] = output
+        if computed:  # a partly cached run keeps the larger of the two peaks
+            peak = max(memory.peak(), timings.get("peak_memory_bytes") or 0)
+            _save_timings(run_cache, {"device": engine_device, "memory_kind": memory.kind,
+                                      "peak_memory_bytes": peak, "latency_s": latencies})
+        else:
+            peak = timings.get("peak_memory_bytes")
+    progress(len(paths), len(paths))
+    kind = memory.kind if computed else timings.get("memory_kind", memory.kind)
+    return _Colouring(outputs, latencies, peak, kind)
+
+
+def run_bench(
+    data_dir: str | Path,
+    engines_with_settings: Sequence[RunSpec | Any],
+    metrics: Sequence[str] | str | None = None,
+    limit: int | None = None,
+    size: int | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device | None = "cpu",
+) -> BenchResult:
+    """Colour every image of ``data_dir`` with each (engine, sampler, steps) and score it.
+
+    ``engines_with_settings``: ``RunSpec``s, ``(engine, sampler, steps)`` tuples or bare engines.
+    ``metrics``: names (see ``parse_metrics``); None: the defaults, minus network metrics whose
+    extra is not installed (named explicitly, a missing extra raises ``MissingExtraError``).
+    ``size``: working size passed to the engines (None: each engine's default).
+    ``out_dir``: outputs are cached under ``out_dir/cache`` (or ``cache_dir``); None and no
+    ``cache_dir``: nothing is written. ``device``: where the metric networks run.
+    Image ``i`` (in sorted order) is coloured with seed ``seed + i``, whatever ``limit`` is.
+    """
+    data_dir = Path(data_dir)
+    report = progress or (lambda stage, done, total: None)
+    notes: list[str] = []
+    if metrics is None:
+        metric_names = list(DEFAULT_METRICS)
+        explicit = False
+    else:
+        metric_names = parse_metrics(metrics)
+        explicit = True
+    metrics_device = resolve_metrics_device(device)
+    try:
+        scorer = _Scorer(metric_names, metrics_device)
+    except MissingExtraError as error:
+        if explicit:
+            raise
+        metric_names = [m for m in metric_names if m in PIXEL_METRICS]
+        notes.append(f"network metrics skipped: {error}")
+        scorer = _Scorer(metric_names, metrics_device)
+
+    paths = list_images(data_dir, limit)
+    keys = [_image_key(p, data_dir) for p in paths]
+    cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
+    shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
+    sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
+    specs = [_as_spec(item) for item in engines_with_settings]
+    truth_features_file = None
+    if cache_root is not None and scorer.inception is not None:
+        # The ground truth's Inception features are the slow half of FID on CPU: keep them.
+        truth_features_file = cache_root / f"truth-inception-{_files_digest(paths, data_dir)[:16]}.npy"
+        if truth_features_file.is_file():
+            scorer.truth_features = dict(enumerate(np.load(truth_features_file, allow_pickle=False)))
+
+    truth_sizes: list[tuple[int, int]] = []
+    samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    runs: list[RunResult] = []
+    for spec_number, spec in enumerate(specs):
+        engine = spec.engine
+        sampler, steps, work_size = _resolved(spec, size)
+        label = _label(engine.name, sampler, steps)
+        run_cache = None
+        if cache_root is not None:
+            run_cache = cache_root / _safe(f"{engine.name}-{engine.weights_sha256[:12]}-{sampler or 'none'}-{steps or 'none'}-{work_size or 'default'}-{seed}")
+            run_cache.mkdir(parents=True, exist_ok=True)
+
+        colouring = _colour_all(engine, paths, keys, run_cache, dict(sampler=sampler, steps=steps, size=work_size),
+                                seed, lambda done, total: report(f"colour {label}", done, total), notes, label)
+
+        # Score in chunks, so the metric networks see batches.
+        records: list[dict[str, Any]] = []
+        feature_chunks: list[np.ndarray] = []
+        run_samples: dict[str, np.ndarray] = {}
+        for first in range(0, len(paths), METRIC_BATCH):
+            chunk = list(range(first, min(first + METRIC_BATCH, len(paths))))
+            report(f"score {label}", first, len(paths))
+            truths = [read_rgb(paths[i]) for i in chunk]
+            outs = [colouring.outputs.pop(i) if i in colouring.outputs else read_rgb(run_cache / f"{keys[i]}.png") for i in chunk]
+            for i, out, truth in zip(chunk, outs, truths):
+                if out.shape != truth.shape:
+                    raise ValueError(f"{label} returned {out.shape[1]}x{out.shape[0]} for {paths[i].name} "
+                                     f"({truth.shape[1]}x{truth.shape[0]}): outputs must match the input size")
+                if spec_number == 0:
+                    truth_sizes.append((truth.shape[1], truth.shape[0]))
+                if i in sample_indices:
+                    run_samples[keys[i]] = out
+                    samples.setdefault(keys[i], (grey_input(truth), truth))
+            chunk_records, chunk_features = scorer.score_chunk(chunk, outs, truths)
+            for i, record in zip(chunk, chunk_records):
+                records.append({"image": paths[i].relative_to(data_dir).as_posix(), "latency_s": colouring.latencies.get(keys[i]), **record})
+            if chunk_features is not None:
+                feature_chunks.append(chunk_features)
+        report(f"score {label}", len(paths), len(paths))
+        features = np.concatenate(feature_chunks) if feature_chunks else None
+        summary = scorer.summarise(records, features, list(range(len(paths))), seed, notes, label)
+
+        timed = [colouring.latencies[k] for k in keys if k in colouring.latencies]
+        speed = SpeedStats(
+            working_size=work_size,
+            image_size=_describe_sizes(truth_sizes),
+            batch_size=1,
+            timed_images=len(timed),
+            latency_median_s=_percentile(timed, 50),
+            latency_p95_s=_percentile(timed, 95),
+            images_per_s=(len(timed) / sum(timed)) if timed and sum(timed) > 0 else None,
+            peak_memory_bytes=colouring.peak_memory_bytes,
+            memory_kind=colouring.memory_kind,
+            params=int(getattr(engine, "params", 0)),
+        )
+        runs.append(
+            RunResult(
+                model=engine.name,
+                architecture=getattr(engine, "architecture", ""),
+                weights_sha256=engine.weights_sha256,
+                sampler=sampler,
+                steps=steps,
+                size=work_size,
+                seed=seed,
+                baseline=isinstance(engine, (GreyBaseline, ColourPriorBaseline)),
+                cache_dir=str(run_cache) if run_cache is not None else None,
+                per_image=records,
+                summary=summary,
+                speed=speed,
+                samples=run_samples,
+            )
+        )
+
+    if truth_features_file is not None and not truth_features_file.is_file() and len(scorer.truth_features) == len(paths):
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = truth_features_file.with_name(f".{truth_features_file.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, np.stack([scorer.truth_features[i] for i in range(len(paths))]))
+        os.replace(tmp, truth_features_file)
+
+    truth_summary: dict[str, float | None] = {}
+    if scorer.truth_cf:
+        truth_summary["cf"] = float(np.mean(list(scorer.truth_cf.values())))
+    return BenchResult(
+        data_dir=str(data_dir),
+        images=[p.relative_to(data_dir).as_posix() for p in paths],
+        metrics=metric_names,
+        seed=seed,
+        device=str(metrics_device),
+        runs=runs,
+        truth_summary=truth_summary,
+        notes=notes,
+        samples=samples,
+    )
+
+
+def _files_digest(paths: Sequence[Path], data_dir: Path) -> str:
+    """Identifies a set of ground-truth files (names, sizes, modification times)."""
+    digest = hashlib.sha256(b"tf-inception-2015-12-05 pool3 299 bilinear v1\n")
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(data_dir).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _describe_sizes(sizes: Sequence[tuple[int, int]]) -> str:
+    if not sizes:
+        return "none"
+    if len(set(sizes)) == 1:
+        return f"{sizes[0][0]}x{sizes[0][1]}"
+    pixels = sorted(sizes, key=lambda s: s[0] * s[1])
+    w, h = pixels[len(pixels) // 2]
+    return f"mixed (median {w}x{h})"
+
+
+def _load_timings(run_cache: Path | None) -> dict[str, Any]:
+    if run_cache is None or not (run_cache / "timings.json").is_file():
+        return {"latency_s": {}}
+    try:
+        return json.loads((run_cache / "timings.json").read_text())
+    except (OSError, ValueError):
+        return {"latency_s": {}}  # a damaged timing file only costs the cached latencies
+
+
+def _save_timings(run_cache: Path | None, timings: dict[str, Any]) -> None:
+    if run_cache is None:
+        return
+    tmp = run_cache / f".timings.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(timings, indent=1, sort_keys=True))
+    os.replace(tmp, run_cache / "timings.json")
+
+
+# --- the command -----------------------------------------------------------------------------
+
+BASELINE_NAMES = ("grey", "prior")
+
+
+def _load_engine(name: str | None, device: str):
+    from colorize_cli.pipeline import Engine  # lazily: the bench core does not need the model zoo
+
+    return Engine.load(name, device=device)
+
+
+def bench_command(
+    data: str | Path,
+    models: str | None = None,
+    samplers: str | None = None,
+    metrics: str | None = None,
+    limit: int | None = None,
+    size: int | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    quiet: bool = False,
+    command: Sequence[str] | None = None,
+    engine_loader: Callable[[str | None, str], Any] | None = None,
+) -> BenchResult:
+    """``colorize bench``: run, print the Rich table to stdout (progress and notes to stderr), and
+    with ``out`` write results.json, results.md and the contact sheet there.
+
+    ``models``: comma-separated model names (None: the default model; only "grey"/"prior": the
+    baselines alone); the baselines always run too. ``samplers``: "ddim:20,ddpm:250".
+    ``engine_loader(name, device)`` replaces ``Engine.load`` (tests, custom engines).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from colorize_cli.bench import report as reports
+
+    load = engine_loader or _load_engine
+    names = [n.strip() for n in models.split(",") if n.strip()] if models else [None]
+    engines = [load(name, device) for name in names if name not in BASELINE_NAMES]
+    specs, notes = expand_settings(engines, parse_samplers(samplers))
+    specs = with_baselines(specs)
+    metric_names = parse_metrics(metrics) if metrics else None
+
+    stderr = Console(file=sys.stderr)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr, disable=quiet, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = run_bench(data, specs, metric_names, limit, size, out, seed, progress,
+                           cache_dir=cache_dir, device=device)
+    result.notes[:0] = notes
+    result.meta["device"] = device
+    result.meta["engine_devices"] = {run.label: str(getattr(spec.engine, "device", "cpu")) for run, spec in zip(result.runs, specs)}
+
+    stdout = Console(file=sys.stdout)
+    if not stdout.is_terminal:  # piped to a file: do not squeeze the table into 80 columns
+        stdout = Console(file=sys.stdout, width=240)
+    stdout.print(reports.rich_table(result))
+    for note in result.notes:
+        stderr.print(f"note: {note}", highlight=False)
+    if out is not None:
+        written = reports.write_report(result, out, command=command)
+        if not quiet:
+            stderr.print(f"wrote {', '.join(str(p) for p in written.values())}", highlight=False)
+    return result

