@@ -129,15 +129,28 @@ def add_to_fake_hub_cache(
 def test_real_registry_parses_with_every_field():
     registry = load_registry()
     assert set(registry.names) == {"lab-ddpm", "latent-cold", "unet", "unet-gan"}
-    assert registry.default == "lab-ddpm"
+    assert registry.default in registry.names
     for name, entry in registry.models.items():
         assert entry.name == name
         assert entry.architecture in ARCHITECTURES
         assert entry.description and entry.licence and entry.default_sampler
         assert entry.default_steps >= 1 and entry.size >= 1 and entry.params >= 0
-        assert entry.repo and entry.revision
-        assert entry.filename.endswith(".safetensors")
+        if entry.repo is not None:  # published on the Hub: pinned and named
+            assert entry.revision and entry.filename.endswith(".safetensors")
         assert entry.sha256 is None or len(entry.sha256) == 64
+    # The first run needs no network: the default model ships inside the package, hash-checked.
+    default = registry.get(registry.default)
+    assert default.file is not None and default.sha256 is not None
+
+
+def test_bundled_default_weights_verify_and_load():
+    from colorize_cli.weights import verify
+
+    registry = load_registry()
+    result = verify(registry.get(registry.default))
+    assert result.ok and result.source == "bundled" and result.hash_status == "ok", result.problem
+    state, config = load_model_file(result.path, expected_architecture=registry.get(registry.default).architecture)
+    assert config["architecture"] == registry.get(registry.default).architecture and state
 
 
 def test_package_registry_is_the_top_level_file():
