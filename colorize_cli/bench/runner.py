@@ -36,8 +36,9 @@ from PIL import Image
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
+from colorize_cli.imageio import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
 PIXEL_METRICS = ("psnr", "ssim", "deltae", "cf")
 NETWORK_METRICS = ("lpips", "lpips-vgg", "dists", "fid", "kid")

@@ -29,9 +29,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 from PIL import Image
+
+from ..imageio import IMAGE_EXTENSIONS
 from torch.utils.data import IterableDataset, get_worker_info
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 TAR_SUFFIXES = (".tar",)
 MIN_COLOURFULNESS = 8.0
 CROP_SCALE = (0.5, 1.0)      # random resized crop: fraction of the image area kept
