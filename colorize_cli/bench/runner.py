@@ -153,18 +153,23 @@ def _baseline_sha(description: str) -> str:
     return hashlib.sha256(description.encode()).hexdigest()
 
 
-class GreyBaseline:
-    """"No colour": returns the grey input itself (L* with a* = b* = 0)."""
+class _Baseline:
+    """What the bench needs of an engine, for the baselines: no weights, no samplers, CPU."""
 
-    name = "grey"
-    architecture = "baseline: L* with a* = b* = 0"
     params = 0
-    weights_sha256 = _baseline_sha("colorize grey baseline v1")
     device = torch.device("cpu")
     supported_samplers: tuple[str, ...] = ()
     default_sampler = None
     default_steps = None
     default_size = 256
+
+
+class GreyBaseline(_Baseline):
+    """"No colour": returns the grey input itself (L* with a* = b* = 0)."""
+
+    name = "grey"
+    architecture = "baseline: L* with a* = b* = 0"
+    weights_sha256 = _baseline_sha("colorize grey baseline v1")
 
     def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
         # The input already is the grey image; return it untouched (a second L* round trip
@@ -172,7 +177,7 @@ class GreyBaseline:
         return [np.array(p, dtype=np.uint8) for p in pixels]
 
 
-class ColourPriorBaseline:
+class ColourPriorBaseline(_Baseline):
     """A trivial colour prior: the mean a*, b* of photographs as a function of L* alone.
 
     The table is the mean a*, b* per L* (bins of 10) over the 10,000 photos of
@@ -183,16 +188,10 @@ class ColourPriorBaseline:
 
     name = "prior"
     architecture = "baseline: mean a*b* per L* (Tiny ImageNet)"
-    params = 0
     L_KNOTS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
     A_MEAN = (1.4, 3.6, 4.4, 5.0, 4.9, 3.8, 2.1, 0.8, -0.1, -1.3, -1.4)
     B_MEAN = (0.4, 3.8, 7.6, 10.1, 11.4, 12.4, 12.1, 11.1, 9.4, 7.4, 3.1)
     weights_sha256 = _baseline_sha(f"colorize colour prior v1 {A_MEAN} {B_MEAN}")
-    device = torch.device("cpu")
-    supported_samplers: tuple[str, ...] = ()
-    default_sampler = None
-    default_steps = None
-    default_size = 256
 
     def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
         outputs = []
