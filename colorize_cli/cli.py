@@ -396,7 +396,7 @@ def train_cli(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, warm-up then cosine decay)."),
     size: int = typer.Option(64, "--size", min=8, help="Training crop size (px)."),
-    preset: str = typer.Option("small", "--preset", help="U-Net size: tiny, mini or small."),
+    preset: str = typer.Option("small", "--preset", help="U-Net size: tiny, mini, small or base."),
     encoder: str = typer.Option("none", "--encoder", help="Pretrained semantic encoder: efficientnet-lite0 or none."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="lab-ddpm target: eps, v or x0."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="lab-ddpm noise schedule: linear or cosine."),
@@ -409,6 +409,8 @@ def train_cli(
     init_weights: Optional[Path] = typer.Option(None, "--init-weights", help="Start from an exported .safetensors."),
     perceptual_weight: float = typer.Option(0.1, "--perceptual-weight", help="unet/unet-gan: VGG16 loss weight."),
     adv_weight: float = typer.Option(0.01, "--adv-weight", help="unet-gan: adversarial loss weight."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.0,
+                                               help="Minutes to train before a clean stop (resume later)."),
     quiet: bool = QuietOpt,
 ) -> None:
     from .train import TrainingError, train_command
@@ -419,7 +421,7 @@ def train_cli(
                                schedule=schedule, seed=seed, device=device.value, compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
-                               adv_weight=adv_weight, show_progress=not quiet)
+                               adv_weight=adv_weight, time_limit=time_limit, show_progress=not quiet)
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
                      markup=False)

