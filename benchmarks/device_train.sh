@@ -13,18 +13,20 @@
 # A run whose checkpoint is still on a warm machine (/root/runs/NAME) resumes exactly instead.
 set -uo pipefail
 OUT=${OUT:-/tmp/device-out}
+LOGS=/root/logs                  # small files: they come back as one archive (8 files at most return)
 BUDGET=${BUDGET:-570}            # seconds this script may take in all
-mkdir -p "$OUT" /root/runs
+mkdir -p "$OUT" /root/runs "$LOGS"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .devwhl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/.devvgg:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOGS/gpu.txt"
 
 if [ "${THROUGHPUT:-0}" = 1 ]; then
-    for args in "--preset base" "--preset base --compile"; do
+    IFS=';' read -ra variants <<< "${TP_VARIANTS:---preset base;--preset base --compile}"
+    for args in "${variants[@]}"; do
         timeout 200 python3 benchmarks/train_throughput.py --model lab-ddpm $args --size 64 --batch 256 --json \
-            | tee -a "$OUT/throughput.jsonl"
+            | tee -a "$LOGS/throughput.jsonl"
     done
 fi
 
@@ -42,8 +44,25 @@ declare -A ARGS=(
             --vq-fraction 0.3 --steps ${COLD_STEPS:-3000}"
 )
 # Where a fresh run starts: the earlier call's export, else the bundled unet (its encoder, or all of it).
+# Exports travel without the frozen encoder (7 MB less upload): it is put back from the bundled unet.
 start_from() {
-    if [ -f ".devinit/$1.safetensors" ]; then echo ".devinit/$1.safetensors"; else echo "$BASE"; fi
+    if [ -f ".devinit/$1.safetensors" ]; then
+        python3 - ".devinit/$1.safetensors" "$BASE" "/root/init-$1.safetensors" <<'PY'
+import json, sys
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+src, donor, dst = sys.argv[1:]
+state = load_file(src)
+with safe_open(src, "pt") as f:
+    meta = f.metadata()
+if json.loads(meta["colorize.config"]).get("encoder") and not any(k.startswith("encoder.") for k in state):
+    state.update({k: v for k, v in load_file(donor).items() if k.startswith("encoder.")})
+save_file(state, dst, metadata=meta)
+PY
+        echo "/root/init-$1.safetensors"
+    else
+        echo "$BASE"
+    fi
 }
 
 left=$(( BUDGET - SECONDS - 100 ))   # 100 s: start-up, compilation outside the limit, export, packing
@@ -57,9 +76,9 @@ for name in ${RUNS:-}; do
     else
         cmd="${ARGS[$name]} --out $dir --init-weights $(start_from $name)"
     fi
-    python3 -m colorize_cli.train --data "$SHARD" $cmd --size 64 --compile --workers 4 --warmup-steps 200 \
+    python3 -m colorize_cli.train --data "$SHARD" $cmd --size 64 --compile --workers ${WORKERS:-4} --warmup-steps 200 ${EXTRA:-} \
         --val-every 500 --ckpt-every 100000 --time-limit "$minutes" --no-progress \
-        > "$OUT/$name.log" 2>&1 &
+        > "$LOGS/$name.log" 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
@@ -72,6 +91,7 @@ for name in ${RUNS:-}; do
         split -b 15m -d "$f" "$OUT/$name.export.part"
     done
 done
-tar czf "$OUT/runs.tgz" -C /root/runs --exclude '*.safetensors' . 2>/dev/null
+cp -r /root/runs "$LOGS/" 2>/dev/null; find "$LOGS" -name '*.safetensors' -delete
+tar czf "$OUT/logs.tgz" -C "$LOGS" .
 ls -la "$OUT"
-tail -n 3 "$OUT"/*.log
+for name in ${RUNS:-}; do grep '"event": "end"' "/root/runs/$name/log.jsonl" | tail -n 1; done

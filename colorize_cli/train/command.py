@@ -120,6 +120,7 @@ def train_command(
     val_fraction: float = 0.01,
     peak_tflops: float | None = None,
     time_limit: float | None = None,
+    channels_last: bool = False,
     perceptual_weight: float = 0.1,
     adv_weight: float = 0.01,
     gan_start: float = 0.3,
@@ -152,7 +153,7 @@ def train_command(
             workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
             peak_tflops=peak_tflops, time_limit=time_limit,
-            objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
+            channels_last=channels_last, objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
         if resume and steps is None:
             from .checkpoint import FILENAME, load_checkpoint

@@ -82,12 +82,13 @@ class TrainOptions:
     grid_images: int = 8
     min_colourfulness: float = MIN_COLOURFULNESS
     peak_tflops: float | None = None
+    channels_last: bool = False         # NHWC activations and weights (GPU: convs skip layout transposes)
     time_limit: float | None = None     # minutes of training in this process before a clean stop
     objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
 
     # Options a resumed run may change; every other value comes from the checkpoint.
     RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops",
-               "time_limit")
+               "time_limit", "channels_last")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,6 +303,8 @@ class Trainer:
         if o.size % self.model.multiple:
             raise TrainingError(f"--size {o.size} must be a multiple of {self.model.multiple} for {o.model} ({o.preset})")
         self.model.to(self.device)
+        if o.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.objective = make_objective(self.model, o.steps, o.objective)
         for module in self.objective.extra_modules().values():
@@ -390,6 +393,8 @@ class Trainer:
     def train_step(self, images: Tensor) -> dict[str, Tensor]:
         o = self.options
         L, ab = to_lab(images.to(self.device, non_blocking=True))
+        if o.channels_last:
+            L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
         extras = self.objective.draw(L, self.generator)
         logs: dict[str, Tensor] = {}
         prev = None
