@@ -65,8 +65,8 @@ PY
     fi
 }
 
-left=$(( BUDGET - SECONDS - 100 ))   # 100 s: start-up, compilation outside the limit, export, packing
-minutes=$(python3 -c "print(max(0.5, ($left - 60) / 60))")
+left=$(( BUDGET - SECONDS - ${RESERVE:-50} ))   # start-up before the loop, export, packing, inference timing
+minutes=$(python3 -c "print(max(0.5, $left / 60))")
 echo "training for $minutes min per run"
 pids=()
 for name in ${RUNS:-}; do
@@ -82,6 +82,29 @@ for name in ${RUNS:-}; do
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
+
+# Inference speed of each export on this GPU: images/s at 256 px in batches of 64, default sampler.
+if [ "${INFER:-0}" = 1 ]; then
+    for name in ${RUNS:-}; do
+        python3 - "$(ls /root/runs/$name/*.safetensors | grep -v checkpoint)" <<'PY' | tee -a "$LOGS/inference.txt"
+import sys, time, torch
+from colorize_cli.models import build_model
+from colorize_cli.weights import load_model_file
+state, config = load_model_file(sys.argv[1])
+model = build_model(config).cuda().eval()
+model.load_state_dict(state)
+L = torch.rand(64, 1, 256, 256, device="cuda") * 2 - 1
+steps = config.get("default_steps")
+with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+    model.colorize(L, steps=steps)
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(3):
+        model.colorize(L, steps=steps)
+    torch.cuda.synchronize(); dt = (time.perf_counter() - t) / 3
+print(f"{config['architecture']} {config.get('default_sampler')}:{steps} 256px batch 64: {64 / dt:.1f} images/s (bf16)")
+PY
+    done
+fi
 
 # Bring back: each export (split below 16 MiB), and logs + sample grids in one archive.
 for name in ${RUNS:-}; do
