@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         options = TrainOptions(
             data=data, out=str(Path(tmp) / "run"), model=args.model, preset=args.preset, size=args.size,
             batch_size=args.batch, steps=10**9, encoder=None if args.encoder == "none" else args.encoder,
-            device=args.device, compile=args.compile, channels_last=args.channels_last, workers=args.workers if args.data else 0, val_fraction=0.0,
+            device=args.device, compile=args.compile, channels_last=args.channels_last,
+            workers=args.workers if args.data else 0, val_fraction=0.0,
             val_images=1, peak_tflops=args.peak_tflops,
             objective=ObjectiveOptions(stage=args.stage, perceptual_weight=0.1))
         trainer = Trainer(options)
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cpu ({torch.get_num_threads()} threads)"
     result = {
         "model": args.model, "preset": args.preset, "stage": stage.name, "size": args.size, "batch": args.batch,
-        "encoder": args.encoder, "compile": args.compile, "channels_last": args.channels_last, "device": device_name, "parameters": params,
+        "encoder": args.encoder, "compile": args.compile, "channels_last": args.channels_last,
+        "device": device_name, "parameters": params,
         "step_ms": 1000 * step_s, "step_ms_spread": [1000 * min(samples), 1000 * max(samples)],
         "images_per_s": ips, "gflop_per_image": flops / args.batch / 1e9, "tflop_per_s": flops / step_s / 1e12,
         "peak_tflops": peak, "mfu": mfu, "loader_images_per_s": loader_ips, "warmup_and_timed_s": total,

@@ -156,7 +156,8 @@ class LatentCold(ColorModel):
         L_lat = self.latent_L(L)
         return lambda z_s, s: self.unet(torch.cat([z_s, L_lat], dim=1), s, context)
 
-    def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
+    def restore_latent(self, L, *, sampler=None, steps=None, callback=None) -> torch.Tensor:
+        """The colour latent z0 restored from the grey one (before quantisation and decoding)."""
         sampler, steps = self.check_sampler(sampler, steps)
         T = self.config.timesteps
         z_grey = self.grey_latent(L)
@@ -165,9 +166,12 @@ class LatentCold(ColorModel):
             z0 = diffusion.sample_oneshot(restore, z_grey, T)
             if callback is not None:
                 callback(1, 1)
-        else:
-            degrade = diffusion.linear_interpolation_degradation(z_grey, T)
-            z0 = diffusion.sample_cold(restore, degrade, z_grey, min(steps, T), T, callback=callback)
+            return z0
+        degrade = diffusion.linear_interpolation_degradation(z_grey, T)
+        return diffusion.sample_cold(restore, degrade, z_grey, min(steps, T), T, callback=callback)
+
+    def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
+        z0 = self.restore_latent(L, sampler=sampler, steps=steps, callback=callback)
         return self.vqvae.decode(self.vqvae.quantize(z0), L)
 
 
