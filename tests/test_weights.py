@@ -143,14 +143,20 @@ def test_real_registry_parses_with_every_field():
     assert default.file is not None and default.sha256 is not None
 
 
-def test_bundled_default_weights_verify_and_load():
+def test_every_bundled_model_verifies_loads_and_matches_its_entry():
+    from colorize_cli.models import build_model
     from colorize_cli.weights import verify
 
     registry = load_registry()
-    result = verify(registry.get(registry.default))
-    assert result.ok and result.source == "bundled" and result.hash_status == "ok", result.problem
-    state, config = load_model_file(result.path, expected_architecture=registry.get(registry.default).architecture)
-    assert config["architecture"] == registry.get(registry.default).architecture and state
+    bundled = [entry for entry in registry.models.values() if entry.file is not None]
+    assert registry.get(registry.default) in bundled
+    for entry in bundled:
+        result = verify(entry)
+        assert result.ok and result.source == "bundled" and result.hash_status == "ok", (entry.name, result.problem)
+        state, config = load_model_file(result.path, expected_architecture=entry.architecture)
+        model = build_model(config)
+        model.load_state_dict(state)  # every tensor present, every shape right
+        assert entry.params == sum(p.numel() for p in model.parameters()), entry.name
 
 
 def test_package_registry_is_the_top_level_file():
