@@ -2,10 +2,10 @@
 scikit-image (camera: CC0, Lav Varshney; astronaut: public domain, NASA; coffee: CC0, Rachel
 Michetti; rocket: public domain, SpaceX).
 
-    python docs/make_examples.py [--model NAME | --weights FILE]
+    python docs/make_examples.py [--models unet,lab-ddpm | --weights FILE]
 
 The colour photos are first turned into their L* (what a black-and-white print keeps), then
-coloured; the panel shows grey input | colorize | original colour, so you can judge honestly.
+coloured; the panel shows grey input | each model | original colour, so you can judge honestly.
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ def main() -> None:
     import skimage.data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model")
+    parser.add_argument("--models", default=None, help="comma-separated registry names (default: the default model)")
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "images")
     args = parser.parse_args()
-    engine = Engine.load(model=args.model, weights=args.weights, device="cpu")
+    if args.weights:
+        engines = [Engine.load(weights=args.weights, device="cpu")]
+    else:
+        names = args.models.split(",") if args.models else [None]
+        engines = [Engine.load(model=name, device="cpu") for name in names]
     args.out.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
         original = getattr(skimage.data, name)()
@@ -67,14 +71,16 @@ def main() -> None:
         grey = grey_version(original) if was_colour else original
         if name == "camera":
             Image.fromarray(grey[..., 0]).save(HERE.parent / "examples" / "camera.png")
-        start = time.perf_counter()
-        coloured = engine.colorize_pixels([grey])[0]
-        seconds = time.perf_counter() - start
-        tiles = [("black & white", grey), (f"colorize ({engine.name})", coloured)]
+        tiles = [("black & white", grey)]
+        for engine in engines:
+            start = time.perf_counter()
+            coloured = engine.colorize_pixels([grey], seeds=[0])[0]
+            seconds = time.perf_counter() - start
+            tiles.append((f"colorize --model {engine.name}", coloured))
+            print(f"{name}: {original.shape[1]}x{original.shape[0]} coloured by {engine.name} in {seconds:.2f} s")
         if was_colour:
             tiles.append(("original colour", original[..., :3]))
         panel(tiles).save(args.out / f"example-{name}.jpg", quality=88)
-        print(f"{name}: {original.shape[1]}x{original.shape[0]} coloured in {seconds:.2f} s")
 
 
 if __name__ == "__main__":
