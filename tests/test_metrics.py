@@ -307,3 +307,22 @@ def test_fid_on_inception_features_is_zero_for_identical_sets_and_grows_with_dis
     assert features.shape == (9, 2048)
     assert M.fid_from_features(f_true, f_true) == pytest.approx(0.0, abs=1e-3)
     assert 0 < M.fid_from_features(f_true, f_slight) < M.fid_from_features(f_true, f_heavy)
+
+
+def test_vgg16_stops_at_its_deepest_tap_and_loads_only_those_convs(monkeypatch):
+    """A perceptual loss up to relu2_2 holds (and needs weights for) 4 convs, not 13."""
+    shallow = backbones.VGG16Features(("relu1_2", "relu2_2"))
+    assert shallow.conv_count == 4 and len(shallow.features) == 9
+    assert backbones.VGG16Features().conv_count == 13
+    tree = {f"Conv_{k}": {"kernel": np.full((3, 3, cin, cout), 0.01, np.float16), "bias": np.zeros(cout, np.float16)}
+            for k, (cin, cout) in enumerate([(3, 64), (64, 64), (64, 128), (128, 128)])}
+    monkeypatch.setattr(backbones, "load_numpy_pickle", lambda path: {"VGG16_0": tree})  # a 4-conv file
+    monkeypatch.setattr(backbones, "package_file", lambda package, relative: Path(relative))
+    backbones._vgg16_state.cache_clear()
+    try:
+        net = backbones.vgg16_features(("relu2_2",))
+        out = net(torch.rand(1, 3, 16, 16))
+        assert out["relu2_2"].shape == (1, 128, 8, 8)
+        assert net.features[0].weight.dtype == torch.float32
+    finally:
+        backbones._vgg16_state.cache_clear()
