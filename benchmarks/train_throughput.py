@@ -58,6 +58,20 @@ def time_steps(trainer: Trainer, images: torch.Tensor, warmup: int, steps: int, 
     return samples
 
 
+def profile_steps(trainer: Trainer, images: torch.Tensor, steps: int, path: Path) -> None:
+    """Where a step's time goes: torch.profiler over `steps` steps, top operators by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step(images)
+        sync(trainer.device)
+    key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    print(f"profile of {steps} steps: {path}", file=sys.stderr)
+
+
 def time_loader(trainer: Trainer, batches: int) -> float:
     """Images/s the DataLoader delivers (first batch excluded: worker start-up)."""
     it = iter(trainer.loader)
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--loader-batches", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="also profile 5 steps after timing and write the top operators to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         samples = time_steps(trainer, images, args.warmup, args.steps, args.repeats)
         total = time.perf_counter() - t0
+        if args.profile:
+            profile_steps(trainer, images, 5, args.profile)
         loader_ips = time_loader(trainer, args.loader_batches) if args.data else None
 
     step_s = statistics.median(samples)
