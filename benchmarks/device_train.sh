@@ -51,7 +51,9 @@ declare -A ARGS=(
     [cold]="--model latent-cold --preset small --encoder efficientnet-lite0 --batch-size 256 --lr 3e-4
             --vq-fraction 0.3 --steps ${COLD_STEPS:-3000}"
 )
-# Where a fresh run starts: the earlier call's export, else the bundled unet (its encoder, or all of it).
+# Where a fresh run starts: the earlier call's export, else the bundled file of that model, else the
+# bundled unet (its encoder, or all of it).
+declare -A BUNDLED=([ddpm]=lab-ddpm [gan]=unet-gan [unet]=unet [cold]=latent-cold)
 # Exports travel without the frozen encoder (7 MB less upload): it is put back from the bundled unet.
 start_from() {
     if [ -f ".devinit/$1.safetensors" ]; then
@@ -68,6 +70,8 @@ if json.loads(meta["colorize.config"]).get("encoder") and not any(k.startswith("
 save_file(state, dst, metadata=meta)
 PY
         echo "/root/init-$1.safetensors"
+    elif [ -f "colorize_cli/weights/${BUNDLED[$1]}.safetensors" ]; then
+        echo "colorize_cli/weights/${BUNDLED[$1]}.safetensors"
     else
         echo "$BASE"
     fi
