@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colorize_cli import color  # noqa: E402
 from colorize_cli.bench.runner import list_images, read_rgb  # noqa: E402
 from colorize_cli.models import build_model  # noqa: E402
+from colorize_cli.train.loop import to_lab  # noqa: E402
 from colorize_cli.weights import load_model_file  # noqa: E402
 
 
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, list[float]] = {"grey": [], "oneshot": [], f"cold:{args.steps}": []}
     with torch.no_grad():
         for path in list_images(args.data, args.limit):
-            rgb = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)[None].float() / 255
+            rgb = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)[None].float()
             rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            lab = color.rgb_to_lab(rgb.clamp(0, 1))
-            L, ab = color.normalize_L(lab[:, :1]), color.normalize_ab(lab[:, 1:])
+            L, ab = to_lab(rgb.clamp(0, 255))  # what training feeds the VQ-VAE
             z0 = model.vqvae.quantize(model.vqvae.encode(L, ab))
             norm = z0.norm()
             candidates = {

@@ -411,6 +411,16 @@ def train_cli(
     adv_weight: float = typer.Option(0.01, "--adv-weight", help="unet-gan: adversarial loss weight."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.0,
                                                help="Minutes to train before a clean stop (resume later)."),
+    log_every: int = typer.Option(50, "--log-every", min=1),
+    ema_decay: float = typer.Option(0.999, "--ema-decay"),
+    warmup_steps: int = typer.Option(500, "--warmup-steps", min=0),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Global gradient-norm clip (0: off)."),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of images held out."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="MFU denominator (default: the device's)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC weights and activations."),
+    gan_start: float = typer.Option(0.3, "--gan-start", help="unet-gan: share of steps of regression warm-up."),
+    vq_fraction: float = typer.Option(0.3, "--vq-fraction", help="latent-cold: share of steps for the VQ-VAE."),
+    stage: str = typer.Option("auto", "--stage", help="latent-cold: auto, vq or cold."),
     quiet: bool = QuietOpt,
 ) -> None:
     from .train import TrainingError, train_command
@@ -421,7 +431,10 @@ def train_cli(
                                schedule=schedule, seed=seed, device=device.value, compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
-                               adv_weight=adv_weight, time_limit=time_limit, show_progress=not quiet)
+                               adv_weight=adv_weight, time_limit=time_limit, log_every=log_every,
+                               ema_decay=ema_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                               val_fraction=val_fraction, peak_tflops=peak_tflops, channels_last=channels_last,
+                               gan_start=gan_start, vq_fraction=vq_fraction, stage=stage, show_progress=not quiet)
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
                      markup=False)

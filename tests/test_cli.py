@@ -288,3 +288,31 @@ def test_installed_entry_point_runs(tmp_path, tiny_weights):
     proc = subprocess.run([exe, str(tmp_path / "missing.png"), "--weights", str(tiny_weights["unet"])], capture_output=True, text=True, timeout=120)
     assert proc.returncode == ExitCode.BAD_INPUT
     assert proc.stderr.strip().startswith("Error:") and "Traceback" not in proc.stderr
+
+
+def test_train_command_passes_every_training_option_through(monkeypatch, tmp_path):
+    """`colorize train` offers every option of train_command (what `python -m colorize_cli.train`
+    and docs/training.md offer) and hands the values on unchanged."""
+    import inspect
+
+    import colorize_cli.train as train_pkg
+    from colorize_cli.train import train_command
+
+    seen = {}
+
+    class Result:
+        export = tmp_path / "model.safetensors"
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return Result()
+
+    monkeypatch.setattr(train_pkg, "train_command", fake)
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--model", "unet-gan", "--gan-start", "0.5",
+                                 "--vq-fraction", "0.2", "--stage", "vq", "--channels-last", "--time-limit", "3",
+                                 "--warmup-steps", "7", "--ema-decay", "0.99", "--log-every", "5", "-q"])
+    assert result.exit_code == 0, result.output
+    expected = set(inspect.signature(train_command).parameters)
+    assert set(seen) == expected
+    assert (seen["gan_start"], seen["vq_fraction"], seen["stage"], seen["channels_last"], seen["time_limit"],
+            seen["warmup_steps"], seen["ema_decay"], seen["log_every"]) == (0.5, 0.2, "vq", True, 3.0, 7, 0.99, 5)

@@ -44,6 +44,14 @@ def _smooth_image(seed: int, h: int = 48, w: int = 40) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def _distorted(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image with slight (σ 5) and heavy (σ 40) noise: a distance must rank them."""
+    rng = np.random.default_rng(seed)
+    slight = np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
+    heavy = np.clip(image + rng.normal(0, 40, image.shape), 0, 255).astype(np.uint8)
+    return slight, heavy
+
+
 # Sharma, Wu & Dalal (2005), Table 1: L1 a1 b1 L2 a2 b2 ΔE00.
 SHARMA_PAIRS = [
     (50.0000, 2.6772, -79.7751, 50.0000, 0.0000, -82.7485, 2.0425),
@@ -229,9 +237,7 @@ def test_lpips_alex_reproduces_reference_values():
 @needs_lpips
 def test_lpips_is_zero_for_identical_images_and_grows_with_distortion():
     a = _smooth_image(6, 64, 64)
-    rng = np.random.default_rng(7)
-    slight = np.clip(a + rng.normal(0, 5, a.shape), 0, 255).astype(np.uint8)
-    heavy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    slight, heavy = _distorted(a, 7)
     for net in ("alex", "vgg"):
         lpips = M.LPIPS(net, size=64)
         with torch.no_grad():
@@ -243,9 +249,7 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_distortion():
 @needs_dists
 def test_dists_is_zero_for_identical_images_and_grows_with_distortion():
     a = _smooth_image(8, 64, 64)
-    rng = np.random.default_rng(9)
-    slight = np.clip(a + rng.normal(0, 5, a.shape), 0, 255).astype(np.uint8)
-    heavy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    slight, heavy = _distorted(a, 9)
     dists = M.DISTS(size=64)
     with torch.no_grad():
         d = dists(M.to_tensor([a, a, a]), M.to_tensor([a, slight, heavy]))

@@ -152,8 +152,8 @@ def train_command(
             device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
             workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
-            peak_tflops=peak_tflops, time_limit=time_limit,
-            channels_last=channels_last, objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
+            peak_tflops=peak_tflops, time_limit=time_limit, channels_last=channels_last,
+            objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
         if resume and steps is None:
             from .checkpoint import FILENAME, load_checkpoint
