@@ -100,11 +100,10 @@ if [ "${INFER:-0}" = 1 ]; then
     for name in ${RUNS:-}; do
         python3 - "$(ls /root/runs/$name/*.safetensors | grep -v checkpoint)" <<'PY' | tee -a "$LOGS/inference.txt"
 import sys, time, torch
-from colorize_cli.models import build_model
+from colorize_cli.models import load_model
 from colorize_cli.weights import load_model_file
 state, config = load_model_file(sys.argv[1])
-model = build_model(config).cuda().eval()
-model.load_state_dict(state)
+model = load_model(config, state).cuda().eval()
 L = torch.rand(64, 1, 256, 256, device="cuda") * 2 - 1
 steps = config.get("default_steps")
 with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):

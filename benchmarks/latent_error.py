@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colorize_cli.bench.runner import list_images, read_rgb  # noqa: E402
-from colorize_cli.models import build_model  # noqa: E402
+from colorize_cli.models import load_model  # noqa: E402
 from colorize_cli.train.loop import to_lab  # noqa: E402
 from colorize_cli.weights import load_model_file  # noqa: E402
 
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     state, config = load_model_file(args.weights)
     if config["architecture"] != "latent-cold":
         p.error(f"{args.weights} holds a {config['architecture']!r} model, not latent-cold")
-    model = build_model(config).eval()
-    model.load_state_dict(state)
+    model = load_model(config, state).eval()
     size = args.size or config["size"]
     size -= size % model.multiple
 

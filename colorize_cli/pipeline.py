@@ -16,7 +16,7 @@ import torch
 
 from . import diffusion, upsample
 from .color import AB_SCALE, normalize_L
-from .models import ColorModel, build_model
+from .models import ColorModel, load_model
 from .weights import ModelEntry, Registry, load_model_file, load_registry, resolve_weights, sha256_file
 
 # Called with (images done, images total) as work completes.
@@ -81,8 +81,7 @@ class Engine:
         resolved = resolve_weights(entry if weights is None else None, weights_path=weights,
                                    local_files_only=local_files_only)
         state, config = load_model_file(resolved.path, expected_architecture=entry.architecture if entry else None)
-        net = build_model(config)
-        net.load_state_dict(state, strict=True)
+        net = load_model(config, state)
         net.eval().requires_grad_(False).to(torch_device)
         cfg = net.config
         return cls(

@@ -42,6 +42,37 @@ def test_version_and_help_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_model_loading_pauses_the_garbage_collector_and_always_resumes_it(fake_registry, tmp_path, monkeypatch):
+    import gc
+
+    from colorize_cli import cli, pipeline
+
+    seen = []
+    real_load = pipeline.Engine.load
+
+    def load(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Engine, "load", load)
+    assert gc.isenabled()
+    try:
+        result = run(save_photo(tmp_path / "grey.png", "L"), "-o", tmp_path / "out.png")
+        assert result.exit_code == 0, result.stderr
+        assert seen == [False] and gc.isenabled()
+        # A failing load (unknown model) resumes it too.
+        assert run(tmp_path / "grey.png", "-o", tmp_path / "again.png", "--model", "nope").exit_code != 0
+        assert gc.isenabled()
+        # And it is left off where the caller had turned it off.
+        gc.disable()
+        with cli._collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def test_colours_one_photo_with_the_bundled_default(fake_registry, tmp_path):
     src = save_photo(tmp_path / "grey.png", "L")
     out = tmp_path / "out.png"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from colorize_cli.diffusion import make_generators
-from colorize_cli.models import ARCHITECTURES, ModelConfig, build_model, preset_config
+from colorize_cli.models import ARCHITECTURES, ModelConfig, build_model, load_model, preset_config
 from colorize_cli.models.encoder import SemanticEncoder, load_pretrained_lite0
 from colorize_cli.models.vqvae import VQConfig, VQVAE
 
@@ -28,6 +28,26 @@ def test_config_round_trips_through_a_dict(arch):
     assert again == config
     a, b = build_model(config), build_model(again)
     assert a.state_dict().keys() == b.state_dict().keys()
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_load_model_holds_exactly_the_given_weights(arch):
+    source = build_model(preset_config(arch, "tiny", encoder="efficientnet-lite0")).eval()
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    loaded = load_model(source.config, state).eval()
+    for name, tensor in loaded.state_dict().items():
+        assert not tensor.is_meta and torch.equal(tensor, state[name]), name
+    L = torch.rand(1, 1, 2 * source.multiple, 2 * source.multiple) * 2 - 1
+    sampler = source.samplers[0]
+    with torch.no_grad():
+        expected = source.colorize(L, sampler=sampler, steps=2, generators=make_generators(0, 1))
+        got = loaded.colorize(L, sampler=sampler, steps=2, generators=make_generators(0, 1))
+    assert torch.equal(got, expected)
+    # The schedule of a diffusion model is real numbers on the CPU, not meta tensors.
+    if hasattr(loaded, "schedule"):
+        assert loaded.schedule.alphas_cumprod.device.type == "cpu"
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_model(source.config, {k: v for k, v in state.items() if k != next(iter(state))})
 
 
 def test_unknown_config_keys_and_architectures_are_refused():

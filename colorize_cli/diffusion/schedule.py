@@ -49,7 +49,7 @@ class NoiseSchedule:
         cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2
     ) -> "NoiseSchedule":
         """Ho et al. (2020): betas linear in t."""
-        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64, device="cpu")
         return cls(torch.cumprod(1.0 - betas, dim=0))
 
     @classmethod
@@ -58,7 +58,7 @@ class NoiseSchedule:
 
         Betas are clipped at 0.999 so the last step keeps a tiny, non-zero signal.
         """
-        t = torch.arange(T + 1, dtype=torch.float64) / T
+        t = torch.arange(T + 1, dtype=torch.float64, device="cpu") / T
         f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1.0 - f[1:] / f[:-1]).clamp(max=0.999)
         return cls(torch.cumprod(1.0 - betas, dim=0))

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .. import color
-from ..models import build_model, preset_config
+from ..models import build_model, load_model, preset_config
 from ..models.encoder import load_pretrained_lite0
 from ..models.zoo import ARCHITECTURES, ColorModel
 from . import checkpoint as ckpt
@@ -216,9 +216,7 @@ def build(options: TrainOptions) -> ColorModel:
         found = config["architecture"]
         # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
         if found == options.model or (found, options.model) == ("unet", "unet-gan"):
-            model = build_model({**config, "architecture": options.model})
-            model.load_state_dict(state)
-            return model
+            return load_model({**config, "architecture": options.model}, state)
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
         model = _preset_model(options)
         encoder_loaded = copy_encoder_weights(model, state)

@@ -1,0 +1,110 @@
+"""Whole-command latency of `colorize photo.jpg -o out.png` on a 1-megapixel photo.
+
+What a user waits for: Python start-up, imports, model load, colouring at full resolution and
+writing the PNG. Each model's command runs `--runs` times, interleaved round by round so a
+noisy machine hurts every model alike; the table gives min / median / max wall time and the
+peak resident memory of the child process. `--stages` adds one in-process breakdown per model
+(where the time goes), measured the way the CLI does the work.
+
+    python benchmarks/cli_latency.py --models unet,lab-ddpm --runs 7 --stages
+
+The photo is scikit-image's `astronaut` (public domain), made grey and resized to 1000×1000,
+written as a JPEG into a temporary folder; `--image` takes your own file instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGES_SCRIPT = r"""
+import sys, time
+t = [time.perf_counter()]
+import torch; t.append(time.perf_counter())
+import kornia; t.append(time.perf_counter())
+from colorize_cli.pipeline import Engine
+from colorize_cli.imageio import load_image, save_image
+t.append(time.perf_counter())
+engine = Engine.load(model=sys.argv[1] or None, weights=sys.argv[2] or None, device="cpu"); t.append(time.perf_counter())
+image = load_image(sys.argv[3]); t.append(time.perf_counter())
+out = engine.colorize_pixels([image.pixels])[0]; t.append(time.perf_counter())
+save_image(sys.argv[4], out, image.alpha, overwrite=True); t.append(time.perf_counter())
+names = ("import torch", "import kornia", "import colorize", "load model", "read photo", "colour", "write PNG")
+print(" | ".join(f"{n} {b - a:.3f}" for n, a, b in zip(names, t, t[1:])))
+"""
+
+
+def make_photo(folder: Path) -> Path:
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    grey = Image.fromarray(skimage.data.astronaut()).convert("L").resize((1000, 1000), Image.LANCZOS)
+    path = folder / "astronaut-1mp.jpg"
+    grey.save(path, quality=95)
+    assert np.asarray(Image.open(path)).shape == (1000, 1000)
+    return path
+
+
+def run_once(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one child process; raises if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {err.strip()}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="unet", help="comma-separated registry models")
+    p.add_argument("--weights", action="append", default=[], help="also time a local .safetensors file")
+    p.add_argument("--image", type=Path, help="photo to colour (default: 1-MP grey astronaut)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--stages", action="store_true", help="also print an in-process breakdown per model")
+    args = p.parse_args(argv)
+
+    colorize = shutil.which("colorize")
+    base = [colorize] if colorize else [sys.executable, "-m", "colorize_cli"]
+    variants = [(m, ["--model", m], (m, "")) for m in args.models.split(",") if m]
+    variants += [(Path(w).stem + " (file)", ["--weights", w], ("", w)) for w in args.weights]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        photo = args.image or make_photo(folder)
+        out = folder / "out.png"
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+        for name, extra, _ in variants:  # warm the file cache and .pyc files; not counted
+            run_once([*base, str(photo), "-o", str(out), "--overwrite", "-q", *extra])
+        for _ in range(args.runs):
+            for name, extra, _ in variants:
+                out.unlink(missing_ok=True)
+                times[name].append(run_once([*base, str(photo), "-o", str(out), "-q", *extra]))
+
+        print(f"photo: {photo} · {args.runs} runs per model, interleaved · {os.cpu_count()} CPUs")
+        print("| model | wall s (min / median / max) | peak RSS MB |")
+        print("|---|---:|---:|")
+        for name, runs in times.items():
+            walls = [w for w, _ in runs]
+            print(f"| {name} | {min(walls):.2f} / {statistics.median(walls):.2f} / {max(walls):.2f} "
+                  f"| {max(r for _, r in runs):.0f} |")
+        if args.stages:
+            for name, _, (model, weights) in variants:
+                result = subprocess.run([sys.executable, "-c", STAGES_SCRIPT, model, weights, str(photo), str(out)],
+                                        capture_output=True, text=True, check=True)
+                print(f"{name}: {result.stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()
