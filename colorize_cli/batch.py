@@ -77,14 +77,42 @@ def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iter
         yield job, fut
 
 
+def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[dict[int, JobResult], list[tuple[int, Job]]]:
+    """Split jobs into those settled without the model (index -> result) and those to colour.
+
+    An existing output is skipped when `skip_existing` (batch resume), refused otherwise unless
+    `overwrite`. Outputs that two inputs would share are refused for the second one.
+    """
+    settled: dict[int, JobResult] = {}
+    todo: list[tuple[int, Job]] = []
+    claimed: dict[Path, Path] = {}
+    for index, job in enumerate(jobs):
+        clash = next((p for p in job.outputs if p.resolve() in claimed), None)
+        if clash is not None:
+            settled[index] = JobResult(job.source, "failed", reason=f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}")
+            continue
+        for p in job.outputs:
+            claimed[p.resolve()] = job.source
+        existing = [p for p in job.outputs if p.exists()]
+        if existing and not overwrite:
+            if skip_existing and len(existing) == len(job.outputs):
+                settled[index] = JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")
+                continue
+            if not skip_existing:
+                err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
+                settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
+                continue
+        todo.append((index, job))
+    return settled, todo
+
+
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
              samples: int, batch_size: int, overwrite: bool, skip_existing: bool,
              on_result: Callable[[JobResult], None] | None = None,
              on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
-    """Colour every job; return one result per job, in order.
+    """Colour every job; return one result per job, in order (see `triage` for existing outputs).
 
-    An existing output is skipped when `skip_existing` (batch resume), refused otherwise unless
-    `overwrite`. Outputs that two inputs would share are refused for the second one.
+    `engine` may be None when `triage` leaves nothing to colour.
     """
     results: dict[int, JobResult] = {}
 
@@ -93,25 +121,9 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
         if on_result is not None:
             on_result(result)
 
-    todo: list[tuple[int, Job]] = []
-    claimed: dict[Path, Path] = {}
-    for index, job in enumerate(jobs):
-        clash = next((p for p in job.outputs if p.resolve() in claimed), None)
-        if clash is not None:
-            finish(index, JobResult(job.source, "failed", reason=f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}"))
-            continue
-        for p in job.outputs:
-            claimed[p.resolve()] = job.source
-        existing = [p for p in job.outputs if p.exists()]
-        if existing and not overwrite:
-            if skip_existing and len(existing) == len(job.outputs):
-                finish(index, JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists"))
-                continue
-            if not skip_existing:
-                err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
-                finish(index, JobResult(job.source, "failed", reason=str(err), error=err))
-                continue
-        todo.append((index, job))
+    settled, todo = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    for index, result in settled.items():
+        finish(index, result)
 
     index_of = {id(job): index for index, job in todo}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \

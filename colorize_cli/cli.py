@@ -186,13 +186,17 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, batch_size, quiet, as_json,
          overwrite, skip_existing, single) -> None:
-    from .batch import run_jobs
+    from .batch import run_jobs, triage
 
-    try:
-        engine = _load_engine(model, weights, device)
-        engine.resolve_settings(sampler.value if sampler else None, steps, size)
-    except Exception as e:
-        raise fail(e) from None
+    engine = None
+    # Load the model only when something needs colouring: an existing output (refused, or
+    # skipped when a batch resumes) is reported at once, not after a second of start-up.
+    if triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
+        try:
+            engine = _load_engine(model, weights, device)
+            engine.resolve_settings(sampler.value if sampler else None, steps, size)
+        except Exception as e:
+            raise fail(e) from None
     try:
         with _Reporter(len(jobs), quiet, as_json) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,

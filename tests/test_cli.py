@@ -101,11 +101,20 @@ def test_several_inputs_into_a_folder(fake_registry, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a-colorized.png", "b-colorized.png"]
 
 
-def test_refuses_to_overwrite_output_without_flag(fake_registry, tmp_path):
+def test_refuses_to_overwrite_output_without_flag(fake_registry, tmp_path, monkeypatch):
+    from colorize_cli import pipeline
+
     src = save_photo(tmp_path / "a.png", "L")
     out = tmp_path / "out.png"
     out.write_bytes(b"precious")
+    real_load = pipeline.Engine.load
+
+    def no_model_needed(*args, **kwargs):
+        raise AssertionError("the model was loaded although nothing needs colouring")
+
+    monkeypatch.setattr(pipeline.Engine, "load", no_model_needed)
     result = run(src, "-o", out)
+    monkeypatch.setattr(pipeline.Engine, "load", real_load)
     assert result.exit_code == ExitCode.OUTPUT
     assert len(error_lines(result)) == 1 and "--overwrite" in error_lines(result)[0]
     assert out.read_bytes() == b"precious"
@@ -251,7 +260,7 @@ def test_missing_weights_and_pickles_are_weights_errors(fake_registry, tmp_path)
     assert not (tmp_path / "a-colorized.png").exists()
 
 
-def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path):
+def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path, monkeypatch):
     scans = tmp_path / "scans"
     (scans / "box1").mkdir(parents=True)
     save_photo(scans / "a.png", "L")
@@ -273,6 +282,14 @@ def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path):
     assert (out / "a.png").stat().st_mtime_ns == stamp
     failed = [f for f in summary["files"] if f["status"] == "failed"]
     assert "broken.jpg" in failed[0]["source"] and failed[0]["reason"]
+
+    # A finished batch is confirmed without loading the model at all.
+    from colorize_cli import pipeline
+
+    (scans / "box1" / "broken.jpg").unlink()
+    monkeypatch.setattr(pipeline.Engine, "load", lambda *a, **k: pytest.fail("model loaded for a finished batch"))
+    result = run("batch", scans, "-o", out, "--recursive")
+    assert result.exit_code == 0 and "0 done, 2 skipped, 0 failed" in result.stderr
 
 
 def test_batch_without_recursive_and_with_glob(fake_registry, tmp_path):
