@@ -427,6 +427,8 @@ def train_cli(
     encoder: str = typer.Option("none", "--encoder", help="Pretrained semantic encoder: efficientnet-lite0 or none."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="lab-ddpm target: eps, v or x0."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="lab-ddpm noise schedule: linear or cosine."),
+    head: str = typer.Option("regression", "--head",
+                             help="unet/unet-gan output: regression (ab) or bins (ab-cell scores, annealed mean)."),
     seed: int = typer.Option(0, "--seed", min=0),
     device: Device = DeviceOpt,
     compile: bool = typer.Option(False, "--compile", help="torch.compile the step (fixed shapes; GPU)."),
@@ -455,7 +457,7 @@ def train_cli(
     try:
         result = train_command(data=data, model=model, out=out, resume=resume, steps=steps, batch_size=batch_size,
                                lr=lr, size=size, preset=preset, encoder=encoder, prediction=prediction,
-                               schedule=schedule, seed=seed, device=device.value, compile=compile,
+                               schedule=schedule, head=head, seed=seed, device=device.value, compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
                                adv_weight=adv_weight, time_limit=time_limit, log_every=log_every,

@@ -6,6 +6,8 @@ Conversions run in float32 on whatever device the tensor lives on.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from kornia.color import lab_to_rgb as _lab_to_rgb
 from kornia.color import rgb_to_lab as _rgb_to_lab
@@ -14,6 +16,8 @@ from kornia.color import rgb_to_lab as _rgb_to_lab
 AB_SCALE = 110.0
 # The range kornia and the CIE definition allow for a*, b*; clipped before conversion back.
 AB_MIN, AB_MAX = -128.0, 127.0
+# Side of the a*b* grid cells a classifying model chooses among (Zhang et al. 2016 use 10).
+AB_BIN_SPACING = 10.0
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -52,3 +56,27 @@ def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
 
 def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
     return ab_norm * AB_SCALE
+
+
+def ab_bin_centres(spacing: float = AB_BIN_SPACING) -> torch.Tensor:
+    """(Q, 2) a*b* centres of the grid cells (side `spacing`) that 8-bit sRGB colours fall in.
+
+    Q = 261 for spacing 10. The faces of the RGB cube suffice: a solid's shadow on the ab
+    plane is its surface's shadow. Cached; computed on the CPU whatever the default device.
+    """
+    return _ab_bin_centres(float(spacing)).clone()
+
+
+@lru_cache(maxsize=4)
+def _ab_bin_centres(spacing: float) -> torch.Tensor:
+    with torch.device("cpu"):
+        levels = torch.arange(256, dtype=torch.float32) / 255.0
+        u, v = (t.reshape(-1) for t in torch.meshgrid(levels, levels, indexing="ij"))
+        faces = []
+        for fixed in range(3):
+            for value in (0.0, 1.0):
+                rest = iter((u, v))
+                faces.append(torch.stack([torch.full_like(u, value) if c == fixed else next(rest) for c in range(3)]))
+        ab = rgb_to_lab(torch.cat(faces, dim=1)[:, None])[1:].reshape(2, -1)
+        cells = torch.unique(torch.round(ab / spacing).T, dim=0)  # sorted by a*, then b*
+        return cells * spacing

@@ -51,3 +51,18 @@ def test_normalisation_maps_ranges_to_unit_interval():
     x = torch.randn(10, generator=torch.Generator().manual_seed(0)) * 50
     assert torch.allclose(denormalize_L(normalize_L(x)), x, atol=1e-4)
     assert torch.allclose(denormalize_ab(normalize_ab(x)), x, atol=1e-4)
+
+
+def test_ab_bins_cover_every_srgb_colour_on_a_10_unit_grid():
+    from colorize_cli.color import ab_bin_centres, rgb_to_lab
+
+    centres = ab_bin_centres()
+    assert centres.shape == (261, 2)
+    assert torch.equal(centres, torch.round(centres / 10) * 10)  # cell centres: multiples of 10
+    assert len(torch.unique(centres, dim=0)) == len(centres)
+    # Any sRGB colour (here 20^3 of them, the interior too) lies in one of the cells.
+    levels = torch.linspace(0, 1, 20)
+    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij")).reshape(3, 1, -1)
+    ab = rgb_to_lab(rgb)[1:].reshape(2, -1).T
+    nearest = torch.cdist(ab, centres).min(dim=1).values
+    assert nearest.max() <= 5 * 2**0.5 + 1e-3

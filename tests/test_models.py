@@ -103,3 +103,22 @@ def test_attention_is_exact_when_small_and_pooled_when_large():
     assert torch.allclose(attn(x), full, atol=1e-5)
     big = torch.randn(1, 64, 96, 96)  # 9216 positions: keys/values pooled to <= 1024
     assert attn(big).shape == big.shape
+
+
+def test_bins_head_returns_the_annealed_mean_of_its_cell_scores():
+    model = build_model(preset_config("unet", "tiny", head="bins")).eval()
+    centres = model.ab_centres
+    assert model.config.unet.out_channels == len(centres) == 261
+    scores = torch.zeros(1, len(centres), 2, 2)
+    # Equal scores: the plain mean of the centres, whatever the temperature.
+    assert torch.allclose(model.annealed_mean(scores, 0.38)[0, :, 0, 0], centres.mean(dim=0), atol=1e-6)
+    # One cell clearly ahead: a low temperature picks it (the mode), T = 1 stays nearer the mean.
+    scores[0, 7] = 3.0
+    mode = model.annealed_mean(scores, 0.05)[0, :, 0, 0]
+    mean = model.annealed_mean(scores, 1.0)[0, :, 0, 0]
+    assert torch.allclose(mode, centres[7], atol=1e-4)
+    assert (mean - centres.mean(0)).norm() < (mode - centres.mean(0)).norm()
+    with pytest.raises(ValueError, match="unknown head"):
+        build_model({**preset_config("unet", "tiny").to_dict(), "head": "logits"})
+    with pytest.raises(ValueError, match="one-step models"):
+        preset_config("lab-ddpm", "tiny", head="bins")

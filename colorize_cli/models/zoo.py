@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import diffusion
+from .. import color, diffusion
 from .encoder import SemanticEncoder
 from .unet import UNet, UNetConfig
 from .vqvae import VQConfig, VQVAE
@@ -37,6 +37,8 @@ class ModelConfig:
     default_sampler: str = "ddim"
     default_steps: int = 20
     size: int = 256                         # default working resolution (longer side, px)
+    head: str = "regression"                # one-step models: regression (ab) | bins (ab-cell scores)
+    temperature: float = 0.38               # bins head: annealed-mean temperature (Zhang et al.'s 0.38)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,16 +115,49 @@ class LabDDPM(ColorModel):
 
 
 class OneStepUNet(ColorModel):
-    """One forward pass L -> ab (the `unet` regression model and the `unet-gan` generator)."""
+    """One forward pass L -> ab (the `unet` model and the `unet-gan` generator).
+
+    The `regression` head predicts normalised ab directly. The `bins` head scores each cell of
+    a 10-unit a*b* grid (Zhang et al., "Colorful Image Colorization", 2016) and returns the
+    *annealed mean* of that distribution: softmax(scores / T) averaged over the cell centres.
+    A regression to the mean of plausible colours is brownish; the annealed mean leans to the
+    likeliest colour (T -> 0 is the mode, T = 1 the mean), which keeps photos colourful.
+    """
 
     samplers = ("oneshot",)
+    HEADS = ("regression", "bins")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        if config.head not in self.HEADS:
+            raise ValueError(f"unknown head {config.head!r}; known: {', '.join(self.HEADS)}")
+        if config.head == "bins":
+            if not config.temperature > 0:
+                raise ValueError(f"the bins head needs a temperature > 0, not {config.temperature}")
+            # The centres travel in the weights file. A fresh model computes them; one built on
+            # the meta device to receive a file's tensors (load_model) does not need to.
+            centres = torch.zeros(config.unet.out_channels, 2)
+            if torch.get_default_device().type != "meta":
+                centres = color.ab_bin_centres() / color.AB_SCALE
+                if len(centres) != config.unet.out_channels:
+                    raise ValueError(f"the bins head needs {len(centres)} output channels, "
+                                     f"not {config.unet.out_channels}")
+            self.register_buffer("ab_centres", centres)
 
     def predict(self, L: torch.Tensor) -> torch.Tensor:
+        """Normalised ab (regression) or one score per ab cell (bins), (B, C, h, w)."""
         return self.unet(L, None, self.context(L))
+
+    def annealed_mean(self, scores: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Cell scores (B, Q, h, w) -> normalised ab (B, 2, h, w)."""
+        t = self.config.temperature if temperature is None else temperature
+        p = torch.softmax(scores.float() / t, dim=1)
+        return torch.einsum("bqhw,qc->bchw", p, self.ab_centres.float())
 
     def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):
         self.check_sampler(sampler, 1 if steps is None else steps)
-        ab = self.predict(L).clamp(-1.0, 1.0)
+        out = self.predict(L)
+        ab = (self.annealed_mean(out) if self.config.head == "bins" else out).clamp(-1.0, 1.0)
         if callback is not None:
             callback(1, 1)
         return ab
@@ -217,9 +252,12 @@ PRESETS = {
 }
 
 
-def preset_config(architecture: str, preset: str = "small", *, encoder: str | None = None) -> ModelConfig:
+def preset_config(architecture: str, preset: str = "small", *, encoder: str | None = None,
+                  head: str = "regression") -> ModelConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if head != "regression" and architecture not in ("unet", "unet-gan"):
+        raise ValueError(f"--head {head} is for the one-step models (unet, unet-gan), not {architecture}")
     tiny = preset == "tiny"
     unet = PRESETS[preset]
     context = SemanticEncoder.channels if encoder else 0
@@ -227,9 +265,10 @@ def preset_config(architecture: str, preset: str = "small", *, encoder: str | No
         return ModelConfig(architecture, replace(unet, in_channels=3, out_channels=2, context_channels=context),
                            encoder=encoder, default_sampler="ddim", default_steps=20)
     if architecture in ("unet", "unet-gan"):
-        return ModelConfig(architecture, replace(unet, in_channels=1, out_channels=2, time_conditioned=False,
+        out = len(color.ab_bin_centres()) if head == "bins" else 2
+        return ModelConfig(architecture, replace(unet, in_channels=1, out_channels=out, time_conditioned=False,
                                                  context_channels=context),
-                           encoder=encoder, default_sampler="oneshot", default_steps=1)
+                           encoder=encoder, default_sampler="oneshot", default_steps=1, head=head)
     if architecture == "latent-cold":
         vq = VQConfig(channels=8, latent_channels=4, codebook_size=32) if tiny else VQConfig()
         return ModelConfig(architecture, replace(unet, in_channels=vq.latent_channels + 1, out_channels=vq.latent_channels,

@@ -106,6 +106,7 @@ def train_command(
     encoder: str = "none",
     prediction: str | None = None,
     schedule: str | None = None,
+    head: str = "regression",
     seed: int = 0,
     device: str = "auto",
     compile: bool = False,
@@ -148,8 +149,8 @@ def train_command(
         options = TrainOptions(
             data=[str(p) for p in data], out=str(_shared_out(out, model)), model=model,
             steps=10_000 if steps is None else steps, batch_size=batch_size, lr=lr, size=size, preset=preset,
-            encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, seed=seed,
-            device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
+            encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, head=head,
+            seed=seed, device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
             workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
             peak_tflops=peak_tflops, time_limit=time_limit, channels_last=channels_last,

@@ -63,6 +63,7 @@ class TrainOptions:
     encoder: str | None = None          # "efficientnet-lite0" or None
     prediction: str | None = None       # lab-ddpm: eps | v | x0 (None: the preset's)
     schedule: str | None = None         # lab-ddpm: linear | cosine (None: the preset's)
+    head: str = "regression"            # unet / unet-gan: regression | bins
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -171,7 +172,7 @@ def make_optimizer(module: nn.Module, lr: float, weight_decay: float, device: to
 
 def _preset_model(options: TrainOptions) -> ColorModel:
     try:
-        config = preset_config(options.model, options.preset, encoder=options.encoder)
+        config = preset_config(options.model, options.preset, encoder=options.encoder, head=options.head)
     except ValueError as e:
         raise TrainingError(str(e)) from e
     if options.model == "lab-ddpm":
@@ -182,6 +183,20 @@ def _preset_model(options: TrainOptions) -> ColorModel:
         return build_model(config)
     except ValueError as e:
         raise TrainingError(str(e)) from e
+
+
+def _with_new_head(config: dict, state: dict[str, Tensor], options: TrainOptions) -> ColorModel:
+    """`config`'s model with `options.head`: every tensor of `state` but the U-Net's output layer."""
+    fresh = preset_config(options.model, "tiny", head=options.head)
+    unet = {**config["unet"], "out_channels": fresh.unet.out_channels}
+    try:
+        model = build_model({**config, "architecture": options.model, "head": options.head, "unet": unet})
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("unet.out.")}
+    model.load_state_dict(kept, strict=False)
+    return model
 
 
 def copy_encoder_weights(model: ColorModel, state: dict[str, Tensor]) -> bool:
@@ -216,7 +231,10 @@ def build(options: TrainOptions) -> ColorModel:
         found = config["architecture"]
         # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
         if found == options.model or (found, options.model) == ("unet", "unet-gan"):
-            return load_model({**config, "architecture": options.model}, state)
+            if config.get("head", "regression") == options.head:
+                return load_model({**config, "architecture": options.model}, state)
+            # Another head: keep the trained U-Net and encoder, start the output layer afresh.
+            return _with_new_head(config, state, options)
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
         model = _preset_model(options)
         encoder_loaded = copy_encoder_weights(model, state)

@@ -220,6 +220,84 @@ class RegressionLoss(nn.Module):
         return loss, logs, pred.detach()
 
 
+class BinPrior(nn.Module):
+    """How often each ab cell is the nearest to a training pixel, and the class-rebalancing weights
+    that follow (Zhang et al. 2016, eq. 3-4): w ∝ ((1 - λ) p̃ + λ / Q)^-1 with E_p̃[w] = 1, where p̃
+    is the cell frequency smoothed by a Gaussian of `sigma` ab units. Counted as training goes (no
+    pass over the data first); the counts are checkpointed with the run so a resume is exact.
+    """
+
+    def __init__(self, centres: Tensor, mix: float = 0.5, sigma: float = 5.0):
+        super().__init__()
+        self.mix = mix
+        self.register_buffer("counts", torch.ones(len(centres)))  # one pseudo-count per cell
+        d2 = torch.cdist(centres.double(), centres.double()).square()
+        smooth = torch.exp(-d2 / (2 * sigma**2))
+        self.register_buffer("smooth", (smooth / smooth.sum(dim=0, keepdim=True)).float(), persistent=False)
+
+    @torch.no_grad()
+    def update(self, nearest: Tensor) -> None:
+        self.counts.scatter_add_(0, nearest.reshape(-1), torch.ones_like(nearest.reshape(-1), dtype=self.counts.dtype))
+
+    def weights(self) -> Tensor:
+        p = self.smooth @ (self.counts / self.counts.sum())
+        w = 1.0 / ((1 - self.mix) * p + self.mix / len(p))
+        return w / (p * w).sum()
+
+
+class BinsLoss(nn.Module):
+    """The `bins` head: cross-entropy against soft-encoded ab (a Gaussian over the 5 nearest cell
+    centres, σ = 5 ab units), rebalanced so rare, saturated colours count as much as browns.
+
+    The centres lie on a square grid, so a pixel's 5 nearest are among the 3×3 cells around its
+    own: 9 distances per pixel instead of Q = 261.
+    """
+
+    NEIGHBOURS, SIGMA = 5, 5.0
+    _OFFSETS = [(da, db) for da in (-1, 0, 1) for db in (-1, 0, 1)]
+
+    def __init__(self, model: OneStepUNet, prior: BinPrior):
+        super().__init__()
+        self.model = model
+        self.prior = prior
+        grid = torch.round(model.ab_centres.float().cpu() * color.AB_SCALE / color.AB_BIN_SPACING).long()
+        self.reach = int(grid.abs().max()) + 2                       # grid coordinates -reach..reach
+        table = torch.full((2 * self.reach + 1, 2 * self.reach + 1), -1, dtype=torch.long)
+        table[grid[:, 0] + self.reach, grid[:, 1] + self.reach] = torch.arange(len(grid))
+        self.register_buffer("cell_of", table, persistent=False)     # grid coordinates -> bin, or -1
+        self.register_buffer("offsets", torch.tensor(self._OFFSETS), persistent=False)
+
+    def nearest_bins(self, ab_units: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 2) ab -> squared distances and indices (N, 5) of the nearest bins, nearest first."""
+        home = torch.round(ab_units / color.AB_BIN_SPACING).long()
+        cells = (home[:, None, :] + self.offsets).clamp(-self.reach, self.reach)     # (N, 9, 2)
+        index = self.cell_of[cells[..., 0] + self.reach, cells[..., 1] + self.reach]   # (N, 9)
+        d2 = (ab_units[:, None, :] - cells.float() * color.AB_BIN_SPACING).square().sum(-1)
+        d2 = torch.where(index >= 0, d2, torch.full_like(d2, 1e6))   # cells outside sRGB: never chosen
+        near_d2, pos = d2.topk(self.NEIGHBOURS, dim=1, largest=False)
+        return near_d2, index.gather(1, pos).clamp_min(0)
+
+    def forward(self, L, ab, extras, prev=None):
+        with torch.no_grad():
+            context = self.model.context(L)
+        scores = self.model.unet(L, None, context).float()
+        with torch.no_grad():
+            target = color.denormalize_ab(ab.float()).permute(0, 2, 3, 1).reshape(-1, 2)
+            near_d2, near = self.nearest_bins(target)
+            q = torch.softmax(-near_d2 / (2 * self.SIGMA**2), dim=1)
+            if self.model.training:
+                self.prior.update(near[:, 0])
+            weight = self.prior.weights()[near[:, 0]]
+        logp = F.log_softmax(scores, dim=1).permute(0, 2, 3, 1).reshape(-1, scores.shape[1])
+        ce = (weight * -(q * logp.gather(1, near)).sum(dim=1)).mean()
+        logs = {"ce": ce.detach()}
+        if self.model.training:  # the annealed mean costs as much as the loss: only for validation
+            return ce, logs, None
+        pred = self.model.annealed_mean(scores)
+        logs["l1"] = (pred - ab).abs().mean()
+        return ce, logs, pred
+
+
 class PatchDiscriminator(nn.Module):
     """pix2pix's PatchGAN over [L, ab]: GroupNorm instead of BatchNorm, 3x3 stride-1 layers so
     small training crops (16 px in tests) keep a 2x2 patch map."""
@@ -256,10 +334,18 @@ class DiscriminatorLoss(nn.Module):
 class UNetObjective(Objective):
     def __init__(self, model, steps, options):
         super().__init__(model, steps, options)
-        self.loss = RegressionLoss(model, options.perceptual_weight)
+        self.prior = None
+        if model.config.head == "bins":
+            self.prior = BinPrior(model.ab_centres.float().cpu() * color.AB_SCALE)
+            self.loss = BinsLoss(model, self.prior)
+        else:
+            self.loss = RegressionLoss(model, options.perceptual_weight)
 
     def group_modules(self):
         return {"model": self.model.unet}
+
+    def extra_modules(self):
+        return {"prior": self.prior} if self.prior is not None else {}
 
     def loss_modules(self, stage):
         return {"model": self.loss}
@@ -268,6 +354,8 @@ class UNetObjective(Objective):
 class UNetGANObjective(Objective):
     def __init__(self, model, steps, options):
         super().__init__(model, steps, options)
+        if model.config.head != "regression":
+            raise TrainingError("unet-gan trains the regression head; use --model unet for --head bins")
         small = model.config.unet.base_channels < 16
         self.disc = PatchDiscriminator(8 if small else 64)
         self.warmup_loss = RegressionLoss(model, options.perceptual_weight)
