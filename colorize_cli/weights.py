@@ -293,14 +293,16 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         raise WeightsNotFoundError(f"Weights file {path} does not exist.") from None
 
-    # Zip (torch.save) and pickle protocol >= 2 magic: name the real format in the message.
-    if prefix.startswith(b"PK\x03\x04") or prefix.startswith(b"\x80"):
+    # Zip (torch.save) and pickle protocol >= 2 magic: name the real format in the message. Only
+    # when the bytes are not a safetensors header: a header of 128 + 256k bytes also starts 0x80.
+    looks_safetensors = valid_len and header_bytes.startswith(b"{")
+    if not looks_safetensors and (prefix.startswith(b"PK\x03\x04") or prefix.startswith(b"\x80")):
         raise UnsafeWeightsError(
             f"{path} is a PyTorch pickle checkpoint, not safetensors; colorize never loads pickle "
             "because it can run arbitrary code."
         )
     not_safetensors = UnsafeWeightsError(f"{path} is not a valid safetensors file.")
-    if not valid_len or not header_bytes.startswith(b"{"):
+    if not looks_safetensors:
         raise not_safetensors
     try:
         header = json.loads(header_bytes)

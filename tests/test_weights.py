@@ -425,6 +425,21 @@ def test_non_safetensors_renamed_safetensors_is_refused(tmp_path, writer):
         read_metadata(path)
 
 
+def test_pickle_magic_is_named_but_a_header_of_128_plus_256k_bytes_is_safetensors(tmp_path):
+    """0x80 opens a pickle (protocol >= 2), and also the length of some safetensors headers."""
+    pickled = tmp_path / "p.safetensors"
+    pickled.write_bytes(pickle.dumps({"w": [0.0]}, protocol=4))
+    with pytest.raises(UnsafeWeightsError, match="pickle"):
+        load_model_file(pickled)
+    for pad in range(256):
+        path = save_model_file(tmp_path / "m.safetensors", {"w": torch.ones(3)}, {"architecture": "unet", "n": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length of 128 mod 256")
+    assert load_model_file(path)[1]["n"] == "x" * pad
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt"])
 def test_pickle_suffix_is_refused_even_with_safetensors_content(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
