@@ -415,7 +415,9 @@ def bench_cli(
 
 @app.command("train", help="Train a model of the zoo on folders of photos and tar shards; resumable.")
 def train_cli(
-    data: List[Path] = typer.Option(..., "--data", help="Image folders and/or .tar shards (repeatable)."),
+    ctx: typer.Context,
+    data: Optional[List[Path]] = typer.Option(None, "--data", help="Image folders and/or .tar shards (repeatable; "
+                                                                   "a resumed run reads its own)."),
     model: str = typer.Option("lab-ddpm", "--model", "-m", help="lab-ddpm, latent-cold, unet or unet-gan."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -454,8 +456,11 @@ def train_cli(
 ) -> None:
     from .train import TrainingError, train_command
 
+    # On --resume, options left at their defaults keep the run's saved values (not the defaults).
+    # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
+    given = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     try:
-        result = train_command(data=data, model=model, out=out, resume=resume, steps=steps, batch_size=batch_size,
+        result = train_command(data=data or [], given=given, model=model, out=out, resume=resume, steps=steps, batch_size=batch_size,
                                lr=lr, size=size, preset=preset, encoder=encoder, prediction=prediction,
                                schedule=schedule, head=head, seed=seed, device=device.value, compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,

@@ -364,3 +364,8 @@ def test_train_command_passes_every_training_option_through(monkeypatch, tmp_pat
     assert set(seen) == expected
     assert (seen["gan_start"], seen["vq_fraction"], seen["stage"], seen["channels_last"], seen["time_limit"],
             seen["warmup_steps"], seen["ema_decay"], seen["log_every"]) == (0.5, 0.2, "vq", True, 3.0, 7, 0.99, 5)
+    # --resume needs no --data, and tells the command which options were typed.
+    seen.clear()
+    result = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "--steps", "9", "-q"])
+    assert result.exit_code == 0, result.output
+    assert seen["data"] == [] and {"resume", "out", "steps"} <= seen["given"] and "workers" not in seen["given"]

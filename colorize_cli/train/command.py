@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from .data import TrainingError
 from .loop import TrainOptions, TrainResult
@@ -128,12 +128,13 @@ def train_command(
     vq_fraction: float = 0.3,
     stage: str = "auto",
     show_progress: bool = True,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train `model` on images under `data`; checkpoint, log, sample grids and export under `out`.
 
     With `resume`, continue from `out`/checkpoint.safetensors with the options saved there
     (steps, device, compile, workers, the time limit and the logging/checkpoint intervals may
-    change). `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a
+    change; those not named in `given` keep their saved values, and `data` may be empty). `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a
     run on a lent machine can be cut to fit its lease and resumed later.
     """
     from . import loop
@@ -144,6 +145,8 @@ def train_command(
         raise TrainingError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     if resume and out is None:
         raise TrainingError("--resume needs --out DIR (the run folder holding checkpoint.safetensors)")
+    if not data and not resume:
+        raise TrainingError("--data is required: image folders and/or .tar shards to train on")
     created = _init_distributed(device)
     try:
         options = TrainOptions(
@@ -156,10 +159,15 @@ def train_command(
             peak_tflops=peak_tflops, time_limit=time_limit, channels_last=channels_last,
             objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
-        if resume and steps is None:
+        if resume:
             from .checkpoint import FILENAME, load_checkpoint
             _, meta = load_checkpoint(Path(options.out) / FILENAME)
-            options.steps = int(meta["options"]["steps"])
+            saved = meta["options"]
+            if given is None:  # a Python caller: every argument counts, except an unset `steps`
+                given = set(TrainOptions.RUNTIME) - ({"steps"} if steps is None else set())
+            for key in TrainOptions.RUNTIME:
+                if key not in given and key in saved:
+                    setattr(options, key, saved[key])
         rank0 = int(os.environ.get("RANK", "0")) == 0
         if show_progress and rank0:
             with RichProgress(model) as progress:
