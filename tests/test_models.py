@@ -118,6 +118,15 @@ def test_bins_head_returns_the_annealed_mean_of_its_cell_scores():
     mean = model.annealed_mean(scores, 1.0)[0, :, 0, 0]
     assert torch.allclose(mode, centres[7], atol=1e-4)
     assert (mean - centres.mean(0)).norm() < (mode - centres.mean(0)).norm()
+    # Rebalancing: scores = log p + log w; rebalance 0 takes log w back out, 1 keeps it.
+    model.ab_log_weights[7] = 3.0
+    kept = model.annealed_mean(scores, 0.05)[0, :, 0, 0]
+    model.config.rebalance = 0.0
+    undone = model.annealed_mean(scores, 0.05)[0, :, 0, 0]
+    assert torch.allclose(kept, centres[7], atol=1e-4)
+    assert torch.allclose(undone, centres.mean(dim=0), atol=1e-4)  # scores[7] - 3 = 0: all equal again
+    with pytest.raises(ValueError, match="rebalance between 0 and 1"):
+        build_model({**preset_config("unet", "tiny", head="bins").to_dict(), "rebalance": 1.5})
     with pytest.raises(ValueError, match="unknown head"):
         build_model({**preset_config("unet", "tiny").to_dict(), "head": "logits"})
     with pytest.raises(ValueError, match="one-step models"):

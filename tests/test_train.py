@@ -272,6 +272,9 @@ def test_bins_head_starts_from_a_regression_export(few_dir, tmp_path):
                            init_weights=str(first.export)))
     state, config = load_model_file(second.export)
     assert config["head"] == "bins" and state["unet.out.weight"].shape[0] == state["ab_centres"].shape[0] == 261
+    # The export carries the rebalancing weights training used, so inference can undo them.
+    log_w = state["ab_log_weights"].float()
+    assert log_w.shape == (261,) and log_w.abs().max() > 0.1
     kept = [k for k in exported if not k.startswith("unet.out.")]
     assert kept and all(torch.allclose(state[k], exported[k], atol=1e-3) for k in kept)
     with pytest.raises(TrainingError, match="regression head"):
@@ -305,6 +308,22 @@ def test_another_architecture_starts_from_an_exports_encoder(few_dir, tmp_path, 
     assert config["architecture"] == "lab-ddpm"
     encoder_keys = [k for k in donor_state if k.startswith("encoder.")]
     assert encoder_keys and all(torch.equal(state[k], donor_state[k]) for k in encoder_keys)
+
+
+def test_resume_keeps_the_runs_own_settings_unless_given(few_dir, tmp_path):
+    """`colorize train --resume --out DIR` needs no --data, and options left at their defaults
+    (workers, intervals, ...) keep the run's values instead of silently taking the defaults."""
+    out = tmp_path / "r"
+    common = dict(model="unet", out=out, preset="tiny", size=SIZE, batch_size=4, lr=3e-3, warmup_steps=2,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    train_command(data=[few_dir], steps=2, workers=0, log_every=1, val_every=1000, ckpt_every=1000, **common)
+    # As the CLI calls it: only --steps was typed; workers=4 and log_every=50 are mere defaults.
+    resumed = train_command(data=[], resume=True, steps=4, given={"steps", "resume", "out"}, **common)
+    assert resumed.steps == 4
+    start = log_records(out, "start")[-1]["options"]
+    assert (start["workers"], start["log_every"], start["data"]) == (0, 1, [str(few_dir)])
+    with pytest.raises(TrainingError, match="--data is required"):
+        train_command(data=[], model="unet", out=tmp_path / "n", show_progress=False)
 
 
 def test_time_limit_stops_cleanly_and_resume_finishes(few_dir, tmp_path):

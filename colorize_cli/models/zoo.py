@@ -39,6 +39,7 @@ class ModelConfig:
     size: int = 256                         # default working resolution (longer side, px)
     head: str = "regression"                # one-step models: regression (ab) | bins (ab-cell scores)
     temperature: float = 0.38               # bins head: annealed-mean temperature (Zhang et al.'s 0.38)
+    rebalance: float = 1.0                  # bins head: share of training's colour rebalancing kept (0..1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +135,8 @@ class OneStepUNet(ColorModel):
         if config.head == "bins":
             if not config.temperature > 0:
                 raise ValueError(f"the bins head needs a temperature > 0, not {config.temperature}")
+            if not 0.0 <= config.rebalance <= 1.0:
+                raise ValueError(f"the bins head needs a rebalance between 0 and 1, not {config.rebalance}")
             # The centres travel in the weights file. A fresh model computes them; one built on
             # the meta device to receive a file's tensors (load_model) does not need to.
             centres = torch.zeros(config.unet.out_channels, 2)
@@ -143,6 +146,11 @@ class OneStepUNet(ColorModel):
                     raise ValueError(f"the bins head needs {len(centres)} output channels, "
                                      f"not {config.unet.out_channels}")
             self.register_buffer("ab_centres", centres)
+            # log w per cell: the class-rebalancing weights training gave each cell (BinPrior).
+            # The scores learn log p(cell | L) + log w; the annealed mean subtracts the share
+            # (1 - rebalance) of log w, so 0 recovers the plain posterior and 1 keeps the boost
+            # that rare, saturated colours got in training.
+            self.register_buffer("ab_log_weights", torch.zeros(config.unet.out_channels))
 
     def predict(self, L: torch.Tensor) -> torch.Tensor:
         """Normalised ab (regression) or one score per ab cell (bins), (B, C, h, w)."""
@@ -151,7 +159,8 @@ class OneStepUNet(ColorModel):
     def annealed_mean(self, scores: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Cell scores (B, Q, h, w) -> normalised ab (B, 2, h, w)."""
         t = self.config.temperature if temperature is None else temperature
-        p = torch.softmax(scores.float() / t, dim=1)
+        correction = (1.0 - self.config.rebalance) * self.ab_log_weights.float()
+        p = torch.softmax((scores.float() - correction.view(1, -1, 1, 1)) / t, dim=1)
         return torch.einsum("bqhw,qc->bchw", p, self.ab_centres.float())
 
     def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):

@@ -287,7 +287,10 @@ class BinsLoss(nn.Module):
             q = torch.softmax(-near_d2 / (2 * self.SIGMA**2), dim=1)
             if self.model.training:
                 self.prior.update(near[:, 0])
-            weight = self.prior.weights()[near[:, 0]]
+            weights = self.prior.weights()
+            if self.model.training:  # the export carries them, so inference can take the boost back
+                self.model.ab_log_weights.copy_(weights.log())
+            weight = weights[near[:, 0]]
         logp = F.log_softmax(scores, dim=1).permute(0, 2, 3, 1).reshape(-1, scores.shape[1])
         ce = (weight * -(q * logp.gather(1, near)).sum(dim=1)).mean()
         logs = {"ce": ce.detach()}
