@@ -4,6 +4,7 @@
 # call's limit. Everything that must come back is written under $OUT (at most 8 files of 16 MiB).
 #
 #   THROUGHPUT=1 RUNS="ddpm gan cold" SHARD=.devdata/tiny64-0.tar bash benchmarks/device_train.sh
+#   (runs: ddpm, gan, unet, bins — the unet with the classification head, from the bundled unet —, cold)
 #
 # What travels with the call (git-ignored folders named in `carry`):
 #   .devwhl/   the kornia wheel (the machine's Python lacks it); without a kornia_rs wheel beside it, a
@@ -48,12 +49,13 @@ declare -A ARGS=(
     [gan]="--model unet-gan --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --adv-weight 0.01
            --gan-start ${GAN_START:-0.1} --steps ${GAN_STEPS:-3000}"
     [unet]="--model unet --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --steps ${UNET_STEPS:-3000}"
+    [bins]="--model unet --head bins --batch-size 256 --lr 3e-4 --steps ${BINS_STEPS:-3000}"
     [cold]="--model latent-cold --preset small --encoder efficientnet-lite0 --batch-size 256 --lr 3e-4
             --vq-fraction 0.3 --steps ${COLD_STEPS:-3000}"
 )
 # Where a fresh run starts: the earlier call's export, else the bundled file of that model, else the
 # bundled unet (its encoder, or all of it).
-declare -A BUNDLED=([ddpm]=lab-ddpm [gan]=unet-gan [unet]=unet [cold]=latent-cold)
+declare -A BUNDLED=([ddpm]=lab-ddpm [gan]=unet-gan [unet]=unet [bins]=unet [cold]=latent-cold)
 # Exports travel without the frozen encoder (7 MB less upload): it is put back from the bundled unet.
 start_from() {
     if [ -f ".devinit/$1.safetensors" ]; then
