@@ -4,8 +4,8 @@
     colorize bench DATA --models /tmp/T0.3.safetensors,...
 
 Only settings that change how a trained network is *used* may be set (the bins head's
-annealed-mean temperature and how much of training's colour rebalancing it keeps, the default working size, sampler and steps); the weights are copied
-unchanged. Values are parsed as JSON (numbers, strings in quotes or bare).
+annealed-mean temperature and the share of training's colour rebalancing it keeps, the default
+working size, sampler and steps); the weights are copied unchanged. Values are parsed as JSON (numbers, strings in quotes or bare).
 """
 
 from __future__ import annotations

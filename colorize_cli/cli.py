@@ -460,9 +460,9 @@ def train_cli(
     # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
     given = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     try:
-        result = train_command(data=data or [], given=given, model=model, out=out, resume=resume, steps=steps, batch_size=batch_size,
-                               lr=lr, size=size, preset=preset, encoder=encoder, prediction=prediction,
-                               schedule=schedule, head=head, seed=seed, device=device.value, compile=compile,
+        result = train_command(data=data or [], given=given, model=model, out=out, resume=resume, steps=steps,
+                               batch_size=batch_size, lr=lr, size=size, preset=preset, encoder=encoder,
+                               prediction=prediction, schedule=schedule, head=head, seed=seed, device=device.value, compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
                                adv_weight=adv_weight, time_limit=time_limit, log_every=log_every,

@@ -159,8 +159,10 @@ class OneStepUNet(ColorModel):
     def annealed_mean(self, scores: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Cell scores (B, Q, h, w) -> normalised ab (B, 2, h, w)."""
         t = self.config.temperature if temperature is None else temperature
-        correction = (1.0 - self.config.rebalance) * self.ab_log_weights.float()
-        p = torch.softmax((scores.float() - correction.view(1, -1, 1, 1)) / t, dim=1)
+        scores = scores.float()
+        if self.config.rebalance < 1.0:  # a full-size pass: only when there is something to take out
+            scores = scores - ((1.0 - self.config.rebalance) * self.ab_log_weights.float()).view(1, -1, 1, 1)
+        p = torch.softmax(scores / t, dim=1)
         return torch.einsum("bqhw,qc->bchw", p, self.ab_centres.float())
 
     def colorize(self, L, *, sampler=None, steps=None, generators=None, callback=None):

@@ -42,7 +42,9 @@ def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], me
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike[str], *,
+                    tensors: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The checkpoint's tensors and metadata; with `tensors=False` only the metadata (no tensor is read)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -51,7 +53,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta_raw = (f.metadata() or {}).get(META_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except SafetensorError as e:
         raise TrainingError(f"{path} is not a valid checkpoint ({e})") from e
     if meta_raw is None:
@@ -59,7 +61,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     meta = json.loads(meta_raw)
     if meta.get("format") != FORMAT:
         raise TrainingError(f"{path} has checkpoint format {meta.get('format')!r}; this version reads {FORMAT}")
-    return tensors, meta
+    return state, meta
 
 
 def prefixed(prefix: str, state: dict[str, Tensor]) -> dict[str, Tensor]:

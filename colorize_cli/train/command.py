@@ -134,8 +134,9 @@ def train_command(
 
     With `resume`, continue from `out`/checkpoint.safetensors with the options saved there
     (steps, device, compile, workers, the time limit and the logging/checkpoint intervals may
-    change; those not named in `given` keep their saved values, and `data` may be empty). `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a
-    run on a lent machine can be cut to fit its lease and resumed later.
+    change; those not named in `given` keep their saved values, and `data` may be empty).
+    `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a run on
+    a lent machine can be cut to fit its lease and resumed later.
     """
     from . import loop
 
@@ -161,8 +162,8 @@ def train_command(
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
         if resume:
             from .checkpoint import FILENAME, load_checkpoint
-            _, meta = load_checkpoint(Path(options.out) / FILENAME)
-            saved = meta["options"]
+            # Only the metadata: the loop reads the tensors once, when it restores the run.
+            saved = load_checkpoint(Path(options.out) / FILENAME, tensors=False)[1]["options"]
             if given is None:  # a Python caller: every argument counts, except an unset `steps`
                 given = set(TrainOptions.RUNTIME) - ({"steps"} if steps is None else set())
             for key in TrainOptions.RUNTIME:
