@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .imageio import IMAGE_EXTENSIONS, LoadedImage, OutputExistsError, load_image, save_image
+from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
+                      save_image)
 
 
 @dataclass
@@ -44,21 +45,43 @@ def sample_paths(output: Path, samples: int) -> list[Path]:
 
 
 def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
-    """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob."""
+    """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob.
+
+    Broken links to images and subfolders that cannot be read are listed too: loading them
+    fails, so the batch reports them instead of silently passing them over.
+    """
     walker: Iterable[Path] = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
-    found = []
+    found = set()
     for path in walker:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file() and (pattern is not None or path.suffix.lower() in IMAGE_EXTENSIONS):
-            found.append(path)
+        wanted = pattern is not None or path.suffix.lower() in IMAGE_EXTENSIONS
+        if wanted and (path.is_file() or (path.is_symlink() and not path.exists())):
+            found.add(path)
+    if recursive:  # glob passes over folders it cannot list without a word
+        for _ in os.walk(root, onerror=lambda error: found.add(Path(error.filename))):
+            pass
     return sorted(found)
 
 
 def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int) -> list[Job]:
-    """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png."""
-    return [Job(src, sample_paths(out_dir / src.relative_to(root).with_suffix(ext), samples)) for src in sources]
+    """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
+
+    When several sources would share an output (photo.jpg and photo.tif), the first in `sources`
+    keeps it and the others keep their own extension in the name (photo.tif.png), so every
+    photo is coloured and a rerun finds the same names.
+    """
+    jobs: list[Job] = []
+    taken: set[str] = set()
+    for src in sources:
+        rel = src.relative_to(root)
+        target = out_dir / rel.with_suffix(ext)
+        if str(target).lower() in taken:  # lower: the same file on case-insensitive disks
+            target = out_dir / rel.with_name(rel.name + ext)
+        taken.add(str(target).lower())
+        jobs.append(Job(src, sample_paths(target, samples)))
+    return jobs
 
 
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:
@@ -80,16 +103,24 @@ def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iter
 def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[dict[int, JobResult], list[tuple[int, Job]]]:
     """Split jobs into those settled without the model (index -> result) and those to colour.
 
-    An existing output is skipped when `skip_existing` (batch resume), refused otherwise unless
-    `overwrite`. Outputs that two inputs would share are refused for the second one.
+    An existing output is skipped when `skip_existing` (batch resume; a job with only some of
+    its samples written colours the rest), refused otherwise unless `overwrite`. Outputs that two
+    inputs would share are refused for the second one, and an output that is an input, always.
     """
     settled: dict[int, JobResult] = {}
     todo: list[tuple[int, Job]] = []
     claimed: dict[Path, Path] = {}
+    inputs = {job.source.resolve(): job.source for job in jobs}
     for index, job in enumerate(jobs):
+        hit = next((p for p in job.outputs if p.resolve() in inputs), None)
+        if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
+            err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")
+            settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
+            continue
         clash = next((p for p in job.outputs if p.resolve() in claimed), None)
         if clash is not None:
-            settled[index] = JobResult(job.source, "failed", reason=f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}")
+            err = OutputError(f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}")
+            settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
             continue
         for p in job.outputs:
             claimed[p.resolve()] = job.source
@@ -150,8 +181,10 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {e}", error=e))
                 batch.clear()
                 return
-            futures: dict[int, list[Future]] = {}
+            futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
+                if skip_existing and not overwrite and job.outputs[k].exists():
+                    continue  # a resumed batch keeps the samples an earlier run finished
                 fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source)
                 futures.setdefault(id(job), []).append(fut)
             for job, _ in batch:

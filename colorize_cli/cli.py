@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import sys
 import traceback
 import warnings
@@ -26,8 +27,11 @@ from . import __version__
 from .errors import ExitCode, UsageError, exit_code_for, is_expected
 
 # Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: a file named "x:smile:.png" must be printed as it is.
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+# Control characters in file names (escape sequences, newlines) are shown escaped on stderr.
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 DEFAULT_COMMAND = "color"
 
 
@@ -81,14 +85,23 @@ def main_callback(
     _state["debug"] = debug
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so a file name cannot drive the terminal."""
+    return text.translate(_ESCAPED)
+
+
+def error_line(message: str) -> str:
+    return printable(f"Error: {message}")
+
+
 def fail(error: BaseException) -> "typer.Exit":
     """Print one `Error:` line (a traceback too with --debug) and return the Exit to raise."""
-    if _state["debug"] or not is_expected(error):
+    if _state["debug"]:
         traceback.print_exception(error, file=sys.stderr)
-    message = str(error) or type(error).__name__
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if not is_expected(error) and not _state["debug"]:
         message += " (run with --debug for details)"
-    stderr.print(f"Error: {message}", markup=False)
+    stderr.print(error_line(message), markup=False)
     return typer.Exit(int(exit_code_for(error)))
 
 
@@ -126,8 +139,9 @@ class _Reporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.quiet, self.as_json = quiet, as_json
+        # Only on a terminal: redirected, a transient bar leaves blank lines among the messages.
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=stderr, transient=True, disable=quiet)
+                                 console=stderr, transient=True, disable=quiet or not stderr.is_terminal)
         self.task = self.progress.add_task("colouring", total=total)
         self.steps = self.progress.add_task("sampling", total=1, visible=False)
 
@@ -145,10 +159,10 @@ class _Reporter:
     def __call__(self, result) -> None:
         self.progress.advance(self.task)
         if result.status == "failed":
-            self.progress.console.print(f"Error: {result.reason}", markup=False)
+            self.progress.console.print(error_line(str(result.reason)), markup=False)
         elif result.status == "done" and not self.as_json:
-            for path in result.outputs:
-                stdout.print(str(path), markup=False)
+            for path in result.outputs:  # as they are (not through Rich): scripts read these lines
+                print(path, flush=True)
 
 
 def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
@@ -161,7 +175,7 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
     elif not quiet and not single:
         stderr.print(f"{done} done, {skipped} skipped, {len(failed)} failed", markup=False)
         for r in failed:
-            stderr.print(f"  failed: {r.reason}", markup=False)
+            stderr.print(printable(f"  failed: {r.reason}"), markup=False)
     if failed:
         if single:
             raise typer.Exit(int(exit_code_for(failed[0].error)) if failed[0].error else int(ExitCode.PARTIAL))
@@ -182,6 +196,17 @@ BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten).")
+
+
+def _make_folder(path: Path) -> None:
+    """Create an output folder, or stop with exit code OUTPUT saying why it cannot be."""
+    from .imageio import OutputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = "a file of that name is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise fail(OutputError(f"cannot create the output folder {path}: {reason}")) from None
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, batch_size, quiet, as_json,
@@ -218,6 +243,7 @@ def color_command(
     as_json: bool = JsonOpt,
 ) -> None:
     from .batch import Job, sample_paths
+    from .imageio import output_format
 
     for image in images:
         if image.is_dir():
@@ -225,19 +251,26 @@ def color_command(
     missing = [image for image in images if not image.exists()]
     if len(missing) == len(images):  # nothing to do: say so before loading a model
         raise fail(FileNotFoundError(f"{missing[0]} does not exist"))
-    if output is not None and len(images) > 1 and output.suffix and not output.is_dir():
+    # -o names a folder when it is one, when there are several inputs, or when it has no extension.
+    to_folder = output is not None and (len(images) > 1 or output.is_dir() or not output.suffix)
+    if to_folder and output.suffix and not output.is_dir():
         raise fail(UsageError("several inputs need -o to name a folder"))
+    if output is not None and not to_folder:
+        try:
+            output_format(output)
+        except Exception as e:
+            raise fail(e) from None
     jobs = []
     for image in images:
         if output is None:
             target = image.with_name(f"{image.stem}-colorized.png")
-        elif len(images) > 1 or output.is_dir():
+        elif to_folder:
             target = output / f"{image.stem}-colorized.png"
         else:
             target = output
         jobs.append(Job(image, sample_paths(target, samples)))
-    if output is not None and (len(images) > 1 or not output.suffix):
-        output.mkdir(parents=True, exist_ok=True)
+    if to_folder:
+        _make_folder(output)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
          skip_existing=False, single=len(images) == 1)
@@ -262,7 +295,7 @@ def batch_command(
     suffix = "." + ext.lower().lstrip(".")
     if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp"):
         raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp"))
-    out_dir = output or folder.with_name(folder.name + "-colorized")
+    out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
     sources = discover(folder, recursive=recursive, pattern=glob)
     if out_dir.resolve().is_relative_to(folder.resolve()):
         sources = [s for s in sources if not s.resolve().is_relative_to(out_dir.resolve())]
@@ -270,7 +303,7 @@ def batch_command(
         raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
     jobs = plan_batch(folder, out_dir, sources, suffix, samples)
     for job in jobs:
-        job.outputs[0].parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(job.outputs[0].parent)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
          skip_existing=True, single=False)
@@ -478,9 +511,15 @@ def train_cli(
     stdout.print(str(result.export), markup=False)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     # Pillow warns about a corrupt EXIF block and then reads the image anyway: so do we.
     warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+    # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except KeyboardInterrupt:

@@ -26,14 +26,17 @@ class UsageError(Exception):
 
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code for an expected error; FAILURE for anything else."""
-    from .imageio import ImageError, OutputExistsError, SameFileError
+    from .imageio import ImageError, OutputError, OutputExistsError, SameFileError, UnsupportedFormatError
     from .weights import WeightsError
 
     if type(error).__name__ == "MissingExtraError":  # bench.backbones; checked by name to stay torch-free
         return ExitCode.MISSING_EXTRA
+    if isinstance(error, UnsupportedFormatError):  # an output extension: an option, not the input, is wrong
+        return ExitCode.USAGE
     if isinstance(error, ImageError) or isinstance(error, FileNotFoundError):
         return ExitCode.BAD_INPUT
-    if isinstance(error, (OutputExistsError, SameFileError, PermissionError, IsADirectoryError)):
+    if isinstance(error, (OutputError, OutputExistsError, SameFileError, PermissionError, IsADirectoryError,
+                          FileExistsError, NotADirectoryError)):
         return ExitCode.OUTPUT
     if isinstance(error, WeightsError):
         return ExitCode.WEIGHTS

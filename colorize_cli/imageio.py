@@ -90,6 +90,10 @@ class SameFileError(Exception):
     """The output path is the input file itself."""
 
 
+class OutputError(Exception):
+    """An output cannot be written (a folder in the way, no space, a read-only disk...)."""
+
+
 @dataclass
 class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) sRGB, uint8 or uint16
@@ -111,7 +115,14 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     """
     path = Path(path)
     if path.is_dir():
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:  # a batch lists the subfolders it cannot enter as failures
+            raise ImageError(f"Cannot read the folder {path}: {exc.strerror}.") from exc
         raise ImageError(f"Cannot read {path}: it is a directory, not an image.")
+    if path.is_symlink() and not path.exists():
+        raise ImageError(f"Cannot read {path}: it is a broken link (to {os.readlink(path)}).")
     if not path.exists():
         raise ImageError(f"Cannot read {path}: no such file.")
     if path.stat().st_size == 0:
@@ -337,6 +348,18 @@ def _channels_equal(pixels: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
+def output_format(path: str | os.PathLike) -> str:
+    """The Pillow format that `path`'s extension names; UnsupportedFormatError if none."""
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UnsupportedFormatError(
+            f"Cannot write {path}: unknown image extension {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(sorted(_WRITE_FORMATS))}."
+        )
+    return fmt
+
+
 def save_image(
     path: str | os.PathLike,
     pixels: np.ndarray,
@@ -352,28 +375,32 @@ def save_image(
     Missing parent directories are created.
     """
     path = Path(path)
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UnsupportedFormatError(
-            f"Cannot write {path}: unknown image extension {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(sorted(_WRITE_FORMATS))}."
-        )
+    fmt = output_format(path)
     pixels, alpha = _check_arrays(path, pixels, alpha)
     if source is not None and _same_file(path, Path(source)):
         raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, handle = _create_temp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e
+        raise OutputError(f"Cannot write {path}: its folder cannot be created ({why}).") from e
+    try:
+        tmp, handle = _create_temp(path)
+    except OSError as e:  # a read-only folder or disk, ...
+        raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
     try:
         with handle:
             _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # e.g. the disk filled up, or a folder of that name appeared
+            raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
         raise
 
 

@@ -17,7 +17,9 @@ import torch
 from . import diffusion, upsample
 from .color import AB_SCALE, normalize_L
 from .models import ColorModel, load_model
-from .weights import ModelEntry, Registry, load_model_file, load_registry, resolve_weights, sha256_file
+from .errors import UsageError
+from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_registry, resolve_weights,
+                      sha256_file)
 
 # Called with (images done, images total) as work completes.
 Progress = Callable[[int, int], None]
@@ -32,11 +34,11 @@ def select_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is available")
+        raise UsageError("--device cuda was asked for, but no CUDA GPU is available (try --device cpu)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps was asked for, but Apple's MPS backend is not available")
+        raise UsageError("--device mps was asked for, but Apple's MPS backend is not available (try --device cpu)")
     if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
     return torch.device(name)
 
 
@@ -81,7 +83,11 @@ class Engine:
         resolved = resolve_weights(entry if weights is None else None, weights_path=weights,
                                    local_files_only=local_files_only)
         state, config = load_model_file(resolved.path, expected_architecture=entry.architecture if entry else None)
-        net = load_model(config, state)
+        try:
+            net = load_model(config, state)
+        except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"{resolved.path} does not hold a model this version can load: {detail}") from e
         net.eval().requires_grad_(False).to(torch_device)
         cfg = net.config
         return cls(

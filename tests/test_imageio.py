@@ -423,7 +423,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("no space left")
 
     monkeypatch.setattr(imageio, "_write_pillow", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(imageio.OutputError, match="no space left"):
         save_image(path, _rgb8(), overwrite=True)
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["o.png"]

@@ -36,7 +36,7 @@ from PIL import Image
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
-from colorize_cli.imageio import IMAGE_EXTENSIONS
+from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
@@ -278,14 +278,29 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # the set is broken: say which file
+        raise ImageError(f"Cannot read {path}: {e}") from e
 
 
 def _image_key(path: Path, data_dir: Path) -> str:
     """A flat, filesystem-safe name for an image (its relative path without suffix)."""
     rel = path.relative_to(data_dir).with_suffix("").as_posix()
     return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
+
+
+def _image_keys(paths: Sequence[Path], data_dir: Path) -> list[str]:
+    """Cache names for ``paths``, one per image: names that would be shared (photo.jpg and
+    photo.png, or "a b" and "a_b") get a digest of the relative path added."""
+    keys = [_image_key(p, data_dir) for p in paths]
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key.lower()] = counts.get(key.lower(), 0) + 1
+    return [key if counts[key.lower()] == 1 else
+            f"{key}-{hashlib.sha256(p.relative_to(data_dir).as_posix().encode()).hexdigest()[:8]}"
+            for key, p in zip(keys, paths)]
 
 
 def _safe(text: str) -> str:
@@ -555,7 +570,7 @@ def run_bench(
         scorer = _Scorer(metric_names, metrics_device)
 
     paths = list_images(data_dir, limit)
-    keys = [_image_key(p, data_dir) for p in paths]
+    keys = _image_keys(paths, data_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}

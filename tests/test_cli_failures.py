@@ -1,0 +1,192 @@
+"""How the command line fails: one `Error:` line, the right exit code, and no data lost.
+
+Each test here is a case an adversarial run of the CLI found going wrong (2026-11-26).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from colorize_cli.errors import ExitCode
+from colorize_cli.weights import load_model_file, save_model_file
+
+from conftest import save_photo
+from test_cli import error_lines, run
+
+
+def one_error(result, code: ExitCode) -> str:
+    """The single `Error:` line of a failed run with exit code `code`, after checking there is no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_an_input_is_never_overwritten_as_another_inputs_output(fake_registry, tmp_path):
+    first = save_photo(tmp_path / "p.png", "L")
+    second = save_photo(tmp_path / "p-colorized.png", "L", seed=1)  # also the default output of p.png
+    before = second.read_bytes()
+    result = run(first, second, "--overwrite")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert "is an input of this run" in result.stderr
+    assert second.read_bytes() == before
+    assert (tmp_path / "p-colorized-colorized.png").is_file()  # the other input was still coloured
+
+
+def test_an_output_without_extension_names_a_folder(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    result = run(src, "-o", tmp_path / "newout")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "newout" / "p-colorized.png").is_file()
+
+
+def test_output_folders_that_cannot_be_made_exit_with_output(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    (tmp_path / "afile").write_text("in the way")
+    line = one_error(run(src, "-o", tmp_path / "afile"), ExitCode.OUTPUT)
+    assert "a file of that name is in the way" in line
+    line = one_error(run(src, "-o", tmp_path / "afile" / "x.png"), ExitCode.OUTPUT)
+    assert "its folder cannot be created" in line
+    (tmp_path / "scans").mkdir()
+    save_photo(tmp_path / "scans" / "a.png", "L")
+    one_error(run("batch", tmp_path / "scans", "-o", tmp_path / "afile"), ExitCode.OUTPUT)
+    assert (tmp_path / "afile").read_text() == "in the way"
+
+
+def test_an_unknown_output_extension_is_a_usage_error_found_before_the_model_loads(fake_registry, tmp_path,
+                                                                                     monkeypatch):
+    from colorize_cli import pipeline
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(pipeline.Engine, "load", no_load)
+    src = save_photo(tmp_path / "p.png", "L")
+    line = one_error(run(src, "-o", tmp_path / "out.xyz"), ExitCode.USAGE)
+    assert "'.xyz'" in line
+
+
+def test_batch_of_the_current_folder(fake_registry, tmp_path, monkeypatch):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    monkeypatch.chdir(scans)
+    result = run("batch", ".", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "scans-colorized" / "a.png").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_a_usage_error(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    line = one_error(run(src, "-o", tmp_path / "o.png", "--device", "cuda"), ExitCode.USAGE)
+    assert "no CUDA GPU" in line
+
+
+def test_weights_with_missing_tensors_are_a_weights_error(fake_registry, tiny_weights, tmp_path):
+    state, config = load_model_file(tiny_weights["unet"])
+    state.pop(sorted(state)[0])
+    broken = tmp_path / "broken.safetensors"
+    save_model_file(broken, state, config)
+    src = save_photo(tmp_path / "p.png", "L")
+    line = one_error(run(src, "-o", tmp_path / "o.png", "--weights", broken), ExitCode.WEIGHTS)
+    assert "does not hold a model this version can load" in line
+
+
+def test_file_names_are_printed_as_they_are(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "x:smile:\tb.png", "L")
+    out = tmp_path / "y:thumbs_up:.png"
+    result = run(src, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [str(out)]
+
+
+def test_control_characters_in_error_messages_are_escaped(fake_registry, tmp_path):
+    line = one_error(run(tmp_path / "evil\x1b[2J.png"), ExitCode.BAD_INPUT)
+    assert "\x1b" not in line and "\\x1b[2J" in line
+
+
+def test_an_unexpected_error_is_one_line_unless_debug_asks(fake_registry, tmp_path, monkeypatch):
+    from colorize_cli import pipeline
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(pipeline.Engine, "load", broken)
+    src = save_photo(tmp_path / "p.png", "L")
+    line = one_error(run(src, "-o", tmp_path / "o.png"), ExitCode.FAILURE)
+    assert line == "Error: a bug (run with --debug for details)"
+    result = run("--debug", src, "-o", tmp_path / "o.png")
+    assert result.exit_code == ExitCode.FAILURE and "Traceback" in result.stderr
+
+
+def test_batch_reports_broken_links_and_folders_it_cannot_read(fake_registry, tmp_path, monkeypatch):
+    scans = tmp_path / "scans"
+    (scans / "locked").mkdir(parents=True)
+    save_photo(scans / "good.png", "L")
+    save_photo(scans / "locked" / "hidden.png", "L")
+    (scans / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as if `chmod 000 locked` (root would read it anyway)
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = run("batch", scans, "--recursive")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert "broken link" in result.stderr and "Cannot read the folder" in result.stderr
+    assert (tmp_path / "scans-colorized" / "good.png").is_file()
+
+
+def test_batch_colours_photos_that_share_a_name(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "full.jpg", "L")
+    save_photo(scans / "full.png", "L", seed=1)
+    assert run("batch", scans, "-q").exit_code == 0
+    out = tmp_path / "scans-colorized"
+    assert sorted(p.name for p in out.iterdir()) == ["full.png", "full.png.png"]
+    again = run("batch", scans, "--json")
+    assert again.exit_code == 0 and '"skipped": 2' in again.stdout
+
+
+def test_a_resumed_batch_writes_only_the_missing_samples(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    assert run("batch", scans, "--samples", "2", "-q").exit_code == 0
+    out = tmp_path / "scans-colorized"
+    first = (out / "a-1.png").read_bytes()
+    (out / "a-2.png").unlink()
+    result = run("batch", scans, "--samples", "2", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert (out / "a-2.png").is_file() and (out / "a-1.png").read_bytes() == first
+
+
+def test_bench_stops_on_a_broken_image_with_one_line(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    save_photo(data / "a.png")
+    (data / "b.jpg").write_bytes(b"not a jpeg")
+    line = one_error(run("bench", data, "--models", "grey", "--metrics", "psnr", "-q"), ExitCode.BAD_INPUT)
+    assert "b.jpg" in line
+
+
+def test_bench_keeps_photos_that_share_a_name_apart(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    save_photo(data / "a.png", seed=0)
+    save_photo(data / "a.jpg", seed=1)
+    from colorize_cli.bench.runner import GreyBaseline, run_bench
+
+    cached = run_bench(data, [GreyBaseline()], ["psnr"], out_dir=tmp_path / "out").runs[0].per_image
+    direct = run_bench(data, [GreyBaseline()], ["psnr"]).runs[0].per_image
+    assert [r["psnr"] for r in cached] == [r["psnr"] for r in direct]
+    assert len(list((tmp_path / "out" / "cache").glob("grey-*/*.png"))) == 2
