@@ -138,7 +138,7 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
 
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
-             samples: int, batch_size: int, overwrite: bool, skip_existing: bool,
+             samples: int, saturation: float | None = None, batch_size: int, overwrite: bool, skip_existing: bool,
              on_result: Callable[[JobResult], None] | None = None,
              on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
     """Colour every job; return one result per job, in order (see `triage` for existing outputs).
@@ -173,8 +173,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     sample_ids.append(k)
                     owners.append((job, image, k))
             try:
-                outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, seeds=seeds,
-                                              samples=sample_ids, batch_size=batch_size * samples,
+                outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, saturation=saturation,
+                                              seeds=seeds, samples=sample_ids, batch_size=batch_size * samples,
                                               step_progress=on_step)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
                 for job, _ in batch:

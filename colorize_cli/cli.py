@@ -191,6 +191,9 @@ StepsOpt = typer.Option(None, "--steps", min=1, help="Sampling steps (default: t
 SeedOpt = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same image.")
 SamplesOpt = typer.Option(1, "--samples", min=1, max=64, help="Different colourings per input.")
 SizeOpt = typer.Option(None, "--size", min=16, max=4096, help="Working resolution the model sees (longer side, px).")
+SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
+                             help="Colour strength: 1 as the model predicts, above 1 more vivid (strong colours gain "
+                                  "most), below 1 more muted (default: the model's setting).")
 DeviceOpt = typer.Option(Device.auto, "--device", help="Where the model runs.")
 BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
@@ -205,12 +208,13 @@ def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        reason = "a file of that name is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
+        reason = "a file of that name is in the way" if in_the_way else e.strerror
         raise fail(OutputError(f"cannot create the output folder {path}: {reason}")) from None
 
 
-def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, batch_size, quiet, as_json,
-         overwrite, skip_existing, single) -> None:
+def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
+         as_json, overwrite, skip_existing, single) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -219,14 +223,15 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, device, b
     if triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
         try:
             engine = _load_engine(model, weights, device)
-            engine.resolve_settings(sampler.value if sampler else None, steps, size)
+            engine.resolve_settings(sampler.value if sampler else None, steps, size, saturation)
         except Exception as e:
             raise fail(e) from None
     try:
         with _Reporter(len(jobs), quiet, as_json) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
-                               seed=seed, samples=samples, batch_size=batch_size, overwrite=overwrite,
-                               skip_existing=skip_existing, on_result=report, on_step=report.step)
+                               seed=seed, samples=samples, saturation=saturation, batch_size=batch_size,
+                               overwrite=overwrite, skip_existing=skip_existing, on_result=report,
+                               on_step=report.step)
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -239,8 +244,8 @@ def color_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
-    device: Device = DeviceOpt, batch_size: int = BatchOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt,
-    as_json: bool = JsonOpt,
+    saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
+    overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     from .batch import Job, sample_paths
     from .imageio import output_format
@@ -272,8 +277,8 @@ def color_command(
     if to_folder:
         _make_folder(output)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
-         device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
-         skip_existing=False, single=len(images) == 1)
+         saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
+         overwrite=overwrite, skip_existing=False, single=len(images) == 1)
 
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
@@ -285,8 +290,8 @@ def batch_command(
     ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp or bmp."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
-    device: Device = DeviceOpt, batch_size: int = BatchOpt, overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt,
-    as_json: bool = JsonOpt,
+    saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
+    overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
 
@@ -305,8 +310,8 @@ def batch_command(
     for job in jobs:
         _make_folder(job.outputs[0].parent)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
-         device=device, batch_size=batch_size, quiet=quiet, as_json=as_json, overwrite=overwrite,
-         skip_existing=True, single=False)
+         saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
+         overwrite=overwrite, skip_existing=True, single=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +428,8 @@ def bench_cli(
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registry names or .safetensors files "
                                          "(default: the default model). Baselines grey and prior always run."),
     samplers: Optional[str] = typer.Option(None, "--samplers", help="Settings to compare, e.g. ddim:20,ddpm:250."),
+    saturations: Optional[str] = typer.Option(None, "--saturation", help="Colour strengths to compare, e.g. 1,1.5,2 "
+                                              "(default: each model's own)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="psnr,ssim,deltae,cf,lpips,lpips-vgg,dists,fid,kid "
                                           "(default: all that are installed)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (sorted by name)."),
@@ -435,9 +442,9 @@ def bench_cli(
     from .bench.runner import bench_command
 
     try:
-        bench_command(data, models=models, samplers=samplers, metrics=metrics, limit=limit, size=size,
-                      device=device.value, out=out, seed=seed, quiet=quiet, command=["colorize", *sys.argv[1:]],
-                      engine_loader=_bench_engine)
+        bench_command(data, models=models, samplers=samplers, saturations=saturations, metrics=metrics, limit=limit,
+                      size=size, device=device.value, out=out, seed=seed, quiet=quiet,
+                      command=["colorize", *sys.argv[1:]], engine_loader=_bench_engine)
     except Exception as e:
         raise fail(e) from None
 

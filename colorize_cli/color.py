@@ -18,6 +18,10 @@ AB_SCALE = 110.0
 AB_MIN, AB_MAX = -128.0, 127.0
 # Side of the a*b* grid cells a classifying model chooses among (Zhang et al. 2016 use 10).
 AB_BIN_SPACING = 10.0
+# Chroma (a*b* units) at which `saturate` gives half of its full extra gain. A model's faint
+# tints are its unsure guesses and stay nearly as they are; its strong colours get the boost.
+# Chosen on bsds-val (docs/benchmarks.md): 10-40 beat a constant gain; 20 was best in between.
+SATURATION_KNEE = 20.0
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,22 @@ def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
 
 def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
     return ab_norm * AB_SCALE
+
+
+def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE) -> torch.Tensor:
+    """Scale the chroma of a*b* (..., 2, H, W), in real Lab units, keeping each pixel's hue.
+
+    Chroma C becomes C * (1 + (saturation - 1) * C / (C + knee)): near-grey pixels barely move,
+    strong colours are scaled by up to `saturation` (1: unchanged; below 1: more muted). The
+    mapping is monotonic in C for any saturation >= 0, so colours keep their order of strength.
+    Results may leave the sRGB gamut; the full-resolution composition maps them back.
+    """
+    if saturation == 1.0:
+        return ab
+    if saturation < 0:
+        raise ValueError(f"saturation must be >= 0, not {saturation}")
+    chroma = torch.linalg.vector_norm(ab, dim=-3, keepdim=True)
+    return ab * (1.0 + (saturation - 1.0) * chroma / (chroma + knee))
 
 
 def ab_bin_centres(spacing: float = AB_BIN_SPACING) -> torch.Tensor:

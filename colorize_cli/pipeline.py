@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import diffusion, upsample
-from .color import AB_SCALE, normalize_L
+from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel, load_model
 from .errors import UsageError
 from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_registry, resolve_weights,
@@ -23,6 +23,8 @@ from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_
 
 # Called with (images done, images total) as work completes.
 Progress = Callable[[int, int], None]
+# --saturation beyond this only pushes colours out of gamut, where they are mapped back anyway.
+MAX_SATURATION = 8.0
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -70,6 +72,7 @@ class Engine:
     default_sampler: str
     default_steps: int
     default_size: int
+    default_saturation: float = 1.0
 
     @classmethod
     def load(cls, model: str | None = None, weights: str | Path | None = None, device: str = "auto", *,
@@ -102,6 +105,7 @@ class Engine:
             default_sampler=(entry.default_sampler if entry else None) or cfg.default_sampler,
             default_steps=(entry.default_steps if entry else None) or cfg.default_steps,
             default_size=(entry.size if entry else None) or cfg.size,
+            default_saturation=cfg.saturation,
         )
 
     @classmethod
@@ -111,7 +115,7 @@ class Engine:
         model.eval().requires_grad_(False).to(torch_device)
         cfg = model.config
         return cls(model, name, cfg.architecture, torch_device, None, "memory", "", cfg.default_sampler,
-                   cfg.default_steps, cfg.size)
+                   cfg.default_steps, cfg.size, cfg.saturation)
 
     @property
     def params(self) -> int:
@@ -121,7 +125,9 @@ class Engine:
     def supported_samplers(self) -> tuple[str, ...]:
         return self.model.samplers
 
-    def resolve_settings(self, sampler: str | None, steps: int | None, size: int | None) -> tuple[str, int, int]:
+    def resolve_settings(self, sampler: str | None, steps: int | None, size: int | None,
+                         saturation: float | None = None) -> tuple[str, int, int, float]:
+        """The settings a colouring will use (None: the model's default); ValueError if not valid."""
         sampler = sampler or self.default_sampler
         if sampler not in self.supported_samplers:
             raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
@@ -132,26 +138,31 @@ class Engine:
         size = size or self.default_size
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
-        return sampler, steps, size
+        saturation = self.default_saturation if saturation is None else float(saturation)
+        if not 0.0 <= saturation <= MAX_SATURATION:
+            raise ValueError(f"--saturation must be between 0 and {MAX_SATURATION:g}, not {saturation:g}")
+        return sampler, steps, size, saturation
 
     @torch.inference_mode()
     def predict_ab(self, L_work: torch.Tensor, generators: list[torch.Generator], sampler: str, steps: int,
-                   callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                   callback: Callable[[int, int], None] | None = None, saturation: float = 1.0) -> torch.Tensor:
         """L* (B, 1, h, w) at the working size -> a*b* (B, 2, h, w), both in real Lab units."""
         L = normalize_L(L_work.to(self.device, torch.float32))
         ab = self.model.colorize(L, sampler=sampler, steps=steps, generators=generators, callback=callback)
-        return ab.float().cpu() * AB_SCALE
+        return saturate(ab.float().cpu() * AB_SCALE, saturation)
 
     def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
-                        size: int | None = None, seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
+                        size: int | None = None, saturation: float | None = None,
+                        seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
                         batch_size: int = 8, progress: Progress | None = None,
                         step_progress: Progress | None = None) -> list[np.ndarray]:
         """Colour full-resolution sRGB images (H, W, 3) uint8/uint16; returns the same shapes and dtypes.
 
         `seeds[i]` and `samples[i]` (default 0) pick image i's random stream; images whose working
         shapes match are batched together. `progress` counts images, `step_progress` sampler steps.
+        `saturation` scales the predicted chroma (`color.saturate`; None: the model file's setting).
         """
-        sampler, steps, size = self.resolve_settings(sampler, steps, size)
+        sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
         n = len(pixels)
         seeds = list(seeds) if seeds is not None else [0] * n
         samples = list(samples) if samples is not None else [0] * n
@@ -168,7 +179,7 @@ class Engine:
                 L_full = {i: upsample.luminance(pixels[i]) for i in chunk}
                 L_work = torch.stack([upsample.working_L(pixels[i], shape, luminance_full=L_full[i]) for i in chunk])
                 generators = [sample_seed(seeds[i], samples[i])[0] for i in chunk]
-                ab = self.predict_ab(L_work, generators, sampler, steps, callback=step_progress)
+                ab = self.predict_ab(L_work, generators, sampler, steps, callback=step_progress, saturation=saturation)
                 for j, i in enumerate(chunk):
                     results[i] = upsample.compose_full_resolution(pixels[i], ab[j], luminance_full=L_full.pop(i))
                     done += 1

@@ -263,3 +263,23 @@ def test_json_replaces_non_finite_numbers(data_dir, tmp_path):
     document = R.result_to_dict(result, command=["x"])
     assert document["runs"][0]["summary"]["psnr"] is None
     json.dumps(document, allow_nan=False)
+
+
+def test_saturation_settings_expand_per_model_label_runs_and_cache_apart(data_dir, tmp_path):
+    assert runner.parse_saturations("1, 1.5,2") == [1.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="bad --saturation"):
+        runner.parse_saturations("1,lots")
+
+    class SaturatingEngine(FakeEngine):
+        def colorize_pixels(self, pixels, *, saturation=None, **kwargs):
+            self.calls.append({"saturation": saturation})
+            return super().colorize_pixels(pixels, **kwargs)
+
+    fake = SaturatingEngine()
+    specs, _ = runner.expand_settings([fake], runner.parse_samplers("ddim:5"), [1.0, 2.0])
+    assert [(s.sampler, s.steps, s.saturation) for s in specs] == [("ddim", 5, 1.0), ("ddim", 5, 2.0)]
+    result = runner.run_bench(data_dir, runner.with_baselines(specs), PIXEL, out_dir=tmp_path / "out")
+    assert [run.label for run in result.runs] == ["grey", "prior", "fake ddim:5 sat 1", "fake ddim:5 sat 2"]
+    assert {c["saturation"] for c in fake.calls if "saturation" in c} == {1.0, 2.0}
+    caches = sorted(p.name for p in (tmp_path / "out" / "cache").iterdir() if p.name.startswith("fake"))
+    assert len(caches) == 2 and caches[1].endswith("-sat2")

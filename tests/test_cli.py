@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -369,3 +370,32 @@ def test_train_command_passes_every_training_option_through(monkeypatch, tmp_pat
     result = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "--steps", "9", "-q"])
     assert result.exit_code == 0, result.output
     assert seen["data"] == [] and {"resume", "out", "steps"} <= seen["given"] and "workers" not in seen["given"]
+
+
+def test_saturation_strengthens_colour_keeps_lightness_and_defaults_to_the_files_setting(tiny_weights, tmp_path):
+    from colorize_cli.color import rgb_to_lab
+    from colorize_cli.weights import load_model_file, save_model_file
+
+    src = save_photo(tmp_path / "grey.png", "L")
+
+    def lab_of(path):
+        rgb = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255)
+        return rgb_to_lab(rgb.permute(2, 0, 1))
+
+    outs = {}
+    for s in ("1", "3"):
+        outs[s] = tmp_path / f"s{s}.png"
+        result = run(src, "-o", outs[s], "--weights", tiny_weights["unet"], "--saturation", s)
+        assert result.exit_code == 0, result.stderr
+    plain, vivid = lab_of(outs["1"]), lab_of(outs["3"])
+    assert vivid[1:].norm(dim=0).mean() > 1.5 * plain[1:].norm(dim=0).mean()
+    assert (vivid[0] - plain[0]).abs().max() < 1.0  # lightness is the input's either way
+
+    # A file whose config says saturation 3 colours as --saturation 3 does on the original.
+    state, config = load_model_file(tiny_weights["unet"])
+    save_model_file(tmp_path / "vivid.safetensors", state, dict(config, saturation=3.0))
+    result = run(src, "-o", tmp_path / "file3.png", "--weights", tmp_path / "vivid.safetensors")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "file3.png").read_bytes() == outs["3"].read_bytes()
+
+    assert run(src, "-o", tmp_path / "x.png", "--saturation", "9").exit_code == ExitCode.USAGE

@@ -66,3 +66,32 @@ def test_ab_bins_cover_every_srgb_colour_on_a_10_unit_grid():
     ab = rgb_to_lab(rgb)[1:].reshape(2, -1).T
     nearest = torch.cdist(ab, centres).min(dim=1).values
     assert nearest.max() <= 5 * 2**0.5 + 1e-3
+
+
+def _chroma(ab):
+    return torch.linalg.vector_norm(ab, dim=-3)
+
+
+def test_saturate_keeps_hue_and_boosts_strong_colours_more_than_faint_ones():
+    from colorize_cli.color import SATURATION_KNEE, saturate
+
+    angles = torch.linspace(0, 6.2, 8)
+    chroma = torch.tensor([1.0, 5.0, 20.0, 60.0]).view(4, 1)
+    ab = torch.stack([chroma * angles.cos(), chroma * angles.sin()]).view(1, 2, 4, 8)
+    assert saturate(ab, 1.0) is ab
+    boosted = saturate(ab, 3.0)
+    gain = _chroma(boosted) / _chroma(ab)
+    # Same hue: a* and b* are scaled together.
+    assert torch.allclose(torch.atan2(boosted[:, 1], boosted[:, 0]), torch.atan2(ab[:, 1], ab[:, 0]), atol=1e-5)
+    # The gain rises with chroma, from ~1 for near-greys towards 3; at the knee it is halfway.
+    per_row = gain[0, :, 0]
+    assert torch.all(per_row[1:] > per_row[:-1])
+    assert per_row[0] < 1.1 and 2.0 < per_row[3] < 3.0
+    assert torch.isclose(per_row[2], torch.tensor(2.0)) and SATURATION_KNEE == 20.0
+    # Below 1 mutes, and the order of colour strengths is kept for any saturation >= 0.
+    for s in (0.0, 0.5, 2.0, 8.0):
+        out = _chroma(saturate(ab, s))[0, :, 0]
+        assert torch.all(out[1:] > out[:-1])
+    assert torch.all(_chroma(saturate(ab, 0.5)) < _chroma(ab))
+    with pytest.raises(ValueError):
+        saturate(ab, -1.0)

@@ -164,6 +164,7 @@ def result_to_dict(result: BenchResult, command: Sequence[str] | None = None) ->
                 "sampler": run.sampler,
                 "steps": run.steps,
                 "size": run.size,
+                "saturation": run.saturation,
                 "seed": run.seed,
                 "summary": run.summary,
                 "speed": vars(run.speed),

@@ -86,6 +86,19 @@ def parse_metrics(text: str | Iterable[str] | None) -> list[str]:
     return [name for name in ALL_METRICS if name in chosen]
 
 
+def parse_saturations(text: str | None) -> list[float]:
+    """"1,1.5,2" -> [1.0, 1.5, 2.0] (each checked by the engine when it runs)."""
+    values: list[float] = []
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ValueError(f"bad --saturation {part!r}: expected numbers like 1,1.5,2") from None
+    return values
+
+
 def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
     """"ddim:20,ddpm:250,onestep" -> [("ddim", 20), ("ddpm", 250), ("onestep", None)]."""
     settings: list[tuple[str, int | None]] = []
@@ -101,15 +114,18 @@ def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One model at one sampler setting (None: the model's default)."""
+    """One model at one sampler and saturation setting (None: the model's default)."""
 
     engine: Any
     sampler: str | None = None
     steps: int | None = None
+    saturation: float | None = None
 
 
-def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | None]]) -> tuple[list[RunSpec], list[str]]:
-    """Every engine × every sampler setting it supports, plus notes for the skipped ones.
+def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | None]],
+                    saturations: Sequence[float] = ()) -> tuple[list[RunSpec], list[str]]:
+    """Every engine × every sampler setting it supports × every saturation, plus notes for the
+    skipped sampler settings.
 
     Engines without samplers (regression models, baselines) run once whatever ``samplers`` says.
     """
@@ -117,14 +133,13 @@ def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | 
     notes: list[str] = []
     for engine in engines:
         supported = tuple(getattr(engine, "supported_samplers", ()) or ())
-        if not samplers or not supported:
-            specs.append(RunSpec(engine))
-            continue
-        for sampler, steps in samplers:
-            if sampler in supported:
-                specs.append(RunSpec(engine, sampler, steps))
-            else:
-                notes.append(f"{engine.name}: sampler {sampler!r} skipped (supports {', '.join(supported)})")
+        settings: list[tuple[str | None, int | None]] = [(None, None)]
+        if samplers and supported:
+            settings = [s for s in samplers if s[0] in supported]
+            notes += [f"{engine.name}: sampler {name!r} skipped (supports {', '.join(supported)})"
+                      for name, _ in samplers if name not in supported]
+        specs += [RunSpec(engine, sampler, steps, saturation)
+                  for sampler, steps in settings for saturation in (saturations or [None])]
     return specs, notes
 
 
@@ -236,11 +251,12 @@ class RunResult:
     per_image: list[dict[str, Any]]
     summary: dict[str, float | None]
     speed: SpeedStats
+    saturation: float | None = None  # None: the model's own setting
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # contact sheet outputs
 
     @property
     def label(self) -> str:
-        return _label(self.model, self.sampler, self.steps)
+        return _label(self.model, self.sampler, self.steps, self.saturation)
 
 
 @dataclass
@@ -472,10 +488,9 @@ def _resolved(spec: RunSpec, size: int | None) -> tuple[str | None, int | None, 
     return sampler, steps, size or getattr(engine, "default_size", None)
 
 
-def _label(model: str, sampler: str | None, steps: int | None) -> str:
-    if sampler is None:
-        return model
-    return f"{model} {sampler}" + (f":{steps}" if steps else "")
+def _label(model: str, sampler: str | None, steps: int | None, saturation: float | None = None) -> str:
+    label = model if sampler is None else f"{model} {sampler}" + (f":{steps}" if steps else "")
+    return label if saturation is None else f"{label} sat {saturation:g}"
 
 
 @dataclass
@@ -588,14 +603,20 @@ def run_bench(
     for spec_number, spec in enumerate(specs):
         engine = spec.engine
         sampler, steps, work_size = _resolved(spec, size)
-        label = _label(engine.name, sampler, steps)
+        label = _label(engine.name, sampler, steps, spec.saturation)
+        settings: dict[str, Any] = dict(sampler=sampler, steps=steps, size=work_size)
+        saturated = ""
+        if spec.saturation is not None:  # only then: baselines take no saturation, old caches stay valid
+            settings["saturation"] = spec.saturation
+            saturated = f"-sat{spec.saturation:g}"
         run_cache = None
         if cache_root is not None:
-            run_cache = cache_root / _safe(f"{engine.name}-{engine.weights_sha256[:12]}-{sampler or 'none'}-{steps or 'none'}-{work_size or 'default'}-{seed}")
+            run_cache = cache_root / _safe(f"{engine.name}-{engine.weights_sha256[:12]}-{sampler or 'none'}-"
+                                           f"{steps or 'none'}-{work_size or 'default'}-{seed}{saturated}")
             run_cache.mkdir(parents=True, exist_ok=True)
 
-        colouring = _colour_all(engine, paths, keys, run_cache, dict(sampler=sampler, steps=steps, size=work_size),
-                                seed, lambda done, total: report(f"colour {label}", done, total), notes, label)
+        colouring = _colour_all(engine, paths, keys, run_cache, settings, seed,
+                                lambda done, total: report(f"colour {label}", done, total), notes, label)
 
         # Score in chunks, so the metric networks see batches.
         records: list[dict[str, Any]] = []
@@ -645,6 +666,7 @@ def run_bench(
                 sampler=sampler,
                 steps=steps,
                 size=work_size,
+                saturation=spec.saturation,
                 seed=seed,
                 baseline=isinstance(engine, (GreyBaseline, ColourPriorBaseline)),
                 cache_dir=str(run_cache) if run_cache is not None else None,
@@ -738,12 +760,14 @@ def bench_command(
     quiet: bool = False,
     command: Sequence[str] | None = None,
     engine_loader: Callable[[str | None, str], Any] | None = None,
+    saturations: str | None = None,
 ) -> BenchResult:
     """``colorize bench``: run, print the Rich table to stdout (progress and notes to stderr), and
     with ``out`` write results.json, results.md and the contact sheet there.
 
     ``models``: comma-separated model names (None: the default model; only "grey"/"prior": the
     baselines alone); the baselines always run too. ``samplers``: "ddim:20,ddpm:250".
+    ``saturations``: "1,1.5,2" runs every model at each of these chroma gains.
     ``engine_loader(name, device)`` replaces ``Engine.load`` (tests, custom engines).
     """
     from rich.console import Console
@@ -754,7 +778,7 @@ def bench_command(
     load = engine_loader or _load_engine
     names = [n.strip() for n in models.split(",") if n.strip()] if models else [None]
     engines = [load(name, device) for name in names if name not in BASELINE_NAMES]
-    specs, notes = expand_settings(engines, parse_samplers(samplers))
+    specs, notes = expand_settings(engines, parse_samplers(samplers), parse_saturations(saturations))
     specs = with_baselines(specs)
     metric_names = parse_metrics(metrics) if metrics else None
 

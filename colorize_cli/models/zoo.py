@@ -40,6 +40,7 @@ class ModelConfig:
     head: str = "regression"                # one-step models: regression (ab) | bins (ab-cell scores)
     temperature: float = 0.38               # bins head: annealed-mean temperature (Zhang et al.'s 0.38)
     rebalance: float = 1.0                  # bins head: share of training's colour rebalancing kept (0..1)
+    saturation: float = 1.0                 # chroma gain the engine applies to the output (color.saturate)
 
     def to_dict(self) -> dict:
         return asdict(self)
