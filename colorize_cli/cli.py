@@ -494,7 +494,9 @@ def train_cli(
     stage: str = typer.Option("auto", "--stage", help="latent-cold: auto, vq or cold."),
     quiet: bool = QuietOpt,
 ) -> None:
+    from .imageio import OutputError
     from .train import TrainingError, train_command
+    from .train.data import error_message
 
     # On --resume, options left at their defaults keep the run's saved values (not the defaults).
     # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
@@ -514,7 +516,9 @@ def train_cli(
                      markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
-        raise fail(UsageError(str(e))) from None
+        raise fail(UsageError(error_message(e))) from None
+    except OutputError as e:  # the run folder cannot be made
+        raise fail(e) from None
     stdout.print(str(result.export), markup=False)
 
 

@@ -417,3 +417,85 @@ def test_bins_targets_and_rebalancing_weights():
     p = prior.smooth @ (prior.counts / prior.counts.sum())
     assert torch.allclose((p * w).sum(), torch.tensor(1.0), atol=1e-5)
     assert w[3] < w[200]
+
+
+# -- failures a user can cause ---------------------------------------------------------------------
+
+
+def test_any_decoder_failure_drops_the_image(monkeypatch):
+    from colorize_cli.train import data as data_mod
+
+    def exotic(*args, **kwargs):  # Pillow's DDS reader raises this for unusual pixel formats
+        raise NotImplementedError("Unknown pixel format flags")
+
+    monkeypatch.setattr(data_mod.Image, "open", exotic)
+    assert data_mod.decode(jpeg_bytes(colourful(0))) is None
+
+
+def test_fewer_images_than_loader_processes_still_train(few_dir, tmp_path):
+    # Two images, four loader processes: two would have nothing to load (the 3rd step asks one).
+    result = train(options([few_dir], tmp_path / "w", "unet", steps=4, workers=4,
+                           objective=ObjectiveOptions(perceptual_weight=0)))
+    assert result.steps == 4
+
+
+def test_worker_errors_keep_their_message():
+    from colorize_cli.train.data import error_message
+
+    wrapped = TrainingError("Caught TrainingError in DataLoader worker process 0.\nOriginal Traceback (most "
+                            "recent call last):\n  File \"x.py\", line 1\ncolorize_cli.train.data.TrainingError: "
+                            "every training image was near-grey")
+    assert error_message(wrapped) == "every training image was near-grey"
+    assert error_message(ValueError("one\ntwo")) == "one"
+
+
+def test_run_folders_are_protected_and_data_paths_stored_absolute(few_dir, tmp_path, monkeypatch):
+    from colorize_cli.imageio import OutputError
+
+    common = dict(model="unet", preset="tiny", size=SIZE, batch_size=4, lr=3e-3, warmup_steps=2, workers=0,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False, steps=1)
+    monkeypatch.chdir(few_dir.parent)
+    out = tmp_path / "run"
+    train_command(data=[Path(few_dir.name)], out=out, **common)
+    assert log_records(out, "start")[-1]["options"]["data"] == [str(few_dir.resolve())]
+    before = (out / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match="holds a run already"):
+        train_command(data=[few_dir], out=out, **common)
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    monkeypatch.chdir(tmp_path)  # a resume from elsewhere finds the data
+    assert train_command(data=[], out=out, resume=True, **dict(common, steps=2)).steps == 2
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="in the way"):
+        train_command(data=[few_dir], out=tmp_path / "afile", **common)
+
+
+def test_damaged_checkpoint_metadata_is_a_training_error(few_dir, tmp_path):
+    from colorize_cli.train import checkpoint as ckpt
+
+    out = tmp_path / "bad"
+    out.mkdir()
+    ckpt.save_checkpoint(out / ckpt.FILENAME, {"x": torch.zeros(1)}, {"step": 3})
+    with pytest.raises(TrainingError, match="lacks"):
+        train(options([few_dir], out, "unet", resume=True))
+
+
+def test_bad_numbers_are_refused(few_dir, tmp_path):
+    with pytest.raises(TrainingError, match="--lr"):
+        train(options([few_dir], tmp_path / "a", "unet", lr=float("inf")))
+    with pytest.raises(TrainingError, match="--val-fraction"):
+        train(options([few_dir], tmp_path / "b", "unet", val_fraction=-1.0))
+
+
+def test_module_entry_point_resumes_with_the_runs_own_settings(few_dir, tmp_path):
+    from colorize_cli.train.__main__ import main, typed_options
+
+    assert typed_options(["--steps", "3", "--no-compile", "--val-every=5", "--no-progress"]) == {
+        "steps", "compile", "val_every", "no_progress"}
+    out = tmp_path / "m"
+    common = ["--model", "unet", "--preset", "tiny", "--size", str(SIZE), "--batch-size", "4",
+              "--perceptual-weight", "0", "--val-fraction", "0", "--no-progress", "--out", str(out)]
+    assert main(["--data", str(few_dir), "--steps", "1", "--workers", "0", "--log-every", "1", *common]) == 0
+    assert main(["--resume", "--steps", "2", *common]) == 0
+    start = log_records(out, "start")[-1]["options"]
+    assert (start["workers"], start["log_every"], start["steps"]) == (0, 1, 2)
+    assert main(["--data", str(tmp_path / "missing"), "--steps", "1", *common[:-2], "--out", str(tmp_path / "n")]) == 2

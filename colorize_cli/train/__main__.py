@@ -11,15 +11,16 @@ import sys
 from pathlib import Path
 
 from .command import train_command
-from .data import TrainingError
+from .data import TrainingError, error_message
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m colorize_cli.train", description=train_command.__doc__)
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="folders of images and/or .tar shards")
+    p.add_argument("--data", type=Path, nargs="+", default=[],
+                   help="folders of images and/or .tar shards (a resumed run reads its own)")
     signature = inspect.signature(train_command)
     for name, param in signature.parameters.items():
-        if name in ("data", "show_progress"):
+        if name in ("data", "show_progress", "given"):
             continue
         flag = "--" + name.replace("_", "-")
         default = param.default
@@ -34,14 +35,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def typed_options(argv: list[str]) -> set[str]:
+    """The option names on the command line (`--val-every 5`, `--no-compile` -> val_every, compile),
+    so that a resumed run keeps its saved values for the others, as `colorize train` does."""
+    names = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    return {name[3:] if name.startswith("no_") and name != "no_progress" else name for name in names}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ..errors import ExitCode, exit_code_for, is_expected
+
+    argv = sys.argv[1:] if argv is None else argv
     args = vars(_parser().parse_args(argv))
     show = not args.pop("no_progress")
     try:
-        train_command(show_progress=show, **args)
-    except TrainingError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        train_command(show_progress=show, given=typed_options(argv), **args)
+    except KeyboardInterrupt:
+        print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
+              file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not (isinstance(e, TrainingError) or is_expected(e)):
+            raise
+        print(f"Error: {error_message(e)}", file=sys.stderr)
+        return int(ExitCode.USAGE) if isinstance(e, TrainingError) else int(exit_code_for(e))
     return 0
 
 

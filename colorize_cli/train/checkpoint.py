@@ -58,9 +58,17 @@ def load_checkpoint(path: str | os.PathLike[str], *,
         raise TrainingError(f"{path} is not a valid checkpoint ({e})") from e
     if meta_raw is None:
         raise TrainingError(f"{path} is not a colorize training checkpoint (no {META_KEY!r} metadata)")
-    meta = json.loads(meta_raw)
+    try:
+        meta = json.loads(meta_raw)
+    except ValueError as e:
+        raise TrainingError(f"{path} is not a valid checkpoint (its metadata is not JSON: {e})") from e
+    if not isinstance(meta, dict):
+        raise TrainingError(f"{path} is not a valid checkpoint (its metadata is not a JSON object)")
     if meta.get("format") != FORMAT:
         raise TrainingError(f"{path} has checkpoint format {meta.get('format')!r}; this version reads {FORMAT}")
+    missing = [key for key in ("step", "options", "config", "optimizers", "data") if key not in meta]
+    if missing:
+        raise TrainingError(f"{path} is not a valid checkpoint (its metadata lacks {', '.join(missing)})")
     return state, meta
 
 

@@ -133,8 +133,8 @@ def train_command(
     """Train `model` on images under `data`; checkpoint, log, sample grids and export under `out`.
 
     With `resume`, continue from `out`/checkpoint.safetensors with the options saved there
-    (steps, device, compile, workers, the time limit and the logging/checkpoint intervals may
-    change; those not named in `given` keep their saved values, and `data` may be empty).
+    (steps, device, compile, workers, data, the time limit and the logging/checkpoint intervals
+    may change; those not named in `given` keep their saved values, and `data` may be empty).
     `time_limit` (minutes) stops cleanly — checkpoint and export — when it runs out, so a run on
     a lent machine can be cut to fit its lease and resumed later.
     """
@@ -151,7 +151,7 @@ def train_command(
     created = _init_distributed(device)
     try:
         options = TrainOptions(
-            data=[str(p) for p in data], out=str(_shared_out(out, model)), model=model,
+            data=[str(Path(p).resolve()) for p in data], out=str(_shared_out(out, model)), model=model,
             steps=10_000 if steps is None else steps, batch_size=batch_size, lr=lr, size=size, preset=preset,
             encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, head=head,
             seed=seed, device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
@@ -164,8 +164,8 @@ def train_command(
             from .checkpoint import FILENAME, load_checkpoint
             # Only the metadata: the loop reads the tensors once, when it restores the run.
             saved = load_checkpoint(Path(options.out) / FILENAME, tensors=False)[1]["options"]
-            if given is None:  # a Python caller: every argument counts, except an unset `steps`
-                given = set(TrainOptions.RUNTIME) - ({"steps"} if steps is None else set())
+            if given is None:  # a Python caller: every argument counts, except an unset `steps` or `data`
+                given = set(TrainOptions.RUNTIME) - ({"steps"} if steps is None else set()) - (set() if data else {"data"})
             for key in TrainOptions.RUNTIME:
                 if key not in given and key in saved:
                     setattr(options, key, saved[key])

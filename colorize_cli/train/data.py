@@ -22,6 +22,7 @@ import hashlib
 import io
 import math
 import os
+import signal
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,17 @@ MAX_PIXELS = 64_000_000
 
 class TrainingError(Exception):
     """An error the user can cause (bad --data, no images, bad options); printed as one line."""
+
+
+def error_message(error: BaseException) -> str:
+    """One line for `error`. An error raised in a data-loader process reaches the trainer as
+    "Caught X in DataLoader worker process N." plus the worker's traceback: its last line
+    ("module.X: the message") holds what the user needs."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,7 @@ def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
             # JPEG DCT scaling: decode big photos at >= 2x the crop size, much faster.
             img.draft("RGB", (2 * draft_size, 2 * draft_size))
         return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - any decoder's failure (some raise NotImplementedError) drops the image
         return None
 
 
@@ -273,8 +285,15 @@ class TrainStream(IterableDataset):
             epoch, pos = epoch + 1, 0
 
 
+def _ignore_sigterm(worker: int) -> None:
+    # `timeout` or a scheduler sends SIGTERM to the whole process group: the main process stops
+    # cleanly (checkpoint kept) and ends its loader processes itself; killed first, they would
+    # make it fail with "DataLoader worker is killed by signal".
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(stream: TrainStream, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     kwargs = dict(num_workers=workers, batch_size=None, pin_memory=pin_memory)
     if workers > 0:
-        kwargs.update(prefetch_factor=4, persistent_workers=False)
+        kwargs.update(prefetch_factor=4, persistent_workers=False, worker_init_fn=_ignore_sigterm)
     return torch.utils.data.DataLoader(stream, **kwargs)

@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .. import color
+from ..imageio import OutputError
 from ..models import build_model, load_model, preset_config
 from ..models.encoder import load_pretrained_lite0
 from ..models.zoo import ARCHITECTURES, ColorModel
@@ -87,9 +88,10 @@ class TrainOptions:
     time_limit: float | None = None     # minutes of training in this process before a clean stop
     objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
 
-    # Options a resumed run may change; every other value comes from the checkpoint.
+    # Options a resumed run may change; every other value comes from the checkpoint. `data` too:
+    # the same files may have moved (paths are stored absolute).
     RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops",
-               "time_limit", "channels_last")
+               "time_limit", "channels_last", "data")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +138,13 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", info.local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise TrainingError("--device mps was asked for but Apple's MPS backend is not available")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise TrainingError("--device cuda was asked for but CUDA is not available")
@@ -232,7 +240,12 @@ def build(options: TrainOptions) -> ColorModel:
         # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
         if found == options.model or (found, options.model) == ("unet", "unet-gan"):
             if config.get("head", "regression") == options.head:
-                return load_model({**config, "architecture": options.model}, state)
+                try:
+                    return load_model({**config, "architecture": options.model}, state)
+                except (ValueError, TypeError, KeyError, RuntimeError) as e:
+                    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise TrainingError(f"--init-weights {options.init_weights} does not hold a usable "
+                                        f"{found!r} model: {detail}") from e
             # Another head: keep the trained U-Net and encoder, start the output layer afresh.
             return _with_new_head(config, state, options)
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
@@ -303,6 +316,20 @@ class Trainer:
         self.options = o = options
         self.validate(o)
         refs, self.refused = index_sources(o.data)  # user errors in --data surface before any model work
+        if not o.resume and ckpt_path.exists():
+            raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
+                                "or choose another --out")
+        if self.info.rank == 0:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
+                raise OutputError(f"cannot create the run folder --out {self.out}: "
+                                  + ("a file of that name is in the way" if in_the_way else str(e.strerror))) from e
+        train_refs, val_refs = split(refs, o.val_fraction)
+        # Each loader process needs a batch of images per epoch: with few images, fewer processes.
+        # A function of the data and options alone, so a resumed run finds the same layout.
+        self.workers = min(o.workers, len(train_refs) // o.batch_size)
         self.device = resolve_device(o.device, self.info)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -313,7 +340,10 @@ class Trainer:
 
         # Model, EMA copy, objective, optimizers.
         if resume_meta is not None:
-            self.model = build_model(resume_meta["config"])
+            try:
+                self.model = build_model(resume_meta["config"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise TrainingError(f"{ckpt_path} holds a model config this version cannot build: {e}") from e
         else:
             self.model = build(o)
         if o.size % self.model.multiple:
@@ -333,19 +363,20 @@ class Trainer:
         self.positions: dict[int, StreamPosition] = {}
         self.flops: dict[str, float] = {}
         if resume_tensors is not None:
-            self._restore(resume_tensors, resume_meta)
+            try:
+                self._restore(resume_tensors, resume_meta)
+            except (RuntimeError, ValueError, TypeError, KeyError) as e:  # tensors that do not fit the model
+                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise TrainingError(f"{ckpt_path} cannot be restored: {detail}") from e
 
         # Data.
-        train_refs, val_refs = split(refs, o.val_fraction)
         self.val_from_train = not val_refs
         self.val_images = load_validation(val_refs or train_refs, o.size, o.val_images, o.min_colourfulness)
         self.n_train = len(train_refs)
         stream = TrainStream(train_refs, o.size, o.batch_size // self.info.world, o.seed, rank=self.info.rank,
-                             world_size=self.info.world, workers=o.workers, start=self.positions,
+                             world_size=self.info.world, workers=self.workers, start=self.positions,
                              min_colourfulness=o.min_colourfulness, offset=self.step)
-        self.loader = make_loader(stream, o.workers, pin_memory=self.device.type == "cuda")
-        if self.info.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+        self.loader = make_loader(stream, self.workers, pin_memory=self.device.type == "cuda")
         self.log = JsonlLog(self.out / "log.jsonl", self.info.rank == 0)
         self.stage: Stage | None = None
         self.runners: dict[str, Callable] = {}
@@ -360,8 +391,10 @@ class Trainer:
             raise TrainingError(f"--batch-size {o.batch_size} must be a positive multiple of the {world} processes")
         if o.size < 8:
             raise TrainingError("--size must be at least 8")
-        if o.lr <= 0:
-            raise TrainingError("--lr must be positive")
+        if not 0 < o.lr < float("inf"):
+            raise TrainingError("--lr must be a positive number")
+        if not 0 <= o.val_fraction < 1:
+            raise TrainingError("--val-fraction must be at least 0 and below 1")
         for name in ("val_every", "ckpt_every", "log_every"):
             if getattr(o, name) < 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
@@ -522,7 +555,7 @@ class Trainer:
                         tensors[f"rng.{s['rank']}.{key}"] = ckpt.rng_tensor(s[key])
                 positions.update(s["positions"])
             meta = {"step": self.step, "options": self.options.to_dict(), "config": self.model.config.to_dict(),
-                    "optimizers": optim_meta, "data": {"world": self.info.world, "workers": max(self.options.workers, 1),
+                    "optimizers": optim_meta, "data": {"world": self.info.world, "workers": max(self.workers, 1),
                                                        "positions": positions},
                     "flops": self.flops}
             ckpt.save_checkpoint(self.out / ckpt.FILENAME, tensors, meta)
@@ -546,12 +579,12 @@ class Trainer:
             if self.device.type == "cuda" and f"rng.{r}.torch_cuda" in tensors:
                 torch.cuda.set_rng_state(tensors[f"rng.{r}.torch_cuda"], self.device)
         data = meta["data"]
-        if data["world"] == self.info.world and data["workers"] == max(self.options.workers, 1):
+        if data["world"] == self.info.world and data["workers"] == max(self.workers, 1):
             self.positions = {int(k): StreamPosition(*v) for k, v in data["positions"].items()}
         else:
             # Another layout of shards: restart at the epoch the run had reached (not bit-exact).
             epoch = max((v[0] for v in data["positions"].values()), default=0) + 1
-            shards = self.info.world * max(self.options.workers, 1)
+            shards = self.info.world * max(self.workers, 1)
             self.positions = {s: StreamPosition(epoch, 0) for s in range(shards)}
 
     def export(self) -> Path:
@@ -641,7 +674,7 @@ class Trainer:
                 t_last += time.perf_counter() - t0
                 self.emit({"event": "checkpoint", "step": self.step})
             self.emit({"event": "step", "step": self.step})
-            if o.time_limit and self.step % o.log_every == 0 and self.step < o.steps:
+            if o.time_limit is not None and self.step % o.log_every == 0 and self.step < o.steps:
                 if self._out_of_time(time.perf_counter() - t_start > 60 * o.time_limit):
                     stopped_early = True
                     if self.step % o.ckpt_every:
