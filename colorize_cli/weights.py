@@ -364,6 +364,11 @@ def resolve_weights(
 def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
     """Fetch `entry` into the Hugging Face cache (a no-op when already there) and check it."""
     if entry.repo is None:
+        bundled = locate_weights(entry, cache_dir=cache_dir)
+        if bundled is not None and bundled.source == "bundled":  # nothing to fetch: it ships in the package
+            check_safetensors(bundled.path)
+            check_sha256(bundled.path, entry.sha256)
+            return bundled
         raise WeightsNotFoundError(
             f"Model {entry.name!r} is not published on the Hugging Face Hub; "
             "pass --weights PATH to a .safetensors file instead."
@@ -460,8 +465,11 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None)
     try:
         return _hf_hub_download(entry, cache_dir, local_files_only=False)
     except LocalEntryNotFoundError as e:
-        # The hub client's way of saying "could not reach the Hub, and not cached either".
-        raise WeightsNotFoundError(_how_to_get(entry, "the Hugging Face Hub could not be reached")) from e
+        # The hub client's way of saying "could not reach the Hub (or may not), and not cached either".
+        from huggingface_hub import constants
+
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub could not be reached"
+        raise WeightsNotFoundError(_how_to_get(entry, reason)) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         where = f"{entry.repo}@{entry.revision}/{entry.filename}"
         raise WeightsNotFoundError(_how_to_get(entry, f"{where} is not on the Hub")) from e

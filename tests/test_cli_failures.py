@@ -190,3 +190,11 @@ def test_bench_keeps_photos_that_share_a_name_apart(tmp_path):
     direct = run_bench(data, [GreyBaseline()], ["psnr"]).runs[0].per_image
     assert [r["psnr"] for r in cached] == [r["psnr"] for r in direct]
     assert len(list((tmp_path / "out" / "cache").glob("grey-*/*.png"))) == 2
+
+
+def test_downloading_a_bundled_model_points_at_the_bundled_file(fake_registry):
+    result = run("models", "download", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().endswith("tiny.safetensors")
+    line = one_error(run("models", "download", "absent"), ExitCode.WEIGHTS)
+    assert "not published" in line

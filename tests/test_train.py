@@ -499,3 +499,17 @@ def test_module_entry_point_resumes_with_the_runs_own_settings(few_dir, tmp_path
     start = log_records(out, "start")[-1]["options"]
     assert (start["workers"], start["log_every"], start["steps"]) == (0, 1, 2)
     assert main(["--data", str(tmp_path / "missing"), "--steps", "1", *common[:-2], "--out", str(tmp_path / "n")]) == 2
+
+
+def test_resume_refuses_a_typed_setting_only_a_new_run_can_change(few_dir, tmp_path):
+    out = tmp_path / "c"
+    common = dict(model="unet", out=out, preset="tiny", size=SIZE, batch_size=4, warmup_steps=2, workers=0,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    train_command(data=[few_dir], steps=1, lr=3e-3, **common)
+    with pytest.raises(TrainingError, match="--lr cannot change on --resume"):
+        train_command(data=[], resume=True, steps=2, lr=1e-3, given={"steps", "lr", "resume", "out"}, **common)
+    with pytest.raises(TrainingError, match="--perceptual-weight cannot change"):
+        train_command(data=[], resume=True, steps=2, lr=3e-3, given={"perceptual_weight"},
+                      **dict(common, perceptual_weight=0.5))
+    # Typing the run's own value is fine.
+    assert train_command(data=[], resume=True, steps=2, lr=3e-3, given={"steps", "lr"}, **common).steps == 2

@@ -7,6 +7,7 @@ on the CPU. Errors the user can cause raise `TrainingError` (one `Error:` line i
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -93,6 +94,22 @@ class RichProgress:
                                f"exported {event['export']}")
 
 
+def _refuse_changed_settings(options: TrainOptions, saved: dict, given: Collection[str]) -> None:
+    """A typed option that only a new run can change (--lr, --model, ...) must match the run's value:
+    silently training on with the old one would surprise."""
+    from dataclasses import asdict
+
+    typed = asdict(options)
+    for section, values, old in (("", typed, saved), ("objective", typed["objective"], saved.get("objective", {}))):
+        for key, value in values.items():
+            if key in given and key in old and key not in TrainOptions.RUNTIME and key not in ("resume", "out"):
+                if section == "" and key == "objective":
+                    continue
+                if json.loads(json.dumps(value)) != old[key]:
+                    raise TrainingError(f"--{key.replace('_', '-')} cannot change on --resume (this run uses "
+                                        f"{old[key]!r}); start a new run, e.g. with --init-weights from its export")
+
+
 def train_command(
     data: list[Path],
     model: str = "lab-ddpm",
@@ -169,6 +186,7 @@ def train_command(
             for key in TrainOptions.RUNTIME:
                 if key not in given and key in saved:
                     setattr(options, key, saved[key])
+            _refuse_changed_settings(options, saved, given)
         rank0 = int(os.environ.get("RANK", "0")) == 0
         if show_progress and rank0:
             with RichProgress(model) as progress:
