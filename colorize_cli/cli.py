@@ -83,6 +83,7 @@ def main_callback(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     _state["debug"] = debug
+    _state["json"] = False
 
 
 def printable(text: str) -> str:
@@ -102,7 +103,10 @@ def fail(error: BaseException) -> "typer.Exit":
     if not is_expected(error) and not _state["debug"]:
         message += " (run with --debug for details)"
     stderr.print(error_line(message), markup=False)
-    return typer.Exit(int(exit_code_for(error)))
+    code = int(exit_code_for(error))
+    if _state.get("json"):  # scripts reading --json get the failure on stdout too
+        print(json.dumps({"error": message, "exit_code": code}), flush=True)
+    return typer.Exit(code)
 
 
 @contextmanager
@@ -197,7 +201,12 @@ SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
 DeviceOpt = typer.Option(Device.auto, "--device", help="Where the model runs.")
 BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
-JsonOpt = typer.Option(False, "--json", help="Print a JSON summary on stdout.")
+def _json_mode(value: bool) -> bool:
+    _state["json"] = value
+    return value
+
+
+JsonOpt = typer.Option(False, "--json", callback=_json_mode, help="Print a JSON summary on stdout (an error too).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten).")
 
 

@@ -198,3 +198,13 @@ def test_downloading_a_bundled_model_points_at_the_bundled_file(fake_registry):
     assert result.stdout.strip().endswith("tiny.safetensors")
     line = one_error(run("models", "download", "absent"), ExitCode.WEIGHTS)
     assert "not published" in line
+
+
+def test_json_mode_reports_an_early_failure_on_stdout(fake_registry, tmp_path):
+    import json
+
+    result = run(tmp_path / "missing.png", "--json")
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert json.loads(result.stdout) == {"error": f"{tmp_path / 'missing.png'} does not exist",
+                                         "exit_code": int(ExitCode.BAD_INPUT)}
+    assert run(tmp_path / "missing.png").stdout == ""  # without --json, stdout stays empty
