@@ -2,7 +2,7 @@
 scikit-image (camera: CC0, Lav Varshney; astronaut: public domain, NASA; coffee: CC0, Rachel
 Michetti; rocket: public domain, SpaceX).
 
-    python docs/make_examples.py [--models unet,lab-ddpm | --weights FILE]
+    python docs/make_examples.py [--models unet,lab-ddpm | --weights FILE] [--saturations unet=1,2.5]
 
 The colour photos are first turned into their L* (what a black-and-white print keeps), then
 coloured; the panel shows grey input | each model | original colour, so you can judge honestly.
@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="comma-separated registry names (default: the default model)")
     parser.add_argument("--weights", type=Path)
+    parser.add_argument("--saturations", default="", help="extra tiles, e.g. unet=2.5 (the model at --saturation 2.5)")
     parser.add_argument("--out", type=Path, default=HERE / "images")
     args = parser.parse_args()
     if args.weights:
@@ -63,6 +64,10 @@ def main() -> None:
         names = args.models.split(",") if args.models else [None]
         engines = [Engine.load(model=name, device="cpu") for name in names]
     args.out.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, list[float]] = {}
+    for item in filter(None, args.saturations.split(",")):
+        model, _, value = item.rpartition("=")
+        extra.setdefault(model or engines[0].name, []).append(float(value))
     for name in PHOTOS:
         original = getattr(skimage.data, name)()
         if original.ndim == 2:  # camera is a real black-and-white photograph
@@ -73,11 +78,13 @@ def main() -> None:
             Image.fromarray(grey[..., 0]).save(HERE.parent / "examples" / "camera.png")
         tiles = [("black & white", grey)]
         for engine in engines:
-            start = time.perf_counter()
-            coloured = engine.colorize_pixels([grey], seeds=[0])[0]
-            seconds = time.perf_counter() - start
-            tiles.append((f"colorize --model {engine.name}", coloured))
-            print(f"{name}: {original.shape[1]}x{original.shape[0]} coloured by {engine.name} in {seconds:.2f} s")
+            for saturation in [None, *extra.get(engine.name, [])]:
+                start = time.perf_counter()
+                coloured = engine.colorize_pixels([grey], seeds=[0], saturation=saturation)[0]
+                seconds = time.perf_counter() - start
+                label = f"colorize --model {engine.name}" + (f" --saturation {saturation:g}" if saturation else "")
+                tiles.append((label, coloured))
+                print(f"{name}: {original.shape[1]}x{original.shape[0]} coloured by {label} in {seconds:.2f} s")
         if was_colour:
             tiles.append(("original colour", original[..., :3]))
         panel(tiles).save(args.out / f"example-{name}.jpg", quality=88)
