@@ -112,18 +112,19 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     claimed: dict[Path, Path] = {}
     inputs = {job.source.resolve(): job.source for job in jobs}
     for index, job in enumerate(jobs):
-        hit = next((p for p in job.outputs if p.resolve() in inputs), None)
+        resolved = [(p, p.resolve()) for p in job.outputs]
+        hit = next((p for p, r in resolved if r in inputs), None)
         if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
             err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")
             settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
             continue
-        clash = next((p for p in job.outputs if p.resolve() in claimed), None)
+        clash = next(((p, r) for p, r in resolved if r in claimed), None)
         if clash is not None:
-            err = OutputError(f"{job.source}: output {clash} is also the output of {claimed[clash.resolve()]}")
+            err = OutputError(f"{job.source}: output {clash[0]} is also the output of {claimed[clash[1]]}")
             settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
             continue
-        for p in job.outputs:
-            claimed[p.resolve()] = job.source
+        for _, r in resolved:
+            claimed[r] = job.source
         existing = [p for p in job.outputs if p.exists()]
         if existing and not overwrite:
             if skip_existing and len(existing) == len(job.outputs):
@@ -168,6 +169,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             pixels, seeds, sample_ids, owners = [], [], [], []
             for job, image in batch:
                 for k in range(samples):
+                    if skip_existing and not overwrite and job.outputs[k].exists():
+                        continue  # a resumed batch keeps (and does not recolour) the samples already written
                     pixels.append(image.pixels)
                     seeds.append(seed)
                     sample_ids.append(k)
@@ -183,8 +186,6 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 return
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
-                if skip_existing and not overwrite and job.outputs[k].exists():
-                    continue  # a resumed batch keeps the samples an earlier run finished
                 fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source)
                 futures.setdefault(id(job), []).append(fut)
             for job, _ in batch:

@@ -24,7 +24,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import ExitCode, UsageError, exit_code_for, is_expected
+from .errors import ExitCode, UsageError, error_message, exit_code_for, is_expected
 
 # Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
 # No emoji codes: a file named "x:smile:.png" must be printed as it is.
@@ -99,7 +99,7 @@ def fail(error: BaseException) -> "typer.Exit":
     """Print one `Error:` line (a traceback too with --debug) and return the Exit to raise."""
     if _state["debug"]:
         traceback.print_exception(error, file=sys.stderr)
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = error_message(error)
     if not is_expected(error) and not _state["debug"]:
         message += " (run with --debug for details)"
     stderr.print(error_line(message), markup=False)
@@ -212,14 +212,12 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs
 
 def _make_folder(path: Path) -> None:
     """Create an output folder, or stop with exit code OUTPUT saying why it cannot be."""
-    from .imageio import OutputError
+    from .imageio import OutputError, make_folder
 
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
-        reason = "a file of that name is in the way" if in_the_way else e.strerror
-        raise fail(OutputError(f"cannot create the output folder {path}: {reason}")) from None
+        make_folder(path)
+    except OutputError as e:
+        raise fail(e) from None
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
@@ -303,12 +301,15 @@ def batch_command(
     overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
+    from .imageio import UnsupportedFormatError, output_format
 
     if not folder.is_dir():
         raise fail(FileNotFoundError(f"{folder} is not a folder"))
     suffix = "." + ext.lower().lstrip(".")
-    if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".bmp"):
-        raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp"))
+    try:
+        output_format(Path("out" + suffix))
+    except UnsupportedFormatError:
+        raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp")) from None
     out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
     sources = discover(folder, recursive=recursive, pattern=glob)
     if out_dir.resolve().is_relative_to(folder.resolve()):
@@ -505,7 +506,6 @@ def train_cli(
 ) -> None:
     from .imageio import OutputError
     from .train import TrainingError, train_command
-    from .train.data import error_message
 
     # On --resume, options left at their defaults keep the run's saved values (not the defaults).
     # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
@@ -513,7 +513,8 @@ def train_cli(
     try:
         result = train_command(data=data or [], given=given, model=model, out=out, resume=resume, steps=steps,
                                batch_size=batch_size, lr=lr, size=size, preset=preset, encoder=encoder,
-                               prediction=prediction, schedule=schedule, head=head, seed=seed, device=device.value, compile=compile,
+                               prediction=prediction, schedule=schedule, head=head, seed=seed, device=device.value,
+                               compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
                                adv_weight=adv_weight, time_limit=time_limit, log_every=log_every,

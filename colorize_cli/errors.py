@@ -47,5 +47,16 @@ def exit_code_for(error: BaseException) -> ExitCode:
     return ExitCode.FAILURE
 
 
+def error_message(error: BaseException) -> str:
+    """`error` as one line. An error raised in a data-loader process reaches the caller as
+    "Caught X in DataLoader worker process N." plus the worker's traceback: its last line
+    ("module.X: the message") holds what the user needs; otherwise the first line does."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def is_expected(error: BaseException) -> bool:
     return exit_code_for(error) != ExitCode.FAILURE

@@ -348,6 +348,19 @@ def _channels_equal(pixels: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
+def _mkdir_problem(error: OSError) -> str:
+    in_the_way = isinstance(error, (FileExistsError, NotADirectoryError))
+    return "a file of that name is in the way" if in_the_way else str(error.strerror or error)
+
+
+def make_folder(path: str | os.PathLike, what: str = "the output folder") -> None:
+    """`mkdir -p path`, or OutputError saying why it cannot be made."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {what} {path}: {_mkdir_problem(e)}") from e
+
+
 def output_format(path: str | os.PathLike) -> str:
     """The Pillow format that `path`'s extension names; UnsupportedFormatError if none."""
     path = Path(path)
@@ -385,8 +398,7 @@ def save_image(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e
-        raise OutputError(f"Cannot write {path}: its folder cannot be created ({why}).") from e
+        raise OutputError(f"Cannot write {path}: its folder cannot be created ({_mkdir_problem(e)}).") from e
     try:
         tmp, handle = _create_temp(path)
     except OSError as e:  # a read-only folder or disk, ...

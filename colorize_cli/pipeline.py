@@ -17,7 +17,7 @@ import torch
 from . import diffusion, upsample
 from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel, load_model
-from .errors import UsageError
+from .errors import UsageError, error_message
 from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_registry, resolve_weights,
                       sha256_file)
 
@@ -89,8 +89,8 @@ class Engine:
         try:
             net = load_model(config, state)
         except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsError(f"{resolved.path} does not hold a model this version can load: {detail}") from e
+            raise WeightsError(f"{resolved.path} does not hold a model this version can load: "
+                               f"{error_message(e)}") from e
         net.eval().requires_grad_(False).to(torch_device)
         cfg = net.config
         return cls(

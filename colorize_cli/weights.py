@@ -364,11 +364,8 @@ def resolve_weights(
 def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
     """Fetch `entry` into the Hugging Face cache (a no-op when already there) and check it."""
     if entry.repo is None:
-        bundled = locate_weights(entry, cache_dir=cache_dir)
-        if bundled is not None and bundled.source == "bundled":  # nothing to fetch: it ships in the package
-            check_safetensors(bundled.path)
-            check_sha256(bundled.path, entry.sha256)
-            return bundled
+        if locate_weights(entry, cache_dir=cache_dir) is not None:  # bundled: nothing to fetch, just check it
+            return resolve_weights(entry, cache_dir=cache_dir, allow_download=False)
         raise WeightsNotFoundError(
             f"Model {entry.name!r} is not published on the Hugging Face Hub; "
             "pass --weights PATH to a .safetensors file instead."

@@ -6,7 +6,6 @@ Each test here is a case an adversarial run of the CLI found going wrong (2026-1
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch

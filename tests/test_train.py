@@ -440,7 +440,7 @@ def test_fewer_images_than_loader_processes_still_train(few_dir, tmp_path):
 
 
 def test_worker_errors_keep_their_message():
-    from colorize_cli.train.data import error_message
+    from colorize_cli.errors import error_message
 
     wrapped = TrainingError("Caught TrainingError in DataLoader worker process 0.\nOriginal Traceback (most "
                             "recent call last):\n  File \"x.py\", line 1\ncolorize_cli.train.data.TrainingError: "

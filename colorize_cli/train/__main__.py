@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from .command import train_command
-from .data import TrainingError, error_message
+from ..errors import error_message
+from .data import TrainingError
 
 
 def _parser() -> argparse.ArgumentParser:

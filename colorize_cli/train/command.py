@@ -99,15 +99,15 @@ def _refuse_changed_settings(options: TrainOptions, saved: dict, given: Collecti
     silently training on with the old one would surprise."""
     from dataclasses import asdict
 
-    typed = asdict(options)
-    for section, values, old in (("", typed, saved), ("objective", typed["objective"], saved.get("objective", {}))):
-        for key, value in values.items():
-            if key in given and key in old and key not in TrainOptions.RUNTIME and key not in ("resume", "out"):
-                if section == "" and key == "objective":
-                    continue
-                if json.loads(json.dumps(value)) != old[key]:
-                    raise TrainingError(f"--{key.replace('_', '-')} cannot change on --resume (this run uses "
-                                        f"{old[key]!r}); start a new run, e.g. with --init-weights from its export")
+    now = asdict(options)
+    pairs = [(key, value, saved) for key, value in now.items() if key != "objective"]
+    pairs += [(key, value, saved.get("objective", {})) for key, value in now["objective"].items()]
+    fixed = [(key, value, old[key]) for key, value, old in pairs
+             if key in given and key in old and key not in (*TrainOptions.RUNTIME, "resume", "out")]
+    for key, value, was in fixed:
+        if json.loads(json.dumps(value)) != was:  # through JSON: tuples and lists compare alike
+            raise TrainingError(f"--{key.replace('_', '-')} cannot change on --resume (this run uses "
+                                f"{was!r}); start a new run, e.g. with --init-weights from its export")
 
 
 def train_command(
@@ -182,7 +182,8 @@ def train_command(
             # Only the metadata: the loop reads the tensors once, when it restores the run.
             saved = load_checkpoint(Path(options.out) / FILENAME, tensors=False)[1]["options"]
             if given is None:  # a Python caller: every argument counts, except an unset `steps` or `data`
-                given = set(TrainOptions.RUNTIME) - ({"steps"} if steps is None else set()) - (set() if data else {"data"})
+                unset = ({"steps"} if steps is None else set()) | (set() if data else {"data"})
+                given = set(TrainOptions.RUNTIME) - unset
             for key in TrainOptions.RUNTIME:
                 if key not in given and key in saved:
                     setattr(options, key, saved[key])

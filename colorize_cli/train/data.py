@@ -47,17 +47,6 @@ class TrainingError(Exception):
     """An error the user can cause (bad --data, no images, bad options); printed as one line."""
 
 
-def error_message(error: BaseException) -> str:
-    """One line for `error`. An error raised in a data-loader process reaches the trainer as
-    "Caught X in DataLoader worker process N." plus the worker's traceback: its last line
-    ("module.X: the message") holds what the user needs."""
-    text = str(error).strip()
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 @dataclass(frozen=True)
 class ImageRef:
     """One image: a file (tar_index = -1) or a tar member read from `offset`, `size` bytes."""

@@ -28,7 +28,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .. import color
-from ..imageio import OutputError
+from ..errors import error_message
+from ..imageio import make_folder
 from ..models import build_model, load_model, preset_config
 from ..models.encoder import load_pretrained_lite0
 from ..models.zoo import ARCHITECTURES, ColorModel
@@ -243,9 +244,8 @@ def build(options: TrainOptions) -> ColorModel:
                 try:
                     return load_model({**config, "architecture": options.model}, state)
                 except (ValueError, TypeError, KeyError, RuntimeError) as e:
-                    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     raise TrainingError(f"--init-weights {options.init_weights} does not hold a usable "
-                                        f"{found!r} model: {detail}") from e
+                                        f"{found!r} model: {error_message(e)}") from e
             # Another head: keep the trained U-Net and encoder, start the output layer afresh.
             return _with_new_head(config, state, options)
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
@@ -320,12 +320,7 @@ class Trainer:
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
         if self.info.rank == 0:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
-                raise OutputError(f"cannot create the run folder --out {self.out}: "
-                                  + ("a file of that name is in the way" if in_the_way else str(e.strerror))) from e
+            make_folder(self.out, "the run folder --out")
         train_refs, val_refs = split(refs, o.val_fraction)
         # Each loader process needs a batch of images per epoch: with few images, fewer processes.
         # A function of the data and options alone, so a resumed run finds the same layout.
@@ -366,8 +361,7 @@ class Trainer:
             try:
                 self._restore(resume_tensors, resume_meta)
             except (RuntimeError, ValueError, TypeError, KeyError) as e:  # tensors that do not fit the model
-                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise TrainingError(f"{ckpt_path} cannot be restored: {detail}") from e
+                raise TrainingError(f"{ckpt_path} cannot be restored: {error_message(e)}") from e
 
         # Data.
         self.val_from_train = not val_refs
