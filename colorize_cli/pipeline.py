@@ -60,6 +60,18 @@ def sample_seed(seed: int, sample: int) -> list[torch.Generator]:
     return diffusion.make_generators(seed, 1, offset=sample)
 
 
+def _prepare_for_inference(model: ColorModel, device: torch.device) -> None:
+    """Eval mode, no gradients, on `device`; channels-last on CPU.
+
+    oneDNN's channels-last convolutions make a one-step 256 px colouring ~25% faster on CPU
+    (and the first call, which pays for kernel set-up, ~40%) with the same output up to float
+    rounding. GPUs keep the default layout: GroupNorm is slower there in channels-last.
+    """
+    model.eval().requires_grad_(False).to(device)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class Engine:
     model: ColorModel
@@ -91,7 +103,7 @@ class Engine:
         except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
             raise WeightsError(f"{resolved.path} does not hold a model this version can load: "
                                f"{error_message(e)}") from e
-        net.eval().requires_grad_(False).to(torch_device)
+        _prepare_for_inference(net, torch_device)
         cfg = net.config
         return cls(
             model=net,
@@ -112,7 +124,7 @@ class Engine:
     def from_model(cls, model: ColorModel, device: str = "cpu", name: str = "custom") -> "Engine":
         """Wrap an in-memory model (tests, training previews)."""
         torch_device = select_device(device)
-        model.eval().requires_grad_(False).to(torch_device)
+        _prepare_for_inference(model, torch_device)
         cfg = model.config
         return cls(model, name, cfg.architecture, torch_device, None, "memory", "", cfg.default_sampler,
                    cfg.default_steps, cfg.size, cfg.saturation)

@@ -131,3 +131,22 @@ def test_bins_head_returns_the_annealed_mean_of_its_cell_scores():
         build_model({**preset_config("unet", "tiny").to_dict(), "head": "logits"})
     with pytest.raises(ValueError, match="one-step models"):
         preset_config("lab-ddpm", "tiny", head="bins")
+
+
+@pytest.mark.parametrize("arch", ["unet", "lab-ddpm"])
+def test_cpu_engine_runs_channels_last_with_the_same_colours(arch, tiny_weights):
+    from colorize_cli.pipeline import Engine
+    from colorize_cli.weights import load_model_file
+
+    engine = Engine.load(weights=tiny_weights[arch], device="cpu")
+    convs = [p for p in engine.model.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+    state, config = load_model_file(tiny_weights[arch])
+    reference = load_model(config, state).eval()
+    m = reference.multiple
+    L = torch.rand(1, 1, 2 * m, 2 * m) * 2 - 1
+    with torch.no_grad():
+        want = reference.colorize(L, sampler=reference.samplers[0], steps=2, generators=make_generators(0, 1))
+        got = engine.model.colorize(L, sampler=reference.samplers[0], steps=2, generators=make_generators(0, 1))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
