@@ -140,11 +140,12 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
              samples: int, saturation: float | None = None, batch_size: int, overwrite: bool, skip_existing: bool,
-             on_result: Callable[[JobResult], None] | None = None,
+             keep_metadata: bool = True, on_result: Callable[[JobResult], None] | None = None,
              on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
     """Colour every job; return one result per job, in order (see `triage` for existing outputs).
 
-    `engine` may be None when `triage` leaves nothing to colour.
+    Each output carries its source's metadata (only the resolution unless `keep_metadata`) and
+    a note naming the model and settings. `engine` may be None when `triage` leaves nothing to colour.
     """
     results: dict[int, JobResult] = {}
 
@@ -186,7 +187,10 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 return
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
-                fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source)
+                metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(
+                    engine.provenance(sampler, steps, size, saturation, seed, k))
+                fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source,
+                                   metadata=metadata)
                 futures.setdefault(id(job), []).append(fut)
             for job, _ in batch:
                 saves.append((index_of[id(job)], job, futures[id(job)]))

@@ -208,6 +208,9 @@ def _json_mode(value: bool) -> bool:
 
 JsonOpt = typer.Option(False, "--json", callback=_json_mode, help="Print a JSON summary on stdout (an error too).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten).")
+StripMetadataOpt = typer.Option(False, "--strip-metadata",
+                                help="Do not copy the photo's EXIF, XMP and text (dates, captions, GPS, ...) into "
+                                     "outputs; its resolution and a note naming colorize and the settings are kept.")
 
 
 def _make_folder(path: Path) -> None:
@@ -221,7 +224,7 @@ def _make_folder(path: Path) -> None:
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
-         as_json, overwrite, skip_existing, single) -> None:
+         as_json, overwrite, skip_existing, single, strip_metadata) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -237,7 +240,8 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
         with _Reporter(len(jobs), quiet, as_json) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
                                seed=seed, samples=samples, saturation=saturation, batch_size=batch_size,
-                               overwrite=overwrite, skip_existing=skip_existing, on_result=report,
+                               overwrite=overwrite, skip_existing=skip_existing, keep_metadata=not strip_metadata,
+                               on_result=report,
                                on_step=report.step)
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
@@ -252,7 +256,8 @@ def color_command(
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
-    overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+    overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     from .batch import Job, sample_paths
     from .imageio import output_format
@@ -285,7 +290,7 @@ def color_command(
         _make_folder(output)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
-         overwrite=overwrite, skip_existing=False, single=len(images) == 1)
+         overwrite=overwrite, skip_existing=False, single=len(images) == 1, strip_metadata=strip_metadata)
 
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
@@ -298,7 +303,8 @@ def batch_command(
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
-    overwrite: bool = OverwriteOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+    overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
     from .imageio import UnsupportedFormatError, output_format
@@ -321,7 +327,7 @@ def batch_command(
         _make_folder(job.outputs[0].parent)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
-         overwrite=overwrite, skip_existing=True, single=False)
+         overwrite=overwrite, skip_existing=True, single=False, strip_metadata=strip_metadata)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 `load_image` turns JPEG, PNG, TIFF, WebP and BMP files in any Pillow mode into an (H, W, 3)
 sRGB array at the file's own bit depth (8 or 16), plus alpha if there is one, with EXIF
-orientation applied and an embedded ICC profile converted to sRGB (8-bit images only).
+orientation applied and an embedded ICC profile converted to sRGB (8-bit images only), and
+the metadata a colouring carries over (`metadata.py`).
 
 `save_image` picks the format from the extension, keeps 16 bits where PNG and TIFF allow it
 (Pillow cannot write 16-bit RGB, so both have a small encoder here) and never leaves a partial
@@ -30,11 +31,13 @@ import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+
+from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
 
 # A 100-megapixel scan must load; 200 MP of 16-bit RGB is already 1.2 GB of pixels.
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -102,6 +105,7 @@ class LoadedImage:
     path: Path
     format: str  # Pillow's format name: "JPEG", "PNG", "TIFF", ...
     was_grey: bool  # single-channel source, or all three channels identical
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)  # what a colouring carries over
 
 
 # --------------------------------------------------------------------------- reading
@@ -139,6 +143,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                 pixels, alpha, was_grey = _decode(im, path)
                 # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
                 orientation = _exif_orientation(im)
+                metadata = read_metadata(im, orientation)
         except (ImageError, MemoryError):
             raise
         except Image.DecompressionBombError as exc:
@@ -156,7 +161,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     alpha = None if alpha is None else _orient(alpha, orientation)
     was_grey = was_grey or _channels_equal(pixels)
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
-    return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey)
+    return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey, metadata)
 
 
 _bomb_lock = threading.Lock()
@@ -380,11 +385,13 @@ def save_image(
     *,
     overwrite: bool = False,
     source: str | os.PathLike | None = None,
+    metadata: ImageMetadata | None = None,
 ) -> None:
     """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
 
     The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
     and rounded to 8 bits for JPEG, WebP and BMP. Alpha is kept for PNG, TIFF and WebP.
+    `metadata` is written as far as the format holds it (see `metadata.py`).
     Missing parent directories are created.
     """
     path = Path(path)
@@ -405,7 +412,7 @@ def save_image(
         raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
     try:
         with handle:
-            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None)
+            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -455,13 +462,14 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
         return tmp, os.fdopen(fd, "wb")
 
 
-def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
+            metadata: ImageMetadata | None) -> None:
     if pixels.dtype == np.uint16 and fmt == "PNG":
-        _write_png16(handle, pixels, alpha)
+        _write_png16(handle, pixels, alpha, metadata)
     elif pixels.dtype == np.uint16 and fmt == "TIFF":
-        _write_tiff16(handle, pixels, alpha)
+        _write_tiff16(handle, pixels, alpha, metadata)
     else:
-        _write_pillow(handle, fmt, _to_uint8(pixels), None if alpha is None else _to_uint8(alpha))
+        _write_pillow(handle, fmt, _to_uint8(pixels), None if alpha is None else _to_uint8(alpha), metadata)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -470,11 +478,14 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
 
 
-def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
+                  metadata: ImageMetadata | None) -> None:
     im = Image.fromarray(pixels)
     if alpha is not None:
         im.putalpha(Image.fromarray(alpha))
-    options = {"quality": _QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    options = pillow_save_options(fmt, metadata, im.size)
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = _QUALITY
     if fmt == "PNG":
         options["compress_level"] = _PNG_COMPRESS_LEVEL
     im.save(handle, format=fmt, **options)
@@ -490,13 +501,16 @@ def _with_alpha(block: np.ndarray, alpha: np.ndarray | None, y: int) -> np.ndarr
     return np.concatenate([block, alpha[y : y + block.shape[0], :, None]], axis=2)
 
 
-def _write_png16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+def _write_png16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
+                 metadata: ImageMetadata | None = None) -> None:
     """16-bit RGB or RGBA PNG, non-interlaced, Paeth filter on every row, streamed in row blocks."""
     height, width, _ = pixels.shape
     channels = 3 if alpha is None else 4
     handle.write(b"\x89PNG\r\n\x1a\n")
     colour_type = 2 if alpha is None else 6
     _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    for kind, data in png_chunks(metadata, (width, height)):  # pHYs and eXIf must precede IDAT
+        _png_chunk(handle, kind, data)
     compressor = zlib.compressobj(_PNG_COMPRESS_LEVEL)
     previous = np.zeros((1, width * channels * 2), np.uint8)  # the row above the first row is zeros
     rows = _rows_per_block(width)
@@ -536,43 +550,60 @@ def _png_chunk(handle: io.BufferedWriter, kind: bytes, data: bytes) -> None:
 
 
 # TIFF field types
-_SHORT, _LONG, _RATIONAL = 3, 4, 5
+_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL = 1, 2, 3, 4, 5
+_TIFF_XMP = 700
 
 
-def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None) -> None:
-    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip."""
+def _tiff_entry(tag: int, kind: int, values: list[int] | bytes) -> tuple[int, int, int, bytes]:
+    """(tag, type, count, payload) of one IFD entry; SHORT/LONG/RATIONAL values are ints."""
+    if kind in (_BYTE, _ASCII):
+        return tag, kind, len(values), bytes(values)
+    fmt = "<H" if kind == _SHORT else "<I"
+    payload = b"".join(struct.pack(fmt, v) for v in values)
+    return tag, kind, len(values) // 2 if kind == _RATIONAL else len(values), payload
+
+
+def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
+                  metadata: ImageMetadata | None = None) -> None:
+    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip.
+
+    Of `metadata` it writes the resolution, the main IFD's text tags and XMP (no EXIF sub-IFDs).
+    """
     height, width, _ = pixels.shape
     channels = 3 if alpha is None else 4
     strip_bytes = width * height * channels * 2
-    tags: list[tuple[int, int, list[int]]] = [
-        (256, _LONG, [width]),
-        (257, _LONG, [height]),
-        (258, _SHORT, [16] * channels),
-        (259, _SHORT, [1]),  # no compression
-        (262, _SHORT, [2]),  # RGB
-        (273, _LONG, [0]),  # strip offset, filled in below
-        (277, _SHORT, [channels]),
-        (278, _LONG, [height]),
-        (279, _LONG, [strip_bytes]),
-        (282, _RATIONAL, [72, 1]),
-        (283, _RATIONAL, [72, 1]),
-        (284, _SHORT, [1]),  # chunky (interleaved) samples
-        (296, _SHORT, [2]),  # resolution in inches
+    dpi = metadata.dpi if metadata is not None and metadata.dpi else (72, 72)
+    resolution = [[round(d * 1000), 1000] for d in dpi]
+    entries = [
+        _tiff_entry(256, _LONG, [width]),
+        _tiff_entry(257, _LONG, [height]),
+        _tiff_entry(258, _SHORT, [16] * channels),
+        _tiff_entry(259, _SHORT, [1]),  # no compression
+        _tiff_entry(262, _SHORT, [2]),  # RGB
+        _tiff_entry(273, _LONG, [0]),  # strip offset, filled in below
+        _tiff_entry(277, _SHORT, [channels]),
+        _tiff_entry(278, _LONG, [height]),
+        _tiff_entry(279, _LONG, [strip_bytes]),
+        _tiff_entry(282, _RATIONAL, resolution[0]),
+        _tiff_entry(283, _RATIONAL, resolution[1]),
+        _tiff_entry(284, _SHORT, [1]),  # chunky (interleaved) samples
+        _tiff_entry(296, _SHORT, [2]),  # resolution in inches
     ]
+    entries += [_tiff_entry(tag, _ASCII, text) for tag, text in tiff_ascii_tags(metadata)]
     if alpha is not None:
-        tags.append((338, _SHORT, [2]))  # extra sample: unassociated alpha
+        entries.append(_tiff_entry(338, _SHORT, [2]))  # extra sample: unassociated alpha
+    if metadata is not None and metadata.xmp:
+        entries.append(_tiff_entry(_TIFF_XMP, _BYTE, metadata.xmp))
+    entries.sort(key=lambda e: e[0])  # TIFF requires ascending tag order
 
     ifd_offset = 8
-    extra_offset = ifd_offset + 2 + 12 * len(tags) + 4
-    entries, extra = [], b""
-    for tag, kind, values in tags:
-        fmt = "<H" if kind == _SHORT else "<I"
-        payload = b"".join(struct.pack(fmt, v) for v in values)
-        count = len(values) // 2 if kind == _RATIONAL else len(values)
+    extra_offset = ifd_offset + 2 + 12 * len(entries) + 4
+    placed, extra = [], b""
+    for tag, kind, count, payload in entries:
         if len(payload) <= 4:
-            entries.append((tag, kind, count, payload.ljust(4, b"\0")))
+            placed.append((tag, kind, count, payload.ljust(4, b"\0")))
         else:
-            entries.append((tag, kind, count, struct.pack("<I", extra_offset + len(extra))))
+            placed.append((tag, kind, count, struct.pack("<I", extra_offset + len(extra))))
             extra += payload
             extra += b"\0" * (len(extra) % 2)  # keep offsets word-aligned
     data_offset = extra_offset + len(extra)
@@ -580,7 +611,7 @@ def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarr
         raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
     entries = [
         (tag, kind, count, struct.pack("<I", data_offset) if tag == 273 else value)
-        for tag, kind, count, value in entries
+        for tag, kind, count, value in placed
     ]
 
     handle.write(b"II*\0" + struct.pack("<I", ifd_offset))

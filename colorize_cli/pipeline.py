@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import diffusion, upsample
+from . import __version__, diffusion, upsample
 from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel, load_model
 from .errors import UsageError, error_message
@@ -154,6 +154,14 @@ class Engine:
         if not 0.0 <= saturation <= MAX_SATURATION:
             raise ValueError(f"--saturation must be between 0 and {MAX_SATURATION:g}, not {saturation:g}")
         return sampler, steps, size, saturation
+
+    def provenance(self, sampler: str | None, steps: int | None, size: int | None, saturation: float | None,
+                   seed: int, sample: int = 0) -> str:
+        """The note each output carries (EXIF and PNG `Software`): what made it, and how to make it again."""
+        sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
+        weights = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
+        return (f"colorize {__version__}, machine colourisation: model {self.name}{weights}, sampler {sampler}, "
+                f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}")
 
     @torch.inference_mode()
     def predict_ab(self, L_work: torch.Tensor, generators: list[torch.Generator], sampler: str, steps: int,

@@ -1,0 +1,237 @@
+"""What a colouring keeps of its source photo's metadata, and the note it adds about itself.
+
+Archives describe their scans in metadata: the scan resolution, dates, who made and who owns
+the photo, captions in XMP or PNG text. A colouring is a derivative of that photo, so it keeps
+those fields, and it says how it was made: the EXIF `Software` tag (and PNG `Software` text)
+names colorize, the model and the settings, which also makes the file reproducible.
+
+What is kept (when the output format can hold it):
+
+- resolution (DPI): PNG, JPEG, TIFF, BMP;
+- EXIF: descriptive tags of the main IFD (description, make, model, date, artist, copyright,
+  ...), the Exif sub-IFD (capture date, exposure, ...) and GPS: JPEG, PNG, WebP and 8-bit TIFF.
+  16-bit TIFF keeps the main IFD's descriptive tags but not the sub-IFDs;
+- XMP: JPEG, PNG, WebP, TIFF;
+- text: PNG text chunks (and a JPEG comment) to PNG; the JPEG comment to JPEG.
+
+What is dropped on purpose: the orientation (the pixels are already upright), the EXIF
+thumbnail (a grey picture), maker notes (private offsets that break when moved), colour
+profiles (the output is sRGB) and the TIFF structure tags of the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import ExifTags, Image
+from PIL.PngImagePlugin import PngInfo
+
+log = logging.getLogger(__name__)
+
+_SOFTWARE = ExifTags.Base.Software  # 0x0131
+# Main-IFD tags that describe the photo (not the file's layout), so they hold for its colouring.
+_DESCRIPTIVE_TAGS = frozenset({
+    ExifTags.Base.DocumentName, ExifTags.Base.ImageDescription, ExifTags.Base.Make, ExifTags.Base.Model,
+    ExifTags.Base.PageName, ExifTags.Base.DateTime, ExifTags.Base.Artist, ExifTags.Base.HostComputer,
+    ExifTags.Base.Copyright,
+})
+# In the Exif sub-IFD: maker notes hold offsets into the old file; interop points at another IFD.
+_DROPPED_EXIF_TAGS = frozenset({ExifTags.Base.MakerNote, ExifTags.IFD.Interop})
+_COLOR_SPACE, _PIXEL_X, _PIXEL_Y = ExifTags.Base.ColorSpace, ExifTags.Base.ExifImageWidth, ExifTags.Base.ExifImageHeight
+_SRGB = 1
+_XMP_KEY = "XML:com.adobe.xmp"  # PNG iTXt keyword of XMP packets
+_TIFF_XMP = 700
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """A source photo's metadata that carries over to its colouring (see the module docstring)."""
+
+    dpi: tuple[float, float] | None = None
+    tags: dict[int, Any] = field(default_factory=dict)  # descriptive main-IFD EXIF tags
+    exif_ifd: dict[int, Any] = field(default_factory=dict)  # the Exif sub-IFD
+    gps_ifd: dict[int, Any] = field(default_factory=dict)
+    xmp: bytes | None = None
+    text: dict[str, str] = field(default_factory=dict)  # PNG text chunks; "Comment": a JPEG comment
+    software: str | None = None  # the note on how the colouring was made
+
+    def with_software(self, software: str) -> "ImageMetadata":
+        return dataclasses.replace(self, software=software)
+
+    def stripped(self) -> "ImageMetadata":
+        """Only what describes the output itself: its resolution and the colorize note."""
+        return ImageMetadata(dpi=self.dpi, software=self.software)
+
+
+def read_metadata(im: Image.Image, orientation: int) -> ImageMetadata:
+    """The metadata of an opened image whose pixels get EXIF `orientation` applied.
+
+    Never raises: a field that cannot be read is left out (a broken EXIF block must not stop
+    a photo from being coloured).
+    """
+    dpi = _read_dpi(im.info.get("dpi"))
+    if dpi is not None and orientation in (5, 6, 7, 8):  # a quarter turn swaps the axes
+        dpi = (dpi[1], dpi[0])
+    tags, exif_ifd, gps_ifd = _read_exif(im)
+    xmp = im.info.get("xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    return ImageMetadata(dpi=dpi, tags=tags, exif_ifd=exif_ifd, gps_ifd=gps_ifd,
+                         xmp=xmp if isinstance(xmp, bytes) and xmp else None, text=_read_text(im))
+
+
+def _read_dpi(value: Any) -> tuple[float, float] | None:
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if not (0 < x < 1e6 and 0 < y < 1e6):
+        return None
+    # PNG stores pixels per metre: 600 dpi reads back as 599.9988
+    return (_tidy(x), _tidy(y))
+
+
+def _tidy(value: float) -> float:
+    return float(round(value)) if abs(value - round(value)) < 0.01 else value
+
+
+def _read_exif(im: Image.Image) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+    try:
+        exif = im.getexif()
+        tags = {t: v for t, v in exif.items() if t in _DESCRIPTIVE_TAGS and t != _SOFTWARE}
+        exif_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.Exif).items() if t not in _DROPPED_EXIF_TAGS}
+        gps_ifd = dict(exif.get_ifd(ExifTags.IFD.GPSInfo))
+    except Exception as e:  # garbage EXIF raises anything from struct.error to SyntaxError
+        log.debug("unreadable EXIF: %s", e)
+        return {}, {}, {}
+    return tags, exif_ifd, gps_ifd
+
+
+def _read_text(im: Image.Image) -> dict[str, str]:
+    text: dict[str, str] = {}
+    if im.format == "PNG":
+        for key, value in getattr(im, "text", {}).items():
+            # XMP travels as xmp; "Raw profile type exif/icc" hold a stale orientation or profile
+            if key != _XMP_KEY and key != "Software" and not key.startswith("Raw profile type"):
+                text[key] = str(value)
+    comment = im.info.get("comment")
+    if isinstance(comment, bytes):
+        comment = comment.decode("utf-8", "replace")
+    if comment:
+        text.setdefault("Comment", comment)
+    return text
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any] | None = None) -> bytes | None:
+    """An EXIF block (with the "Exif\\0\\0" header) for an output of `size` = (width, height).
+
+    `extra` adds main-IFD tags. Sub-IFDs whose values Pillow cannot write again are dropped
+    rather than losing the rest.
+    """
+    if not (meta.tags or meta.exif_ifd or meta.gps_ifd or meta.software or extra):
+        return None
+    for with_sub_ifds in (True, False):
+        exif = Image.Exif()
+        for tag, value in {**meta.tags, **(extra or {})}.items():
+            exif[tag] = value
+        if meta.software:
+            exif[_SOFTWARE] = meta.software
+        if with_sub_ifds:
+            if meta.exif_ifd:
+                sub = exif.get_ifd(ExifTags.IFD.Exif)
+                sub.update(meta.exif_ifd)
+                if _COLOR_SPACE in sub:
+                    sub[_COLOR_SPACE] = _SRGB  # the output is sRGB whatever the source was
+                for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
+                    if tag in sub:
+                        sub[tag] = value
+            if meta.gps_ifd:
+                exif.get_ifd(ExifTags.IFD.GPSInfo).update(meta.gps_ifd)
+        try:
+            return exif.tobytes()
+        except Exception as e:  # an odd value type in a copied tag
+            log.debug("EXIF not writable%s: %s", " with its sub-IFDs" if with_sub_ifds else "", e)
+    return None
+
+
+def png_text(meta: ImageMetadata) -> list[tuple[str, str]]:
+    """PNG text chunks: the source's text, the colorize note, XMP (as iTXt)."""
+    items = list(meta.text.items())
+    if meta.software:
+        items.append(("Software", meta.software))
+    if meta.xmp:
+        items.append((_XMP_KEY, meta.xmp.decode("utf-8", "replace")))
+    return items
+
+
+def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, int]) -> dict[str, Any]:
+    """Keyword arguments for Pillow's `Image.save` in format `fmt` that write `meta`."""
+    if meta is None:
+        return {}
+    options: dict[str, Any] = {}
+    if meta.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        options["dpi"] = meta.dpi
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
+        extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
+        exif = exif_bytes(meta, size, extra)
+        if exif:
+            options["exif"] = exif
+    if meta.xmp and fmt in ("JPEG", "WEBP"):
+        options["xmp"] = meta.xmp
+    if fmt == "PNG":
+        info = PngInfo()
+        for key, value in png_text(meta):
+            if key == _XMP_KEY or not _latin1(key + value):
+                info.add_itxt(key, value)
+            else:
+                info.add_text(key, value)
+        options["pnginfo"] = info
+    if fmt == "JPEG" and meta.text.get("Comment"):
+        options["comment"] = meta.text["Comment"]
+    return options
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def png_chunks(meta: ImageMetadata | None, size: tuple[int, int]) -> list[tuple[bytes, bytes]]:
+    """(type, data) chunks for a PNG written without Pillow: pHYs, eXIf, tEXt/iTXt."""
+    if meta is None:
+        return []
+    chunks = []
+    if meta.dpi:
+        per_metre = [max(1, round(d / 0.0254)) for d in meta.dpi]
+        chunks.append((b"pHYs", struct.pack(">IIB", per_metre[0], per_metre[1], 1)))
+    exif = exif_bytes(meta, size)
+    if exif:
+        chunks.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
+    for key, value in png_text(meta):
+        keyword = key.encode("latin-1", "replace")[:79]
+        if key == _XMP_KEY or not _latin1(value):
+            chunks.append((b"iTXt", keyword + b"\0\0\0\0\0" + value.encode("utf-8")))
+        else:
+            chunks.append((b"tEXt", keyword + b"\0" + value.encode("latin-1")))
+    return chunks
+
+
+def tiff_ascii_tags(meta: ImageMetadata | None) -> list[tuple[int, bytes]]:
+    """(tag, NUL-terminated ASCII) entries for a TIFF written without Pillow."""
+    if meta is None:
+        return []
+    tags = {t: v for t, v in meta.tags.items() if isinstance(v, str)}
+    if meta.software:
+        tags[_SOFTWARE] = meta.software
+    return [(t, v.encode("ascii", "replace") + b"\0") for t, v in sorted(tags.items())]

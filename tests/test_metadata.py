@@ -1,0 +1,152 @@
+"""A colouring keeps its photo's metadata (as far as the format holds it) and says how it was made."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+from PIL.PngImagePlugin import PngInfo
+from typer.testing import CliRunner
+
+from colorize_cli.cli import app
+from colorize_cli.imageio import load_image, save_image
+from colorize_cli.metadata import ImageMetadata
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:source="Box 3"/></rdf:RDF></x:xmpmeta>')
+NOTE = "colorize test note"
+
+
+def scan_exif() -> Image.Exif:
+    """EXIF as a scanner and an archive leave it: rotated a quarter turn, dated, described."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Software] = "EPSON Scan"
+    exif[ExifTags.Base.ImageDescription] = "Wedding, 1931"
+    exif[ExifTags.Base.Artist] = "A. Archivist"
+    exif[ExifTags.Base.BitsPerSample] = (8, 8, 8)  # a layout tag: describes the old file only
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    sub[ExifTags.Base.DateTimeOriginal] = "1931:05:01 10:00:00"
+    sub[ExifTags.Base.ColorSpace] = 0xFFFF  # uncalibrated (e.g. Adobe RGB)
+    sub[ExifTags.Base.ExifImageWidth] = 40
+    sub[ExifTags.Base.MakerNote] = b"\x00\x01private offsets"
+    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
+    return exif
+
+
+def grey_scan(height: int = 30, width: int = 40) -> Image.Image:
+    return Image.fromarray((np.arange(height * width).reshape(height, width) % 251).astype(np.uint8)).convert("RGB")
+
+
+@pytest.fixture
+def jpeg_scan(tmp_path):
+    path = tmp_path / "scan.jpg"
+    grey_scan().save(path, exif=scan_exif().tobytes(), dpi=(600, 300), xmp=XMP, comment="box 3, envelope 2")
+    return path
+
+
+def test_reading_keeps_descriptive_fields_and_drops_layout_orientation_and_maker_notes(jpeg_scan):
+    image = load_image(jpeg_scan)
+    meta = image.metadata
+    assert image.pixels.shape == (40, 30, 3)  # turned upright
+    assert meta.dpi == (300, 600)  # ... so the axes' resolutions swap too
+    assert meta.tags == {ExifTags.Base.ImageDescription: "Wedding, 1931", ExifTags.Base.Artist: "A. Archivist"}
+    assert meta.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+    assert ExifTags.Base.MakerNote not in meta.exif_ifd
+    assert meta.gps_ifd == {ExifTags.GPS.GPSLatitudeRef: "N"}
+    assert meta.xmp == XMP
+    assert meta.text == {"Comment": "box 3, envelope 2"}
+
+
+# What each output format can hold: (dpi, EXIF with sub-IFDs, XMP, comment)
+CAPABILITIES = {"png": (True, True, True, True), "jpg": (True, True, True, True), "tif": (True, True, True, False),
+                "webp": (False, True, True, False), "bmp": (True, False, False, False)}
+
+
+@pytest.mark.parametrize("ext", sorted(CAPABILITIES))
+def test_outputs_carry_the_metadata_their_format_holds(jpeg_scan, tmp_path, ext):
+    image = load_image(jpeg_scan)
+    out = tmp_path / f"out.{ext}"
+    save_image(out, image.pixels, metadata=image.metadata.with_software(NOTE))
+    dpi, exif, xmp, comment = CAPABILITIES[ext]
+    back = load_image(out).metadata
+    assert back.dpi == ((300, 600) if dpi else None)
+    written = Image.open(out).getexif()
+    assert written.get(ExifTags.Base.Orientation) in (None, 1)  # never rotated twice
+    if exif:
+        assert written[ExifTags.Base.Software] == NOTE
+        assert back.tags[ExifTags.Base.ImageDescription] == "Wedding, 1931"
+        assert ExifTags.Base.BitsPerSample not in back.tags
+        assert back.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+        assert back.exif_ifd[ExifTags.Base.ColorSpace] == 1  # sRGB, as the pixels are now
+        assert back.exif_ifd[ExifTags.Base.ExifImageWidth] == 30  # the upright width
+        assert back.gps_ifd == {ExifTags.GPS.GPSLatitudeRef: "N"}
+    assert (back.xmp == XMP) if xmp else back.xmp is None
+    assert back.text.get("Comment") == ("box 3, envelope 2" if comment else None)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_outputs_carry_resolution_text_tags_and_xmp(jpeg_scan, tmp_path, ext):
+    meta = load_image(jpeg_scan).metadata.with_software(NOTE)
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 16, 3), dtype=np.uint16)
+    out = tmp_path / f"out16.{ext}"
+    save_image(out, pixels, metadata=meta)
+    back = load_image(out)
+    assert np.array_equal(back.pixels, pixels)  # the metadata did not disturb the pixels
+    assert back.metadata.dpi == (300, 600)
+    assert back.metadata.tags[ExifTags.Base.Artist] == "A. Archivist"
+    assert Image.open(out).getexif()[ExifTags.Base.Software] == NOTE
+    assert back.metadata.xmp == XMP
+    if ext == "png":  # 16-bit TIFF keeps the main IFD only (see metadata.py)
+        assert back.metadata.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+
+
+def test_png_text_round_trips_including_non_latin_text(tmp_path):
+    info = PngInfo()
+    info.add_text("Title", "Box 3")
+    info.add_itxt("Description", "Hochzeit – 1931, Łódź")
+    info.add_text("Software", "old editor")  # replaced by the note
+    src = tmp_path / "scan.png"
+    grey_scan().save(src, pnginfo=info)
+    meta = load_image(src).metadata.with_software(NOTE)
+    for name, pixels in (("8.png", np.zeros((4, 4, 3), np.uint8)), ("16.png", np.zeros((4, 4, 3), np.uint16))):
+        save_image(tmp_path / name, pixels, metadata=meta)
+        text = Image.open(tmp_path / name).text
+        assert text["Title"] == "Box 3" and text["Description"] == "Hochzeit – 1931, Łódź"
+        assert text["Software"] == NOTE
+
+
+def test_stripped_metadata_keeps_only_resolution_and_note(jpeg_scan, tmp_path):
+    meta = load_image(jpeg_scan).metadata.with_software(NOTE).stripped()
+    assert meta == ImageMetadata(dpi=(300, 600), software=NOTE)
+    save_image(tmp_path / "out.jpg", np.zeros((4, 4, 3), np.uint8), metadata=meta)
+    back = load_image(tmp_path / "out.jpg").metadata
+    assert back.tags == {} and back.exif_ifd == {} and back.gps_ifd == {} and back.xmp is None
+
+
+def test_garbage_exif_is_ignored_not_fatal(tmp_path):
+    src = tmp_path / "odd.jpg"
+    grey_scan().save(src, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff garbage")
+    image = load_image(src)
+    assert image.pixels.shape == (30, 40, 3)
+    save_image(tmp_path / "out.png", image.pixels, metadata=image.metadata.with_software(NOTE))
+    assert Image.open(tmp_path / "out.png").text["Software"] == NOTE
+
+
+def test_cli_outputs_name_model_and_settings_and_strip_on_request(jpeg_scan, tiny_weights, tmp_path):
+    runner = CliRunner()
+    kept, stripped = tmp_path / "kept.jpg", tmp_path / "stripped.jpg"
+    result = runner.invoke(app, [str(jpeg_scan), "-o", str(kept), "--weights", str(tiny_weights["unet"]),
+                                 "--saturation", "2", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    note = Image.open(kept).getexif()[ExifTags.Base.Software]
+    assert note.startswith("colorize ") and "model unet" in note
+    assert "saturation 2" in note and "seed 7" in note and "sha256 " in note
+    assert load_image(kept).metadata.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+
+    result = runner.invoke(app, [str(jpeg_scan), "-o", str(stripped), "--weights", str(tiny_weights["unet"]),
+                                 "--strip-metadata"])
+    assert result.exit_code == 0, result.output
+    meta = load_image(stripped).metadata
+    assert meta.tags == {} and meta.gps_ifd == {} and meta.xmp is None and meta.dpi == (300, 600)
+    assert Image.open(stripped).getexif()[ExifTags.Base.Software].startswith("colorize ")
