@@ -45,6 +45,9 @@ _COLOR_SPACE, _PIXEL_X, _PIXEL_Y = ExifTags.Base.ColorSpace, ExifTags.Base.ExifI
 _SRGB = 1
 _XMP_KEY = "XML:com.adobe.xmp"  # PNG iTXt keyword of XMP packets
 _TIFF_XMP = 700
+# A JPEG marker segment holds 65,533 bytes; XMP shares its segment with a 29-byte namespace.
+_JPEG_EXIF_MAX = 65533
+_JPEG_XMP_MAX = 65533 - 29
 
 
 @dataclass(frozen=True)
@@ -129,21 +132,22 @@ def _read_text(im: Image.Image) -> dict[str, str]:
 # --------------------------------------------------------------------------- writing
 
 
-def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any] | None = None) -> bytes | None:
+def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any] | None = None,
+               max_bytes: int | None = None) -> bytes | None:
     """An EXIF block (with the "Exif\\0\\0" header) for an output of `size` = (width, height).
 
-    `extra` adds main-IFD tags. Sub-IFDs whose values Pillow cannot write again are dropped
-    rather than losing the rest.
+    `extra` adds main-IFD tags. When Pillow cannot write a copied value again, or the block is
+    over `max_bytes`, the sub-IFDs go first, then the copied main-IFD tags; the note stays.
     """
     if not (meta.tags or meta.exif_ifd or meta.gps_ifd or meta.software or extra):
         return None
-    for with_sub_ifds in (True, False):
+    for keep in ("all", "main", "note"):
         exif = Image.Exif()
-        for tag, value in {**meta.tags, **(extra or {})}.items():
+        for tag, value in ({**meta.tags, **(extra or {})} if keep != "note" else {}).items():
             exif[tag] = value
         if meta.software:
             exif[_SOFTWARE] = meta.software
-        if with_sub_ifds:
+        if keep == "all":
             if meta.exif_ifd:
                 sub = exif.get_ifd(ExifTags.IFD.Exif)
                 sub.update(meta.exif_ifd)
@@ -155,9 +159,13 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
             if meta.gps_ifd:
                 exif.get_ifd(ExifTags.IFD.GPSInfo).update(meta.gps_ifd)
         try:
-            return exif.tobytes()
+            block = exif.tobytes()
         except Exception as e:  # an odd value type in a copied tag
-            log.debug("EXIF not writable%s: %s", " with its sub-IFDs" if with_sub_ifds else "", e)
+            log.debug("EXIF not writable (keeping %s): %s", keep, e)
+            continue
+        if max_bytes is None or len(block) <= max_bytes:
+            return block
+        log.debug("EXIF of %d bytes over the format's %d (keeping %s)", len(block), max_bytes, keep)
     return None
 
 
@@ -181,11 +189,11 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
     if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
         extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
-        exif = exif_bytes(meta, size, extra)
+        exif = exif_bytes(meta, size, extra, max_bytes=_JPEG_EXIF_MAX if fmt == "JPEG" else None)
         if exif:
             options["exif"] = exif
-    if meta.xmp and fmt in ("JPEG", "WEBP"):
-        options["xmp"] = meta.xmp
+    if meta.xmp and (fmt == "WEBP" or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP_MAX)):
+        options["xmp"] = meta.xmp  # (JPEG's extended XMP, split over segments, is not written)
     if fmt == "PNG":
         info = PngInfo()
         for key, value in png_text(meta):

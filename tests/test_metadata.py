@@ -150,3 +150,22 @@ def test_cli_outputs_name_model_and_settings_and_strip_on_request(jpeg_scan, tin
     meta = load_image(stripped).metadata
     assert meta.tags == {} and meta.gps_ifd == {} and meta.xmp is None and meta.dpi == (300, 600)
     assert Image.open(stripped).getexif()[ExifTags.Base.Software].startswith("colorize ")
+
+
+def test_metadata_too_big_for_a_jpeg_segment_is_dropped_not_fatal(tmp_path):
+    exif = Image.Exif()
+    exif[ExifTags.Base.ImageDescription] = "a long caption " * 5000  # 75 kB
+    exif[ExifTags.Base.Artist] = "A. Archivist"
+    src = tmp_path / "scan.tif"
+    big_xmp = XMP.replace(b"Box 3", b"x" * 100_000)
+    exif[700] = big_xmp  # Pillow's TIFF writer takes XMP as a main-IFD tag
+    grey_scan().save(src, exif=exif.tobytes())
+    meta = load_image(src).metadata.with_software(NOTE)
+    assert meta.xmp == big_xmp
+    save_image(tmp_path / "out.jpg", np.zeros((4, 4, 3), np.uint8), metadata=meta)
+    written = Image.open(tmp_path / "out.jpg").getexif()
+    assert written[ExifTags.Base.Software] == NOTE
+    assert ExifTags.Base.ImageDescription not in written
+    assert load_image(tmp_path / "out.jpg").metadata.xmp is None
+    save_image(tmp_path / "out.png", np.zeros((4, 4, 3), np.uint8), metadata=meta)  # PNG holds it all
+    assert load_image(tmp_path / "out.png").metadata.xmp == big_xmp
