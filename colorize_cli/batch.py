@@ -9,13 +9,18 @@ and the run goes on.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
                       save_image)
+
+if TYPE_CHECKING:
+    from .hints import Hint
 
 
 @dataclass
@@ -140,12 +145,14 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
              samples: int, saturation: float | None = None, batch_size: int, overwrite: bool, skip_existing: bool,
-             keep_metadata: bool = True, on_result: Callable[[JobResult], None] | None = None,
+             keep_metadata: bool = True, hints: Sequence[Hint] = (),
+             on_result: Callable[[JobResult], None] | None = None,
              on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
     """Colour every job; return one result per job, in order (see `triage` for existing outputs).
 
     Each output carries its source's metadata (only the resolution unless `keep_metadata`) and
-    a note naming the model and settings. `engine` may be None when `triage` leaves nothing to colour.
+    a note naming the model and settings. `hints` apply to every image (a hint outside a photo
+    fails that file). `engine` may be None when `triage` leaves nothing to colour.
     """
     results: dict[int, JobResult] = {}
 
@@ -168,7 +175,15 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             if not batch:
                 return
             pixels, seeds, sample_ids, owners = [], [], [], []
-            for job, image in batch:
+            for job, image in list(batch):
+                try:
+                    for hint in hints:
+                        hint.position(image.pixels.shape[1], image.pixels.shape[0])
+                except ValueError as e:
+                    err = UsageError(f"{job.source}: {e}")
+                    finish(index_of[id(job)], JobResult(job.source, "failed", reason=str(err), error=err))
+                    batch[:] = [entry for entry in batch if entry[0] is not job]
+                    continue
                 for k in range(samples):
                     if skip_existing and not overwrite and job.outputs[k].exists():
                         continue  # a resumed batch keeps (and does not recolour) the samples already written
@@ -178,7 +193,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     owners.append((job, image, k))
             try:
                 outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, saturation=saturation,
-                                              seeds=seeds, samples=sample_ids, batch_size=batch_size * samples,
+                                              seeds=seeds, samples=sample_ids, hints=[hints] * len(pixels),
+                                              batch_size=batch_size * samples,
                                               step_progress=on_step)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
                 for job, _ in batch:
@@ -188,7 +204,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
                 metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(
-                    engine.provenance(sampler, steps, size, saturation, seed, k))
+                    engine.provenance(sampler, steps, size, saturation, seed, k, hints))
                 fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source,
                                    metadata=metadata)
                 futures.setdefault(id(job), []).append(fut)

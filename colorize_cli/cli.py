@@ -224,7 +224,7 @@ def _make_folder(path: Path) -> None:
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
-         as_json, overwrite, skip_existing, single, strip_metadata) -> None:
+         as_json, overwrite, skip_existing, single, strip_metadata, hints=()) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -241,6 +241,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
                                seed=seed, samples=samples, saturation=saturation, batch_size=batch_size,
                                overwrite=overwrite, skip_existing=skip_existing, keep_metadata=not strip_metadata,
+                               hints=hints,
                                on_result=report,
                                on_step=report.step)
     except KeyboardInterrupt:
@@ -255,13 +256,28 @@ def color_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
-    saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
+    saturation: Optional[float] = SaturationOpt,
+    hint_texts: Optional[List[str]] = typer.Option(
+        None, "--hint", help="A colour you know: X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy "
+                             "(pixels or percent of the photo; repeatable; one input only). It spreads over the "
+                             "surface it is on and stops at edges."),
+    device: Device = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     from .batch import Job, sample_paths
     from .imageio import output_format
 
+    hints = []
+    if hint_texts:
+        from .hints import parse_hint
+
+        if len(images) != 1:
+            raise fail(UsageError("--hint places colours on one photo: give exactly one input"))
+        try:
+            hints = [parse_hint(text) for text in hint_texts]
+        except UsageError as e:
+            raise fail(e) from None
     for image in images:
         if image.is_dir():
             raise fail(UsageError(f"{image} is a folder; use `colorize batch {image}`"))
@@ -290,7 +306,8 @@ def color_command(
         _make_folder(output)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
-         overwrite=overwrite, skip_existing=False, single=len(images) == 1, strip_metadata=strip_metadata)
+         overwrite=overwrite, skip_existing=False, single=len(images) == 1, strip_metadata=strip_metadata,
+         hints=hints)
 
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__, diffusion, upsample
+from .hints import Hint, apply_hints
 from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel, load_model
 from .errors import UsageError, error_message
@@ -156,12 +157,13 @@ class Engine:
         return sampler, steps, size, saturation
 
     def provenance(self, sampler: str | None, steps: int | None, size: int | None, saturation: float | None,
-                   seed: int, sample: int = 0) -> str:
+                   seed: int, sample: int = 0, hints: Sequence[Hint] = ()) -> str:
         """The note each output carries (EXIF and PNG `Software`): what made it, and how to make it again."""
         sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
         weights = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
+        given = "".join(f", hint {hint.text}" for hint in hints)
         return (f"colorize {__version__}, machine colourisation: model {self.name}{weights}, sampler {sampler}, "
-                f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}")
+                f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}{given}")
 
     @torch.inference_mode()
     def predict_ab(self, L_work: torch.Tensor, generators: list[torch.Generator], sampler: str, steps: int,
@@ -174,6 +176,7 @@ class Engine:
     def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
                         size: int | None = None, saturation: float | None = None,
                         seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
+                        hints: Sequence[Sequence[Hint]] | None = None,
                         batch_size: int = 8, progress: Progress | None = None,
                         step_progress: Progress | None = None) -> list[np.ndarray]:
         """Colour full-resolution sRGB images (H, W, 3) uint8/uint16; returns the same shapes and dtypes.
@@ -181,6 +184,7 @@ class Engine:
         `seeds[i]` and `samples[i]` (default 0) pick image i's random stream; images whose working
         shapes match are batched together. `progress` counts images, `step_progress` sampler steps.
         `saturation` scales the predicted chroma (`color.saturate`; None: the model file's setting).
+        `hints[i]` are image i's colour hints (`hints.py`), blended in after the saturation.
         """
         sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
         n = len(pixels)
@@ -201,7 +205,11 @@ class Engine:
                 generators = [sample_seed(seeds[i], samples[i])[0] for i in chunk]
                 ab = self.predict_ab(L_work, generators, sampler, steps, callback=step_progress, saturation=saturation)
                 for j, i in enumerate(chunk):
-                    results[i] = upsample.compose_full_resolution(pixels[i], ab[j], luminance_full=L_full.pop(i))
+                    ab_i = ab[j]
+                    if hints is not None and hints[i]:
+                        height, width = pixels[i].shape[:2]
+                        ab_i = apply_hints(ab_i, L_work[j], list(hints[i]), photo_size=(width, height))
+                    results[i] = upsample.compose_full_resolution(pixels[i], ab_i, luminance_full=L_full.pop(i))
                     done += 1
                     if progress is not None:
                         progress(done, n)

@@ -3,6 +3,7 @@ scikit-image (camera: CC0, Lav Varshney; astronaut: public domain, NASA; coffee:
 Michetti; rocket: public domain, SpaceX).
 
     python docs/make_examples.py [--models unet,lab-ddpm | --weights FILE] [--saturations unet=1,2.5]
+    python docs/make_examples.py --hints        # only the colour-hints figure (astronaut)
 
 The colour photos are first turned into their L* (what a black-and-white print keeps), then
 coloured; the panel shows grey input | each model | original colour, so you can judge honestly.
@@ -49,6 +50,33 @@ def panel(images: list[tuple[str, np.ndarray]]) -> Image.Image:
     return sheet
 
 
+# (x, y) in percent of the astronaut photo: the suit and a red stripe of the flag. The hint
+# colours are read from the original colour photo at those points, as a user would remember them.
+HINT_POINTS = ((45, 80), (5, 55))
+
+
+def hints_figure(engine: Engine, out: Path) -> None:
+    """grey | the model alone | the model with two hints | the original."""
+    import skimage.data
+
+    from colorize_cli.hints import parse_hint
+
+    original = skimage.data.astronaut()
+    grey = grey_version(original)
+    height, width = grey.shape[:2]
+    texts = []
+    for x, y in HINT_POINTS:
+        r, g, b = original[round(y / 100 * (height - 1)), round(x / 100 * (width - 1))]
+        texts.append(f"{x}%,{y}%:#{r:02x}{g:02x}{b:02x}")
+    hints = [parse_hint(t) for t in texts]
+    plain = engine.colorize_pixels([grey])[0]
+    hinted = engine.colorize_pixels([grey], hints=[hints])[0]
+    label = " ".join(f"--hint {t}" for t in texts)
+    print(f"astronaut: colorize --model {engine.name} {label}")
+    panel([("black & white", grey), (f"colorize --model {engine.name}", plain),
+           ("+ " + "  ".join(texts), hinted), ("original colour", original)]).save(out / "example-hints.jpg", quality=88)
+
+
 def main() -> None:
     import skimage.data
 
@@ -57,6 +85,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--saturations", default="", help="extra tiles, e.g. unet=2.5 (the model at --saturation 2.5)")
     parser.add_argument("--out", type=Path, default=HERE / "images")
+    parser.add_argument("--hints", action="store_true", help="make only the colour-hints figure")
     args = parser.parse_args()
     if args.weights:
         engines = [Engine.load(weights=args.weights, device="cpu")]
@@ -64,6 +93,9 @@ def main() -> None:
         names = args.models.split(",") if args.models else [None]
         engines = [Engine.load(model=name, device="cpu") for name in names]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.hints:
+        hints_figure(engines[0], args.out)
+        return
     extra: dict[str, list[float]] = {}
     for item in filter(None, args.saturations.split(",")):
         model, _, value = item.rpartition("=")

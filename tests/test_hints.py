@@ -1,0 +1,122 @@
+"""Colour hints: parsing, the geodesic spread, and the CLI option."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from colorize_cli.cli import app
+from colorize_cli.errors import ExitCode, UsageError
+from colorize_cli.hints import Hint, apply_hints, geodesic_distance, parse_hint
+
+
+def test_hints_parse_pixels_percentages_colour_names_and_reach():
+    h = parse_hint("120,80:#b22222")
+    assert (h.x, h.y, h.relative, h.rgb) == (120, 80, False, (178, 34, 34))
+    assert h.position(241, 161) == pytest.approx((0.5, 0.5))
+    h = parse_hint(" 40%, 25% : navy : 10% ")
+    assert (h.x, h.y, h.relative, h.rgb, h.reach) == (0.4, 0.25, True, (0, 0, 128), 0.1)
+    with pytest.raises(ValueError, match="outside"):
+        parse_hint("300,10:red").position(200, 100)
+
+
+@pytest.mark.parametrize("text", ["10:red", "10,20", "10%,20:red", "10,20:notacolour", "150%,20%:red",
+                                  "10,20:red:0", "-5,3:red"])
+def test_malformed_hints_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        parse_hint(text)
+
+
+def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost: float) -> np.ndarray:
+    h, w = L.shape
+    best = np.full((h, w), np.inf)
+    best[start] = 0.0
+    queue = [(0.0, *start)]
+    while queue:
+        d, y, x = heapq.heappop(queue)
+        if d > best[y, x]:
+            continue
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                ny, nx = y + dy, x + dx
+                if (dy or dx) and 0 <= ny < h and 0 <= nx < w:
+                    step = math.hypot(dy, dx) + edge_cost * max(0.0, abs(L[y, x] - L[ny, nx]) - tolerance)
+                    if d + step < best[ny, nx] - 1e-9:
+                        best[ny, nx] = d + step
+                        heapq.heappush(queue, (d + step, ny, nx))
+    return best
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 5.0])
+def test_geodesic_distance_is_the_shortest_path(tolerance):
+    L = np.random.default_rng(1).uniform(0, 100, (17, 23)).astype(np.float32)
+    seeds = torch.zeros(2, 17, 23, dtype=torch.bool)
+    seeds[0, 3, 5] = True
+    seeds[1, 16, 0] = True
+    got = geodesic_distance(torch.from_numpy(L), seeds, edge_cost=2.0, tolerance=tolerance)
+    for k, start in enumerate([(3, 5), (16, 0)]):
+        np.testing.assert_allclose(got[k].numpy(), dijkstra(L, start, tolerance, 2.0), rtol=1e-4, atol=1e-3)
+
+
+def test_a_hint_fills_its_side_of_an_edge_and_not_the_other():
+    h, w = 64, 64
+    L = torch.full((1, h, w), 30.0)
+    L[:, :, 32:] = 70.0  # a strong vertical edge
+    ab = torch.zeros(2, h, w)
+    red = Hint(16, 32, False, (200, 30, 30), reach=0.5, text="16,32:red:50%")
+    out = apply_hints(ab, L, [red])
+    a_red = red.ab()[0]
+    assert out[0, 32, 16] == pytest.approx(a_red, rel=1e-3)  # on the spot: the hint's colour
+    assert out[0, 32, 28] > 0.8 * a_red  # the same surface, 12 px away
+    assert out[0, 32, 36] < 0.05 * a_red  # across the edge, 20 px away: the model's colour
+    assert torch.equal(apply_hints(ab, L, []), ab)
+
+
+def test_two_hints_share_a_surface_by_closeness():
+    L = torch.full((1, 32, 64), 50.0)
+    blue = Hint(0.1, 0.5, True, (30, 60, 200), 0.3, "blue")
+    yellow = Hint(0.9, 0.5, True, (230, 200, 40), 0.3, "yellow")
+    out = apply_hints(torch.zeros(2, 32, 64), L, [blue, yellow])
+    assert out[1, 16, 6] == pytest.approx(blue.ab()[1], rel=0.02)
+    assert out[1, 16, 57] == pytest.approx(yellow.ab()[1], rel=0.02)
+
+
+def grey_halves(path, size=(96, 64)):
+    w, h = size
+    pixels = np.full((h, w), 60, np.uint8)
+    pixels[:, w // 2:] = 190
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_cli_hint_colours_the_photo_and_is_recorded(tmp_path, tiny_weights):
+    src = grey_halves(tmp_path / "halves.png")
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(app, [str(src), "-o", str(out), "--weights", str(tiny_weights["unet"]),
+                                      "--hint", "20,32:#1e3cc8"])
+    assert result.exit_code == 0, result.output
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    r, g, b = rgb[32, 20]
+    assert b > r + 40 and b > g + 40  # blue where the hint is
+    r, g, b = rgb[32, 80]
+    assert abs(b - r) < 40  # the bright half keeps the (tiny, near-grey) model's colour
+    assert "hint 20,32:#1e3cc8" in Image.open(out).text["Software"]
+
+
+def test_cli_hint_errors_are_usage_errors(tmp_path, tiny_weights):
+    src = grey_halves(tmp_path / "halves.png")
+    runner = CliRunner()
+    weights = ["--weights", str(tiny_weights["unet"])]
+    outside = runner.invoke(app, [str(src), "-o", str(tmp_path / "a.png"), *weights, "--hint", "500,10:red"])
+    assert outside.exit_code == ExitCode.USAGE and "outside the 96x64 photo" in outside.stderr
+    assert not (tmp_path / "a.png").exists()
+    two = runner.invoke(app, [str(src), str(src), "-o", str(tmp_path / "o"), *weights, "--hint", "5,5:red"])
+    assert two.exit_code == ExitCode.USAGE and "exactly one input" in two.stderr
+    bad = runner.invoke(app, [str(src), *weights, "--hint", "5,5:nocolour"])
+    assert bad.exit_code == ExitCode.USAGE and bad.stderr.startswith("Error: --hint")
