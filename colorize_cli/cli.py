@@ -224,7 +224,8 @@ def _make_folder(path: Path) -> None:
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
-         as_json, overwrite, skip_existing, single, strip_metadata, hints=()) -> None:
+         as_json, overwrite, skip_existing, single, strip_metadata, hints=(), contact_sheet=None,
+         root=None) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -247,7 +248,27 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     except KeyboardInterrupt:
         stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    if contact_sheet is not None:
+        _write_contact_sheet(results, contact_sheet, root, quiet or as_json)
     _summarise(results, as_json, quiet, single)
+
+
+def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) -> None:
+    """Sheets of every coloured (or already coloured) photo beside its input; a problem is a warning."""
+    from .contact_sheet import write_contact_sheets
+    from .imageio import OutputError
+
+    pairs = [(r.source, r.outputs[0]) for r in results if r.status in ("done", "skipped") and r.outputs]
+    if not pairs:
+        return
+    try:
+        pages, problems = write_contact_sheets(pairs, target, root=root)
+    except OutputError as e:
+        raise fail(e) from None
+    for problem in problems:
+        stderr.print(printable(f"Warning: contact sheet: {problem}"), markup=False)
+    if not quiet:
+        stderr.print(printable(f"contact sheet: {', '.join(str(p) for p in pages)}"), markup=False)
 
 
 @app.command(DEFAULT_COMMAND, help="Colour photos (the default command: `colorize IMAGE... [-o OUT]`).")
@@ -310,6 +331,21 @@ def color_command(
          hints=hints)
 
 
+def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs) -> None:
+    """Refuse a sheet that the next run would take for a photo, or that would replace an output."""
+    import re
+
+    sheet = sheet.resolve()
+    if sheet.is_relative_to(folder.resolve()) and not sheet.is_relative_to(out_dir.resolve()):
+        raise fail(UsageError(f"--contact-sheet {sheet} is inside the input folder, where the next run would "
+                              "colour it; put it elsewhere (e.g. in the output folder)"))
+    pages = re.compile(re.escape(sheet.stem) + r"(-\d+)?" + re.escape(sheet.suffix) + "$")
+    for job in jobs:
+        for out in job.outputs:
+            if out.resolve().parent == sheet.parent and pages.match(out.name):
+                raise fail(UsageError(f"--contact-sheet {sheet} would replace the output {out}; pick another name"))
+
+
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
 def batch_command(
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
@@ -317,6 +353,9 @@ def batch_command(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif'."),
     ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp or bmp."),
+    contact_sheet: Optional[Path] = typer.Option(
+        None, "--contact-sheet", help="Also write every photo beside its colouring on review pages, e.g. "
+                                      "review.jpg (48 per page: review-1.jpg, ...)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
@@ -334,17 +373,26 @@ def batch_command(
     except UnsupportedFormatError:
         raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp")) from None
     out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
+    if contact_sheet is not None:
+        try:
+            output_format(contact_sheet)
+        except UnsupportedFormatError:
+            raise fail(UsageError(f"--contact-sheet {contact_sheet}: use a .jpg, .png, .webp, .tif or .bmp name")) \
+                from None
     sources = discover(folder, recursive=recursive, pattern=glob)
     if out_dir.resolve().is_relative_to(folder.resolve()):
         sources = [s for s in sources if not s.resolve().is_relative_to(out_dir.resolve())]
     if not sources:
         raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
     jobs = plan_batch(folder, out_dir, sources, suffix, samples)
+    if contact_sheet is not None:
+        _check_contact_sheet(contact_sheet, folder, out_dir, jobs)
     for job in jobs:
         _make_folder(job.outputs[0].parent)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
-         overwrite=overwrite, skip_existing=True, single=False, strip_metadata=strip_metadata)
+         overwrite=overwrite, skip_existing=True, single=False, strip_metadata=strip_metadata,
+         contact_sheet=contact_sheet, root=folder)
 
 
 # ---------------------------------------------------------------------------------------------

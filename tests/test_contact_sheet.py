@@ -1,0 +1,69 @@
+"""`colorize batch --contact-sheet`: every photo beside its colouring, on review pages."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from colorize_cli import contact_sheet
+from colorize_cli.cli import app
+from colorize_cli.errors import ExitCode
+
+from conftest import save_photo
+
+
+def batch(*args):
+    return CliRunner().invoke(app, ["batch", *map(str, args)])
+
+
+def scans(folder, n=3):
+    folder.mkdir()
+    for k in range(n):
+        save_photo(folder / f"scan{k}.png", "L", seed=k)
+    return folder
+
+
+def test_batch_writes_a_sheet_of_inputs_beside_colourings(tmp_path, tiny_weights):
+    src = scans(tmp_path / "box")
+    sheet = tmp_path / "review.png"
+    result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", sheet)
+    assert result.exit_code == 0, result.output
+    page = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    t, gap = contact_sheet.THUMB, contact_sheet.GAP
+    # three cells in one row: inputs and colourings, not a blank page
+    assert page.shape[1] == 3 * (2 * t + gap) + 4 * 2 * gap
+    first_input = page[2 * gap:2 * gap + t, 2 * gap:2 * gap + t]
+    first_colour = page[2 * gap:2 * gap + t, 2 * gap + t + gap:2 * gap + 2 * t + gap]
+    photo_rows = first_input[(first_input != 255).any(axis=(1, 2))]
+    assert len(photo_rows) > 0 and np.abs(photo_rows[..., 0] - photo_rows[..., 2]).max() <= 2  # grey input
+    assert np.abs(first_colour[..., 0] - first_colour[..., 2]).max() > 2  # coloured output
+
+    # a rerun (everything skipped) still makes the sheet, from the existing outputs
+    sheet.unlink()
+    assert batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", sheet).exit_code == 0
+    assert sheet.exists()
+
+
+def test_many_photos_make_numbered_pages_and_unreadable_ones_are_reported(tmp_path):
+    pairs = []
+    for k in range(5):
+        a, b = save_photo(tmp_path / f"in{k}.png", "L", seed=k), save_photo(tmp_path / f"out{k}.png", seed=k)
+        pairs.append((a, b))
+    (tmp_path / "out4.png").write_bytes(b"not a png")
+    pages, problems = contact_sheet.write_contact_sheets(pairs, tmp_path / "sheet.jpg", per_page=2)
+    assert [p.name for p in pages] == ["sheet-1.jpg", "sheet-2.jpg"]
+    assert all(p.exists() for p in pages) and not (tmp_path / "sheet.jpg").exists()
+    assert len(problems) == 1 and "out4.png" in problems[0]
+
+
+def test_sheets_that_would_be_coloured_or_replace_outputs_are_refused(tmp_path, tiny_weights):
+    src = scans(tmp_path / "box", n=1)
+    inside = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", src / "review.jpg")
+    assert inside.exit_code == ExitCode.USAGE and "inside the input folder" in inside.stderr
+    clash = batch(src, "--weights", tiny_weights["unet"], "-o", tmp_path / "out",
+                  "--contact-sheet", tmp_path / "out" / "scan0.png")
+    assert clash.exit_code == ExitCode.USAGE and "would replace the output" in clash.stderr
+    bad = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.pdf")
+    assert bad.exit_code == ExitCode.USAGE and "--contact-sheet" in bad.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "box-colorized").exists()
