@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import sys
 import traceback
@@ -608,6 +609,13 @@ def _interrupt(signum, frame) -> None:
 
 
 def main() -> None:
+    # libgomp's threads spin ~300k rounds before they sleep: when another busy process shares
+    # the cores, every torch op then waits on descheduled spinners (5-20x slower; ACTIVE waiting,
+    # 20-80x). A short spin keeps the idle-machine speed and most of the busy-machine speed
+    # (docs/benchmarks.md). Only effective before torch is imported, and only if the user has
+    # not chosen a policy.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     # Pillow warns about a corrupt EXIF block and then reads the image anyway: so do we.
     warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
     # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.

@@ -400,3 +400,19 @@ def test_saturation_strengthens_colour_keeps_lightness_and_defaults_to_the_files
     assert np.array_equal(np.asarray(Image.open(tmp_path / "file3.png")), np.asarray(Image.open(outs["3"])))
 
     assert run(src, "-o", tmp_path / "x.png", "--saturation", "9").exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("preset, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+                                              ({"GOMP_SPINCOUNT": "5"}, "5")])
+def test_main_shortens_openmp_spinning_unless_the_user_chose(monkeypatch, preset, expected):
+    from colorize_cli import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    for key, value in preset.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["colorize", "--version"])
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ.get("GOMP_SPINCOUNT") == expected
