@@ -264,11 +264,11 @@ def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) 
         return
     try:
         pages, problems = write_contact_sheets(pairs, target, root=root)
-    except OutputError as e:
-        raise fail(e) from None
+    except OutputError as e:  # the colourings are written; the summary and exit code are about them
+        pages, problems = [], [error_message(e)]
     for problem in problems:
         stderr.print(printable(f"Warning: contact sheet: {problem}"), markup=False)
-    if not quiet:
+    if pages and not quiet:
         stderr.print(printable(f"contact sheet: {', '.join(str(p) for p in pages)}"), markup=False)
 
 
@@ -332,19 +332,30 @@ def color_command(
          hints=hints)
 
 
-def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs) -> None:
-    """Refuse a sheet that the next run would take for a photo, or that would replace an output."""
-    import re
+def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwrite: bool) -> None:
+    """Before any colouring, refuse a sheet that would replace a photo, an output or another
+    file, or that the next run would colour; create its folder."""
+    from .contact_sheet import is_contact_sheet, is_page_of
+    from .imageio import OutputExistsError
 
-    sheet = sheet.resolve()
-    if sheet.is_relative_to(folder.resolve()) and not sheet.is_relative_to(out_dir.resolve()):
+    if sheet.is_dir():
+        raise fail(UsageError(f"--contact-sheet {sheet} is a folder; name a file, e.g. {sheet / 'review.jpg'}"))
+    resolved, folder, out_dir = sheet.resolve(), folder.resolve(), out_dir.resolve()
+    # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
+    nested_output = out_dir.is_relative_to(folder) and resolved.is_relative_to(out_dir)
+    if resolved.is_relative_to(folder) and not nested_output:
         raise fail(UsageError(f"--contact-sheet {sheet} is inside the input folder, where the next run would "
                               "colour it; put it elsewhere (e.g. in the output folder)"))
-    pages = re.compile(re.escape(sheet.stem) + r"(-\d+)?" + re.escape(sheet.suffix) + "$")
     for job in jobs:
-        for out in job.outputs:
-            if out.resolve().parent == sheet.parent and pages.match(out.name):
-                raise fail(UsageError(f"--contact-sheet {sheet} would replace the output {out}; pick another name"))
+        for path in (job.source, *job.outputs):
+            if is_page_of(path.resolve(), resolved):
+                raise fail(UsageError(f"--contact-sheet {sheet} would replace {path}; pick another name"))
+    if not overwrite and resolved.parent.is_dir():
+        for existing in resolved.parent.iterdir():
+            if is_page_of(existing, resolved) and not is_contact_sheet(existing):
+                raise fail(OutputExistsError(f"--contact-sheet would replace {existing}, which is not a contact "
+                                             "sheet colorize made; pass --overwrite to replace it"))
+    _make_folder(sheet.parent)
 
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
@@ -387,7 +398,7 @@ def batch_command(
         raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
     jobs = plan_batch(folder, out_dir, sources, suffix, samples)
     if contact_sheet is not None:
-        _check_contact_sheet(contact_sheet, folder, out_dir, jobs)
+        _check_contact_sheet(contact_sheet, folder, out_dir, jobs, overwrite)
     for job in jobs:
         _make_folder(job.outputs[0].parent)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,

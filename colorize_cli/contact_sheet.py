@@ -11,18 +11,38 @@ written to the given name, more to `review-1.jpg`, `review-2.jpg`, ... Pages go 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .imageio import ImageError, load_image, save_image
+from .metadata import ImageMetadata
 
 THUMB = 192  # px: the longer side of each thumbnail
 CAPTION = 16  # px of caption under each cell
 GAP = 6  # px between cells
 COLUMNS = 4  # cells (input + colouring) per row
 PER_PAGE = 48
+# Written into each page (EXIF/PNG Software), so a rerun knows it may replace the page.
+SHEET_NOTE = "colorize contact sheet"
+
+
+def is_page_of(path: Path, target: Path) -> bool:
+    """Whether `path` is `target` or one of its numbered pages (`review-2.jpg` for `review.jpg`)."""
+    pattern = re.escape(target.stem) + r"(-\d+)?" + re.escape(target.suffix)
+    return path.parent == target.parent and re.fullmatch(pattern, path.name) is not None
+
+
+def is_contact_sheet(path: Path) -> bool:
+    """Whether the file at `path` is a page this module wrote."""
+    try:
+        with Image.open(path) as im:
+            note = im.getexif().get(0x0131) or getattr(im, "text", {}).get("Software", "")
+    except Exception:
+        return False
+    return isinstance(note, str) and note.startswith(SHEET_NOTE)
 
 
 def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: Path | None = None,
@@ -43,7 +63,7 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
     else:
         names = [target.with_name(f"{target.stem}-{k}{target.suffix}") for k in range(1, len(pages) + 1)]
     for name, page in zip(names, pages):
-        save_image(name, np.asarray(_render(page)), overwrite=True)
+        save_image(name, np.asarray(_render(page)), overwrite=True, metadata=ImageMetadata(software=SHEET_NOTE))
     return names[:len(pages)], problems
 
 

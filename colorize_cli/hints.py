@@ -53,7 +53,12 @@ class Hint:
 
     def position(self, width: int, height: int) -> tuple[float, float]:
         """(x, y) as fractions of a (width, height) photo; ValueError when outside it."""
-        fx, fy = (self.x, self.y) if self.relative else ((self.x + 0.5) / width, (self.y + 0.5) / height)
+        if self.relative:
+            fx, fy = self.x, self.y
+        elif self.x < width and self.y < height:  # anywhere in a pixel means that pixel
+            fx, fy = min(1.0, (self.x + 0.5) / width), min(1.0, (self.y + 0.5) / height)
+        else:
+            fx = fy = 2.0
         if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0):
             raise ValueError(f"hint {self.text!r} is outside the {width}x{height} photo")
         return fx, fy

@@ -140,10 +140,13 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             with Image.open(path, formats=_READ_FORMATS) as im:
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
+                # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
+                # for the resolution's axes.
+                tiff_orientation = _exif_orientation(im) if fmt == "TIFF" else 1
                 pixels, alpha, was_grey = _decode(im, path)
                 # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
                 orientation = _exif_orientation(im)
-                metadata = read_metadata(im, orientation)
+                metadata = read_metadata(im, orientation if orientation != 1 else tiff_orientation)
         except (ImageError, MemoryError):
             raise
         except Image.DecompressionBombError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,13 @@ _TIFF_XMP = 700
 # A JPEG marker segment holds 65,533 bytes; XMP shares its segment with a 29-byte namespace.
 _JPEG_EXIF_MAX = 65533
 _JPEG_XMP_MAX = 65533 - 29
+_JPEG_COMMENT_MAX = 65533
+# JPEG keeps DPI in 16 bits; TIFF rationals here have a denominator of 1000
+_DPI_RANGE = (1.0, 65535.0)
+# XMP's copy of the orientation (Lightroom and Photoshop write both): viewers and Pillow fall
+# back to it when EXIF has none, which would turn the upright output again.
+_XMP_ORIENTATION = (re.compile(rb'(tiff:Orientation\s*=\s*["\'])\s*\d+\s*(["\'])'),
+                    re.compile(rb"(<tiff:Orientation>)\s*\d+\s*(</tiff:Orientation>)"))
 
 
 @dataclass(frozen=True)
@@ -71,28 +79,41 @@ class ImageMetadata:
 
 
 def read_metadata(im: Image.Image, orientation: int) -> ImageMetadata:
-    """The metadata of an opened image whose pixels get EXIF `orientation` applied.
+    """The metadata of an opened image whose pixels were turned by EXIF `orientation`.
 
     Never raises: a field that cannot be read is left out (a broken EXIF block must not stop
     a photo from being coloured).
     """
-    dpi = _read_dpi(im.info.get("dpi"))
+    dpi = _read_dpi(im)
     if dpi is not None and orientation in (5, 6, 7, 8):  # a quarter turn swaps the axes
         dpi = (dpi[1], dpi[0])
     tags, exif_ifd, gps_ifd = _read_exif(im)
     xmp = im.info.get("xmp")
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
-    return ImageMetadata(dpi=dpi, tags=tags, exif_ifd=exif_ifd, gps_ifd=gps_ifd,
-                         xmp=xmp if isinstance(xmp, bytes) and xmp else None, text=_read_text(im))
+    if isinstance(xmp, bytes) and xmp:
+        for pattern in _XMP_ORIENTATION:
+            xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    else:
+        xmp = None
+    return ImageMetadata(dpi=dpi, tags=tags, exif_ifd=exif_ifd, gps_ifd=gps_ifd, xmp=xmp, text=_read_text(im))
 
 
-def _read_dpi(value: Any) -> tuple[float, float] | None:
+def _read_dpi(im: Image.Image) -> tuple[float, float] | None:
+    """The resolution the file states; None where Pillow only assumes one."""
+    if im.format == "TIFF" and not {282, 283} <= set(getattr(im, "tag_v2", {})):
+        return None  # Pillow reports (1, 1) for a TIFF without resolution tags
+    if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2):
+        try:  # without a JFIF density, Pillow falls back to EXIF's, or to 72 when there is none
+            if ExifTags.Base.XResolution not in im.getexif():
+                return None
+        except Exception:
+            return None
     try:
-        x, y = (float(v) for v in value)
+        x, y = (float(v) for v in im.info.get("dpi"))
     except (TypeError, ValueError):
         return None
-    if not (0 < x < 1e6 and 0 < y < 1e6):
+    if not (_DPI_RANGE[0] <= x <= _DPI_RANGE[1] and _DPI_RANGE[0] <= y <= _DPI_RANGE[1]):
         return None
     # PNG stores pixels per metre: 600 dpi reads back as 599.9988
     return (_tidy(x), _tidy(y))
@@ -123,10 +144,30 @@ def _read_text(im: Image.Image) -> dict[str, str]:
                 text[key] = str(value)
     comment = im.info.get("comment")
     if isinstance(comment, bytes):
-        comment = comment.decode("utf-8", "replace")
+        comment = _decode_text(comment)
     if comment:
         text.setdefault("Comment", comment)
     return text
+
+
+def _decode_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _exif_text(value: Any) -> Any:
+    """EXIF ASCII values as bytes, so Pillow writes them unchanged instead of as ASCII with '?'.
+
+    Pillow reads them as Latin-1, so that gives back the source's bytes (UTF-8 included).
+    """
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 # --------------------------------------------------------------------------- writing
@@ -144,13 +185,13 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
     for keep in ("all", "main", "note"):
         exif = Image.Exif()
         for tag, value in ({**meta.tags, **(extra or {})} if keep != "note" else {}).items():
-            exif[tag] = value
+            exif[tag] = _exif_text(value)
         if meta.software:
-            exif[_SOFTWARE] = meta.software
+            exif[_SOFTWARE] = meta.software if meta.software.isascii() else meta.software.encode("utf-8")
         if keep == "all":
             if meta.exif_ifd:
                 sub = exif.get_ifd(ExifTags.IFD.Exif)
-                sub.update(meta.exif_ifd)
+                sub.update({tag: _exif_text(value) for tag, value in meta.exif_ifd.items()})
                 if _COLOR_SPACE in sub:
                     sub[_COLOR_SPACE] = _SRGB  # the output is sRGB whatever the source was
                 for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
@@ -202,8 +243,9 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
             else:
                 info.add_text(key, value)
         options["pnginfo"] = info
-    if fmt == "JPEG" and meta.text.get("Comment"):
-        options["comment"] = meta.text["Comment"]
+    comment = meta.text.get("Comment", "").encode("utf-8")
+    if fmt == "JPEG" and comment and len(comment) <= _JPEG_COMMENT_MAX:
+        options["comment"] = comment
     return options
 
 
@@ -242,4 +284,4 @@ def tiff_ascii_tags(meta: ImageMetadata | None) -> list[tuple[int, bytes]]:
     tags = {t: v for t, v in meta.tags.items() if isinstance(v, str)}
     if meta.software:
         tags[_SOFTWARE] = meta.software
-    return [(t, v.encode("ascii", "replace") + b"\0") for t, v in sorted(tags.items())]
+    return [(t, (v.encode("ascii") if v.isascii() else _exif_text(v)) + b"\0") for t, v in sorted(tags.items())]

@@ -63,7 +63,45 @@ def test_sheets_that_would_be_coloured_or_replace_outputs_are_refused(tmp_path, 
     assert inside.exit_code == ExitCode.USAGE and "inside the input folder" in inside.stderr
     clash = batch(src, "--weights", tiny_weights["unet"], "-o", tmp_path / "out",
                   "--contact-sheet", tmp_path / "out" / "scan0.png")
-    assert clash.exit_code == ExitCode.USAGE and "would replace the output" in clash.stderr
+    assert clash.exit_code == ExitCode.USAGE and "would replace" in clash.stderr
     bad = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.pdf")
     assert bad.exit_code == ExitCode.USAGE and "--contact-sheet" in bad.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "box-colorized").exists()
+
+
+def test_a_sheet_never_replaces_a_photo_or_a_file_it_did_not_make(tmp_path, tiny_weights):
+    src = scans(tmp_path / "box", n=1)
+    photo = src / "scan0.png"
+    before = photo.read_bytes()
+    # the output folder holds the input folder: a sheet named like a photo is still refused
+    result = batch(src, "--weights", tiny_weights["unet"], "-o", tmp_path, "--contact-sheet", photo)
+    assert result.exit_code == ExitCode.USAGE and photo.read_bytes() == before
+
+    notes = tmp_path / "notes.png"
+    save_photo(notes, "L")
+    result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", notes)
+    assert result.exit_code == ExitCode.OUTPUT and "--overwrite" in result.stderr
+    assert not (tmp_path / "box-colorized").exists()  # refused before any colouring
+
+    sheet = tmp_path / "review.png"
+    for _ in range(2):  # a rerun replaces the sheet it made itself
+        result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", sheet)
+        assert result.exit_code == 0, result.output
+    assert contact_sheet.is_contact_sheet(sheet) and not contact_sheet.is_contact_sheet(notes)
+
+
+def test_a_sheet_that_cannot_be_written_is_a_warning_after_the_batch(tmp_path, tiny_weights, monkeypatch):
+    from colorize_cli.imageio import OutputError
+
+    def disk_full(*args, **kwargs):
+        raise OutputError("Cannot write review.png: No space left on device.")
+
+    monkeypatch.setattr(contact_sheet, "save_image", disk_full)
+    src = scans(tmp_path / "box", n=2)
+    result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.png", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Warning: contact sheet: Cannot write review.png" in result.stderr
+    assert '"done": 2' in result.stdout.replace("\n", "")
+    (tmp_path / "sheet.png").mkdir()
+    folder_in_the_way = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "sheet.png")
+    assert folder_in_the_way.exit_code == ExitCode.USAGE and "is a folder" in folder_in_the_way.stderr

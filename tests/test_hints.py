@@ -22,8 +22,10 @@ def test_hints_parse_pixels_percentages_colour_names_and_reach():
     assert h.position(241, 161) == pytest.approx((0.5, 0.5))
     h = parse_hint(" 40%, 25% : navy : 10% ")
     assert (h.x, h.y, h.relative, h.rgb, h.reach) == (0.4, 0.25, True, (0, 0, 128), 0.1)
-    with pytest.raises(ValueError, match="outside"):
-        parse_hint("300,10:red").position(200, 100)
+    assert parse_hint("199.6,99.9:red").position(200, 100) == (1.0, 1.0)  # inside the last pixel
+    for outside in ("300,10:red", "200,10:red", "5,100:red"):
+        with pytest.raises(ValueError, match="outside"):
+            parse_hint(outside).position(200, 100)
 
 
 @pytest.mark.parametrize("text", ["10:red", "10,20", "10%,20:red", "10,20:notacolour", "150%,20%:red",

@@ -169,3 +169,54 @@ def test_metadata_too_big_for_a_jpeg_segment_is_dropped_not_fatal(tmp_path):
     assert load_image(tmp_path / "out.jpg").metadata.xmp is None
     save_image(tmp_path / "out.png", np.zeros((4, 4, 3), np.uint8), metadata=meta)  # PNG holds it all
     assert load_image(tmp_path / "out.png").metadata.xmp == big_xmp
+
+
+def test_xmp_orientation_is_reset_so_the_upright_output_is_not_turned_again(tmp_path):
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+           b'<rdf:Description><tiff:Orientation>6</tiff:Orientation></rdf:Description></rdf:RDF></x:xmpmeta>')
+    src = tmp_path / "lr.jpg"
+    grey_scan().save(src, exif=scan_exif().tobytes(), xmp=xmp)
+    image = load_image(src)
+    assert b'tiff:Orientation="1"' in image.metadata.xmp and b"<tiff:Orientation>1<" in image.metadata.xmp
+    for ext in ("jpg", "png", "webp"):
+        out = tmp_path / f"out.{ext}"
+        save_image(out, image.pixels, metadata=image.metadata)
+        assert load_image(out).pixels.shape == image.pixels.shape  # read back upright, not turned
+
+
+def test_resolution_only_when_the_file_states_one(tmp_path):
+    grey_scan().save(tmp_path / "none.tif")  # Pillow reports 1 dpi for it
+    exif = Image.Exif()
+    exif[ExifTags.Base.Artist] = "A. Archivist"
+    grey_scan().save(tmp_path / "none.jpg", exif=exif.tobytes())  # Pillow reports 72 dpi for it
+    grey_scan().save(tmp_path / "absurd.png", dpi=(100_000, 100_000))
+    for name in ("none.tif", "none.jpg", "absurd.png"):
+        assert load_image(tmp_path / name).metadata.dpi is None, name
+    exif[ExifTags.Base.XResolution], exif[ExifTags.Base.YResolution], exif[ExifTags.Base.ResolutionUnit] = 240, 240, 2
+    grey_scan().save(tmp_path / "exif.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "exif.jpg").metadata.dpi == (240, 240)
+
+
+def test_a_turned_tiff_swaps_its_resolution_too(tmp_path):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    grey_scan().save(tmp_path / "turned.tif", exif=exif.tobytes(), dpi=(300, 150))
+    image = load_image(tmp_path / "turned.tif")
+    assert image.pixels.shape == (40, 30, 3) and image.metadata.dpi == (150, 300)
+
+
+def test_non_ascii_exif_text_and_long_comments_survive_or_are_dropped_cleanly(tmp_path):
+    exif = Image.Exif()
+    exif[ExifTags.Base.ImageDescription] = "Grand-mère 1923".encode("utf-8")
+    src = tmp_path / "gm.png"
+    info = PngInfo()
+    info.add_text("Comment", "c" * 70_000)
+    grey_scan().save(src, exif=exif.tobytes(), pnginfo=info)
+    meta = load_image(src).metadata.with_software(NOTE)
+    for ext in ("jpg", "png"):
+        save_image(tmp_path / f"out.{ext}", np.zeros((4, 4, 3), np.uint8), metadata=meta)
+        written = Image.open(tmp_path / f"out.{ext}").getexif()[ExifTags.Base.ImageDescription]
+        assert written.encode("latin-1").decode("utf-8") == "Grand-mère 1923"  # the source's bytes
+    assert "comment" not in Image.open(tmp_path / "out.jpg").info  # over a JPEG segment: dropped
+    assert Image.open(tmp_path / "out.png").text["Comment"] == "c" * 70_000
