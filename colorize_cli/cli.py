@@ -288,7 +288,7 @@ def color_command(
     as_json: bool = JsonOpt,
 ) -> None:
     from .batch import Job, sample_paths
-    from .imageio import output_format
+    from .imageio import output_format, upright_size
 
     hints = []
     if hint_texts:
@@ -298,8 +298,11 @@ def color_command(
             raise fail(UsageError("--hint places colours on one photo: give exactly one input"))
         try:
             hints = [parse_hint(text) for text in hint_texts]
-        except UsageError as e:
-            raise fail(e) from None
+            photo_size = upright_size(images[0])
+            for hint in hints if photo_size else ():  # before a second of model loading
+                hint.position(*photo_size)
+        except (UsageError, ValueError) as e:
+            raise fail(UsageError(f"{images[0]}: {e}") if isinstance(e, ValueError) else e) from None
     for image in images:
         if image.is_dir():
             raise fail(UsageError(f"{image} is a folder; use `colorize batch {image}`"))

@@ -167,6 +167,17 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey, metadata)
 
 
+def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of the image as `load_image` will return it, from its header; None if unreadable."""
+    try:
+        with _pillow_bomb_check_disabled(), Image.open(path, formats=_READ_FORMATS) as im:
+            width, height = im.size
+            turned = _exif_orientation(im) in (5, 6, 7, 8)
+    except Exception:  # load_image will say what is wrong with it
+        return None
+    return (height, width) if turned else (width, height)
+
+
 _bomb_lock = threading.Lock()
 _bomb_users = 0
 _bomb_saved_limit: int | None = None

@@ -111,13 +111,28 @@ def test_cli_hint_colours_the_photo_and_is_recorded(tmp_path, tiny_weights):
     assert "hint 20,32:#1e3cc8" in Image.open(out).text["Software"]
 
 
-def test_cli_hint_errors_are_usage_errors(tmp_path, tiny_weights):
+def test_cli_hint_errors_are_usage_errors_found_before_the_model_loads(tmp_path, tiny_weights, monkeypatch):
+    from colorize_cli import pipeline
+
     src = grey_halves(tmp_path / "halves.png")
     runner = CliRunner()
     weights = ["--weights", str(tiny_weights["unet"])]
+    real_load = pipeline.Engine.load
+    monkeypatch.setattr(pipeline.Engine, "load", lambda *a, **k: pytest.fail("model loaded for a bad hint"))
     outside = runner.invoke(app, [str(src), "-o", str(tmp_path / "a.png"), *weights, "--hint", "500,10:red"])
     assert outside.exit_code == ExitCode.USAGE and "outside the 96x64 photo" in outside.stderr
     assert not (tmp_path / "a.png").exists()
+    monkeypatch.setattr(pipeline.Engine, "load", real_load)
+
+    # the size is the upright photo's: a quarter-turned 96x64 file is 64 wide, 96 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = tmp_path / "turned.jpg"
+    Image.open(src).save(turned, exif=exif.tobytes())
+    inside = runner.invoke(app, [str(turned), "-o", str(tmp_path / "t.png"), *weights, "--hint", "10,90:red"])
+    assert inside.exit_code == 0, inside.output
+    assert runner.invoke(app, [str(turned), "-o", str(tmp_path / "u.png"), *weights,
+                               "--hint", "90,10:red"]).exit_code == ExitCode.USAGE
     two = runner.invoke(app, [str(src), str(src), "-o", str(tmp_path / "o"), *weights, "--hint", "5,5:red"])
     assert two.exit_code == ExitCode.USAGE and "exactly one input" in two.stderr
     bad = runner.invoke(app, [str(src), *weights, "--hint", "5,5:nocolour"])
