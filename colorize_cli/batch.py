@@ -36,10 +36,11 @@ class JobResult:
     outputs: list[Path] = field(default_factory=list)
     reason: str | None = None
     error: BaseException | None = None
+    had_colour: bool = False     # the input was a toned or colour print, recoloured from its lightness
 
     def to_json(self) -> dict:
         return {"source": str(self.source), "status": self.status, "outputs": [str(p) for p in self.outputs],
-                "reason": self.reason}
+                "reason": self.reason, "had_colour": self.had_colour}
 
 
 def sample_paths(output: Path, samples: int) -> list[Path]:
@@ -168,7 +169,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     index_of = {id(job): index for index, job in todo}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
-        saves: list[tuple[int, Job, list[Future]]] = []
+        saves: list[tuple[int, Job, list[Future], bool]] = []
         batch: list[tuple[Job, LoadedImage]] = []
 
         def flush() -> None:
@@ -201,6 +202,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {e}", error=e))
                 batch.clear()
                 return
+            from .color import has_colour
+
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
                 metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(
@@ -208,22 +211,22 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source,
                                    metadata=metadata)
                 futures.setdefault(id(job), []).append(fut)
-            for job, _ in batch:
-                saves.append((index_of[id(job)], job, futures[id(job)]))
+            for job, image in batch:
+                saves.append((index_of[id(job)], job, futures[id(job)], not image.was_grey and has_colour(image.pixels)))
             batch.clear()
             _collect(block=False)
 
         def _collect(block: bool) -> None:
             keep = []
-            for index, job, futs in saves:
+            for index, job, futs, had_colour in saves:
                 if not block and not all(f.done() for f in futs):
-                    keep.append((index, job, futs))
+                    keep.append((index, job, futs, had_colour))
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
                 if errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
-                    finish(index, JobResult(job.source, "done", outputs=job.outputs))
+                    finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour))
             saves[:] = keep
 
         for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):

@@ -181,6 +181,12 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
         stderr.print(f"{done} done, {skipped} skipped, {len(failed)} failed", markup=False)
         for r in failed:
             stderr.print(printable(f"  failed: {r.reason}"), markup=False)
+    coloured = [r.source for r in results if r.had_colour]
+    if coloured and not quiet and not as_json:
+        names = ", ".join(str(p) for p in coloured[:5]) + (f", ... ({len(coloured) - 5} more)" if len(coloured) > 5 else "")
+        what = "it was" if len(coloured) == 1 else "they were"
+        stderr.print(printable(f"Note: already in colour (a toned or colour print), so {what} recoloured from "
+                               f"the lightness alone: {names}"), markup=False)
     if failed:
         if single:
             raise typer.Exit(int(exit_code_for(failed[0].error)) if failed[0].error else int(ExitCode.PARTIAL))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 from kornia.color import lab_to_rgb as _lab_to_rgb
 from kornia.color import rgb_to_lab as _rgb_to_lab
@@ -22,6 +23,9 @@ AB_BIN_SPACING = 10.0
 # tints are its unsure guesses and stay nearly as they are; its strong colours get the boost.
 # Chosen on bsds-val (docs/benchmarks.md): 10-40 beat a constant gain; 20 was best in between.
 SATURATION_KNEE = 20.0
+# Mean chroma (a*b* units) above which a photo already has colour: the JPEG noise of a grey scan
+# stays below 1, toned (sepia, selenium) and colour prints reach 5-20.
+COLOUR_CHROMA = 3.0
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -44,6 +48,17 @@ def rgb_to_luminance(rgb: torch.Tensor) -> torch.Tensor:
 def grey_to_rgb(L: torch.Tensor) -> torch.Tensor:
     """L* (..., 1, H, W) -> the neutral grey sRGB image with that lightness."""
     return lab_to_rgb(torch.cat([L, torch.zeros_like(L).expand(*L.shape[:-3], 2, *L.shape[-2:])], dim=-3))
+
+
+def has_colour(pixels: np.ndarray) -> bool:
+    """Whether (H, W, 3) uint8/uint16 sRGB pixels carry visible colour (a toned or colour print).
+
+    Measured on at most ~65k evenly spaced pixels.
+    """
+    step = max(1, int((pixels.shape[0] * pixels.shape[1] / 65536) ** 0.5))
+    sample = pixels[::step, ::step].astype(np.float32) / float(np.iinfo(pixels.dtype).max)
+    lab = rgb_to_lab(torch.from_numpy(sample).permute(2, 0, 1))
+    return float(torch.hypot(lab[1], lab[2]).mean()) > COLOUR_CHROMA
 
 
 def normalize_L(L: torch.Tensor) -> torch.Tensor:

@@ -416,3 +416,17 @@ def test_main_shortens_openmp_spinning_unless_the_user_chose(monkeypatch, preset
     with pytest.raises(SystemExit):
         cli.main()
     assert os.environ.get("GOMP_SPINCOUNT") == expected
+
+
+def test_inputs_already_in_colour_are_noted_not_refused(tmp_path, tiny_weights):
+    folder = tmp_path / "box"
+    folder.mkdir()
+    save_photo(folder / "grey.png", "L")
+    save_photo(folder / "colour.png")  # a colourful picture
+    result = run("batch", folder, "--weights", tiny_weights["unet"])
+    assert result.exit_code == 0, result.stderr
+    assert "Note: already in colour" in result.stderr and "colour.png" in result.stderr
+    assert "grey.png" not in result.stderr.split("Note:")[1]
+    result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--json")
+    flags = {Path(f["source"]).name: f["had_colour"] for f in json.loads(result.stdout)["files"]}
+    assert flags == {"grey.png": False, "colour.png": True}

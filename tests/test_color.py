@@ -95,3 +95,17 @@ def test_saturate_keeps_hue_and_boosts_strong_colours_more_than_faint_ones():
     assert torch.all(_chroma(saturate(ab, 0.5)) < _chroma(ab))
     with pytest.raises(ValueError):
         saturate(ab, -1.0)
+
+
+def test_has_colour_tells_toned_and_colour_prints_from_grey_scans():
+    import numpy as np
+
+    from colorize_cli.color import has_colour
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (300, 400), dtype=np.uint8)
+    noisy = np.clip(grey[..., None].astype(int) + rng.integers(-2, 3, (300, 400, 3)), 0, 255).astype(np.uint8)
+    assert not has_colour(noisy)  # a grey scan with JPEG-like channel noise
+    sepia = np.clip(grey[..., None] * np.array([1.0, 0.85, 0.65]), 0, 255).astype(np.uint8)
+    assert has_colour(sepia)
+    assert has_colour(sepia.astype(np.uint16) * 257) and not has_colour(noisy.astype(np.uint16) * 257)
