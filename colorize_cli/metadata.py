@@ -177,11 +177,17 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
                max_bytes: int | None = None) -> bytes | None:
     """An EXIF block (with the "Exif\\0\\0" header) for an output of `size` = (width, height).
 
-    `extra` adds main-IFD tags. When Pillow cannot write a copied value again, or the block is
-    over `max_bytes`, the sub-IFDs go first, then the copied main-IFD tags; the note stays.
+    `extra` adds main-IFD tags. A copied value Pillow cannot write again is left out; when the
+    block is over `max_bytes`, the sub-IFDs go first, then the copied main-IFD tags; the note stays.
     """
     if not (meta.tags or meta.exif_ifd or meta.gps_ifd or meta.software or extra):
         return None
+    try:
+        Image.Exif().tobytes()  # (warm-up: the probes below then cost microseconds)
+        meta = dataclasses.replace(meta, tags=_writable(meta.tags), exif_ifd=_writable(meta.exif_ifd, ExifTags.IFD.Exif),
+                                   gps_ifd=_writable(meta.gps_ifd, ExifTags.IFD.GPSInfo))
+    except Exception as e:
+        log.debug("EXIF probe failed: %s", e)
     for keep in ("all", "main", "note"):
         exif = Image.Exif()
         for tag, value in ({**meta.tags, **(extra or {})} if keep != "note" else {}).items():
@@ -208,6 +214,21 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
             return block
         log.debug("EXIF of %d bytes over the format's %d (keeping %s)", len(block), max_bytes, keep)
     return None
+
+
+def _writable(tags: dict[int, Any], ifd: int | None = None) -> dict[int, Any]:
+    """The tags whose values Pillow can serialise (each tried alone in the IFD it belongs to)."""
+    kept = {}
+    for tag, value in tags.items():
+        probe = Image.Exif()
+        (probe if ifd is None else probe.get_ifd(ifd))[tag] = _exif_text(value)
+        try:
+            probe.tobytes()
+        except Exception as e:
+            log.debug("EXIF tag %#x not writable, left out: %s", tag, e)
+            continue
+        kept[tag] = value
+    return kept
 
 
 def png_text(meta: ImageMetadata) -> list[tuple[str, str]]:

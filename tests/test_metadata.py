@@ -220,3 +220,16 @@ def test_non_ascii_exif_text_and_long_comments_survive_or_are_dropped_cleanly(tm
         assert written.encode("latin-1").decode("utf-8") == "Grand-mère 1923"  # the source's bytes
     assert "comment" not in Image.open(tmp_path / "out.jpg").info  # over a JPEG segment: dropped
     assert Image.open(tmp_path / "out.png").text["Comment"] == "c" * 70_000
+
+
+def test_a_tag_pillow_cannot_write_is_left_out_alone():
+    from colorize_cli.metadata import exif_bytes
+
+    meta = ImageMetadata(tags={ExifTags.Base.ImageDescription: "Wedding"},
+                         exif_ifd={ExifTags.Base.DateTimeOriginal: "1931:05:01 10:00:00", 0xA420: complex(1, 2)},
+                         gps_ifd={ExifTags.GPS.GPSLatitudeRef: "N"}, software=NOTE)
+    exif = Image.Exif()
+    exif.load(exif_bytes(meta, (10, 10)))
+    assert exif[ExifTags.Base.ImageDescription] == "Wedding" and exif[ExifTags.Base.Software] == NOTE
+    assert exif.get_ifd(ExifTags.IFD.Exif) == {ExifTags.Base.DateTimeOriginal: "1931:05:01 10:00:00"}
+    assert exif.get_ifd(ExifTags.IFD.GPSInfo) == {ExifTags.GPS.GPSLatitudeRef: "N"}
