@@ -170,6 +170,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
         saves: list[tuple[int, Job, list[Future], bool]] = []
+        notes: dict[int, str] = {}  # sample index -> the outputs' Software note
         batch: list[tuple[Job, LoadedImage]] = []
 
         def flush() -> None:
@@ -206,8 +207,9 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
 
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
             for (job, image, k), out in zip(owners, outs):
-                metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(
-                    engine.provenance(sampler, steps, size, saturation, seed, k, hints))
+                if k not in notes:  # the note depends on the sample only: make it once per run
+                    notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
+                metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(notes[k])
                 fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source,
                                    metadata=metadata)
                 futures.setdefault(id(job), []).append(fut)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .imageio import ImageError, load_image, save_image
+from .imageio import ImageError, load_image, save_image, to_uint8
 from .metadata import ImageMetadata
 
 THUMB = 192  # px: the longer side of each thumbnail
@@ -69,8 +69,7 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
 
 def _thumbnail(path: Path) -> Image.Image:
     image = load_image(path)
-    pixels = image.pixels if image.pixels.dtype == np.uint8 else (image.pixels >> 8).astype(np.uint8)
-    im = Image.fromarray(pixels)
+    im = Image.fromarray(to_uint8(image.pixels))
     im.thumbnail((THUMB, THUMB), Image.LANCZOS)
     return im
 

@@ -448,7 +448,7 @@ def _check_arrays(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> t
         if alpha.shape != pixels.shape[:2] or alpha.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"Cannot write {path}: alpha must be (H, W) uint8 or uint16, got {alpha.shape}.")
         if alpha.dtype != pixels.dtype:
-            alpha = _to_uint8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+            alpha = to_uint8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
     return pixels, alpha
 
 
@@ -483,10 +483,11 @@ def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.n
     elif pixels.dtype == np.uint16 and fmt == "TIFF":
         _write_tiff16(handle, pixels, alpha, metadata)
     else:
-        _write_pillow(handle, fmt, _to_uint8(pixels), None if alpha is None else _to_uint8(alpha), metadata)
+        _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """uint8 as is; uint16 rounded to 8 bits."""
     if values.dtype == np.uint8:
         return values
     return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
