@@ -71,8 +71,15 @@ def hints_figure(engine: Engine, out: Path) -> None:
     hints = [parse_hint(t) for t in texts]
     plain = engine.colorize_pixels([grey])[0]
     hinted = engine.colorize_pixels([grey], hints=[hints])[0]
+    first_only = engine.colorize_pixels([grey], hints=[hints[:1]])[0]
     label = " ".join(f"--hint {t}" for t in texts)
     print(f"astronaut: colorize --model {engine.name} {label}")
+    import skimage.color
+
+    truth = skimage.color.rgb2lab(original)
+    for name, pixels in (("grey", grey), (engine.name, plain), ("first hint only", first_only), ("both hints", hinted)):
+        error = skimage.color.deltaE_ciede2000(truth, skimage.color.rgb2lab(pixels)).mean()
+        print(f"  CIEDE2000 to the original, {name}: {error:.2f}")
     panel([("black & white", grey), (f"colorize --model {engine.name}", plain),
            ("+ " + "  ".join(texts), hinted), ("original colour", original)]).save(out / "example-hints.jpg", quality=88)
 
