@@ -373,7 +373,7 @@ def batch_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: FOLDER-colorized)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif'."),
-    ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp or bmp."),
+    ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp, bmp, avif or heic (with pillow-heif)."),
     contact_sheet: Optional[Path] = typer.Option(
         None, "--contact-sheet", help="Also write every photo beside its colouring on review pages, e.g. "
                                       "review.jpg (48 per page: review-1.jpg, ...)."),
@@ -384,21 +384,20 @@ def batch_command(
     as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
-    from .imageio import UnsupportedFormatError, output_format
+    from .imageio import UnsupportedFormatError, output_format, unwritable_reason
 
     if not folder.is_dir():
         raise fail(FileNotFoundError(f"{folder} is not a folder"))
     suffix = "." + ext.lower().lstrip(".")
-    try:
-        output_format(Path("out" + suffix))
-    except UnsupportedFormatError:
-        raise fail(UsageError(f"unsupported --format {ext!r}; use png, tif, jpg, webp or bmp")) from None
+    problem = unwritable_reason(suffix)
+    if problem is not None:
+        raise fail(UsageError(f"unsupported --format {ext!r}: {problem.replace('extension', 'format')}"))
     out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
     if contact_sheet is not None:
         try:
             output_format(contact_sheet)
         except UnsupportedFormatError:
-            raise fail(UsageError(f"--contact-sheet {contact_sheet}: use a .jpg, .png, .webp, .tif or .bmp name")) \
+            raise fail(UsageError(f"--contact-sheet {contact_sheet}: use a .jpg, .png, .webp, .tif, .bmp or .avif name")) \
                 from None
     sources = discover(folder, recursive=recursive, pattern=glob)
     if out_dir.resolve().is_relative_to(folder.resolve()):

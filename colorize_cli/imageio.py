@@ -1,6 +1,7 @@
 """Reading every kind of input photo into sRGB pixels, and writing results atomically.
 
-`load_image` turns JPEG, PNG, TIFF, WebP and BMP files in any Pillow mode into an (H, W, 3)
+`load_image` turns JPEG, PNG, TIFF, WebP, BMP and AVIF files (and HEIF/HEIC, the format phones
+save, when the optional pillow-heif package is installed) in any Pillow mode into an (H, W, 3)
 sRGB array at the file's own bit depth (8 or 16), plus alpha if there is one, with EXIF
 orientation applied and an embedded ICC profile converted to sRGB (8-bit images only), and
 the metadata a colouring carries over (`metadata.py`).
@@ -22,6 +23,7 @@ Limitations:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import secrets
@@ -43,10 +45,14 @@ from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metad
 DEFAULT_MAX_PIXELS = 200_000_000
 
 # Readable file extensions (lowercase, with the dot, as `Path.suffix.lower()` gives them).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+# HEIF/HEIC files are listed even without pillow-heif, so a batch reports them (with how to
+# read them) instead of passing over a phone's photos in silence.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".avif",
+                              ".heic", ".heif"})
 
-# Pillow decoders we allow (its JPEG opener also returns camera MPO files as format "MPO").
-_READ_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "DIB")
+# Pillow decoders we allow (its JPEG opener also returns camera MPO files as format "MPO");
+# AVIF where this Pillow was built with libavif, HEIF where pillow-heif registered it.
+_READ_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "DIB", "AVIF", "HEIF")
 
 _WRITE_FORMATS = {
     ".png": "PNG",
@@ -56,9 +62,19 @@ _WRITE_FORMATS = {
     ".tiff": "TIFF",
     ".webp": "WEBP",
     ".bmp": "BMP",
+    ".avif": "AVIF",
+    ".heic": "HEIF",
+    ".heif": "HEIF",
 }
-_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
-_QUALITY = 95  # JPEG and lossy WebP
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP", "AVIF", "HEIF"})
+# Quality for lossy encoders. AVIF's and HEIF's scales are not JPEG's: at 90 they are already
+# visually lossless on photos, and 95 roughly doubles the file.
+_QUALITY = {"JPEG": 95, "WEBP": 95, "AVIF": 90, "HEIF": 90}
+# What a format needs that this installation may lack, for the error that says so.
+_FORMAT_NEEDS = {"HEIF": "the optional pillow-heif package (pip install pillow-heif)",
+                 "AVIF": "a Pillow built with AVIF support (pip install -U pillow)"}
+# ISO base-media brands of HEIF stills: a file that starts with one is a HEIF/HEIC photo.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 # zlib level for PNG: on photos level 3 writes files no bigger than Pillow's default 6 (often
 # smaller) in a third of the time, ~0.1 s of a one-megapixel `colorize` (docs/benchmarks.md).
 _PNG_COMPRESS_LEVEL = 3
@@ -111,6 +127,33 @@ class LoadedImage:
 # --------------------------------------------------------------------------- reading
 
 
+@functools.cache
+def _heif_plugin() -> bool:
+    """Register pillow-heif's HEIF/HEIC opener and writer with Pillow once; False if not installed."""
+    try:
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+    except Exception:  # not installed, or its libheif cannot load: HEIF stays unreadable, with a hint
+        return False
+    return True
+
+
+def readable_formats() -> tuple[str, ...]:
+    """The Pillow formats colorize reads in this installation (for `Image.open(formats=...)`)."""
+    Image.init()  # registers every built-in plugin, so `Image.OPEN` can name WEBP, AVIF, ...
+    _heif_plugin()
+    return tuple(fmt for fmt in _READ_FORMATS if fmt in Image.OPEN)
+
+
+def _is_heif(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            header = f.read(12)
+    except OSError:
+        return False
+    return header[4:8] == b"ftyp" and header[8:12] in _HEIF_BRANDS
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read an image file into sRGB pixels at its native bit depth.
 
@@ -132,12 +175,12 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     if path.stat().st_size == 0:
         raise ImageError(f"Cannot read {path}: the file is empty.")
 
-    Image.init()  # registers every plugin, so `formats` can name WEBP, ...
+    formats = readable_formats()
     # Pillow may warn "Corrupt EXIF data" (handled here as no rotation). Filtering that is left
     # to the CLI: warnings.catch_warnings is not thread-safe and batch loads run in threads.
     with _pillow_bomb_check_disabled():
         try:
-            with Image.open(path, formats=_READ_FORMATS) as im:
+            with Image.open(path, formats=formats) as im:
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
@@ -152,8 +195,11 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"Cannot read {path}: the image is too large ({exc}).") from exc
         except UnidentifiedImageError as exc:
+            if "HEIF" not in formats and _is_heif(path):
+                raise ImageError(f"Cannot read {path}: it is a HEIF/HEIC photo, which needs "
+                                 f"{_FORMAT_NEEDS['HEIF']}.") from exc
             raise ImageError(
-                f"Cannot read {path}: not a supported image (JPEG, PNG, TIFF, WebP or BMP)."
+                f"Cannot read {path}: not a supported image (JPEG, PNG, TIFF, WebP, BMP, AVIF or HEIC)."
             ) from exc
         # Pillow's decoders raise many exception types on corrupt data (OSError, SyntaxError,
         # struct.error, IndexError, ...); every one of them means "this file is broken".
@@ -170,7 +216,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) of the image as `load_image` will return it, from its header; None if unreadable."""
     try:
-        with _pillow_bomb_check_disabled(), Image.open(path, formats=_READ_FORMATS) as im:
+        with _pillow_bomb_check_disabled(), Image.open(path, formats=readable_formats()) as im:
             width, height = im.size
             turned = _exif_orientation(im) in (5, 6, 7, 8)
     except Exception:  # load_image will say what is wrong with it
@@ -314,7 +360,7 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     tiles = list(im.tile)
     im.load()
     high = np.asarray(im)
-    with Image.open(path, formats=_READ_FORMATS) as again:
+    with Image.open(path, formats=readable_formats()) as again:
         again.tile = [_swap_byte_order(t) for t in tiles]
         again.load()
         low = np.asarray(again)
@@ -383,13 +429,22 @@ def make_folder(path: str | os.PathLike, what: str = "the output folder") -> Non
 def output_format(path: str | os.PathLike) -> str:
     """The Pillow format that `path`'s extension names; UnsupportedFormatError if none."""
     path = Path(path)
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    problem = unwritable_reason(path.suffix)
+    if problem is not None:
+        raise UnsupportedFormatError(f"Cannot write {path}: {problem}.")
+    return _WRITE_FORMATS[path.suffix.lower()]
+
+
+def unwritable_reason(suffix: str) -> str | None:
+    """Why images named `*{suffix}` cannot be written in this installation; None when they can."""
+    fmt = _WRITE_FORMATS.get(suffix.lower())
     if fmt is None:
-        raise UnsupportedFormatError(
-            f"Cannot write {path}: unknown image extension {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(sorted(_WRITE_FORMATS))}."
-        )
-    return fmt
+        return f"unknown image extension {suffix or '(none)'!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}"
+    if fmt in _FORMAT_NEEDS:
+        readable_formats()  # registers the plugins, which bring their writers
+        if fmt not in Image.SAVE:
+            return f"{fmt} output needs {_FORMAT_NEEDS[fmt]}"
+    return None
 
 
 def save_image(
@@ -404,7 +459,7 @@ def save_image(
     """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
 
     The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
-    and rounded to 8 bits for JPEG, WebP and BMP. Alpha is kept for PNG, TIFF and WebP.
+    and rounded to 8 bits for the others. Alpha is kept for PNG, TIFF, WebP, AVIF and HEIF.
     `metadata` is written as far as the format holds it (see `metadata.py`).
     Missing parent directories are created.
     """
@@ -499,8 +554,8 @@ def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha
     if alpha is not None:
         im.putalpha(Image.fromarray(alpha))
     options = pillow_save_options(fmt, metadata, im.size)
-    if fmt in ("JPEG", "WEBP"):
-        options["quality"] = _QUALITY
+    if fmt in _QUALITY:
+        options["quality"] = _QUALITY[fmt]
     if fmt == "PNG":
         options["compress_level"] = _PNG_COMPRESS_LEVEL
     im.save(handle, format=fmt, **options)

@@ -9,9 +9,9 @@ What is kept (when the output format can hold it):
 
 - resolution (DPI): PNG, JPEG, TIFF, BMP;
 - EXIF: descriptive tags of the main IFD (description, make, model, date, artist, copyright,
-  ...), the Exif sub-IFD (capture date, exposure, ...) and GPS: JPEG, PNG, WebP and 8-bit TIFF.
-  16-bit TIFF keeps the main IFD's descriptive tags but not the sub-IFDs;
-- XMP: JPEG, PNG, WebP, TIFF;
+  ...), the Exif sub-IFD (capture date, exposure, ...) and GPS: JPEG, PNG, WebP, AVIF, HEIF and
+  8-bit TIFF. 16-bit TIFF keeps the main IFD's descriptive tags but not the sub-IFDs;
+- XMP: JPEG, PNG, WebP, TIFF, AVIF, HEIF;
 - text: PNG text chunks (and a JPEG comment) to PNG; the JPEG comment to JPEG.
 
 What is dropped on purpose: the orientation (the pixels are already upright), the EXIF
@@ -248,13 +248,13 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
     options: dict[str, Any] = {}
     if meta.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
         options["dpi"] = meta.dpi
-    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
         # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
         extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
         exif = exif_bytes(meta, size, extra, max_bytes=_JPEG_EXIF_MAX if fmt == "JPEG" else None)
         if exif:
             options["exif"] = exif
-    if meta.xmp and (fmt == "WEBP" or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP_MAX)):
+    if meta.xmp and (fmt in ("WEBP", "AVIF", "HEIF") or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP_MAX)):
         options["xmp"] = meta.xmp  # (JPEG's extended XMP, split over segments, is not written)
     if fmt == "PNG":
         info = PngInfo()

@@ -36,7 +36,7 @@ from PIL import Image
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
-from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError
+from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, readable_formats
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
@@ -295,7 +295,7 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
 
 def read_rgb(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=readable_formats()) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # the set is broken: say which file
         raise ImageError(f"Cannot read {path}: {e}") from e

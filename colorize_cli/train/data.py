@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import IMAGE_EXTENSIONS
+from ..imageio import IMAGE_EXTENSIONS, readable_formats
 from torch.utils.data import IterableDataset, get_worker_info
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
@@ -139,7 +139,7 @@ def colourfulness(rgb: np.ndarray) -> float:
 def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
     """Bytes -> RGB PIL image, or None when they are not a readable image."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=readable_formats())
         if img.width * img.height > MAX_PIXELS:
             return None
         if draft_size and img.format == "JPEG":
