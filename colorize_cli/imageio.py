@@ -297,6 +297,13 @@ def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None,
     mode = im.mode
     if mode in ("RGB", "RGBA") and im.tile and all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile):
         return _decode_wide_rgb(im, path)
+    return decode_pillow_image(im)
+
+
+def decode_pillow_image(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """An image in any Pillow mode -> sRGB pixels (H, W, 3) uint8, or uint16 for 16-bit and wider
+    grey; alpha (H, W) or None; whether the mode was greyscale. Its ICC profile is applied (8 bit)."""
+    mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         grey = _wide_grey_to_uint16(np.asarray(im))
         return np.repeat(grey[:, :, None], 3, axis=2), None, True

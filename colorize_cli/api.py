@@ -1,0 +1,136 @@
+"""Colouring from Python: the engine behind the command line, for notebooks and pipelines.
+
+    from colorize_cli import Colorizer
+
+    colorizer = Colorizer()                          # the bundled default model, on the best device
+    colour = colorizer.colorize(Image.open("photo.jpg"))     # a Pillow image in, a Pillow image out
+    array = colorizer.colorize(grey_array)           # numpy (H, W), (H, W, 3) or (H, W, 4) in, the same out
+    colorizer.colorize_file("scan.tif", "scan-colour.tif")  # what `colorize scan.tif -o ...` does
+
+Settings are fixed per `Colorizer` (as per command line) and checked when it is made; the seed
+and sample index pick the random stream, so the same call gives the same picture. In-memory
+images are taken as their pixels stand (no EXIF orientation: use `ImageOps.exif_transpose`, or
+`colorize_file`, which reads files exactly as the command line does and writes them atomically
+with their metadata).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from .hints import Hint, parse_hint
+from .imageio import decode_pillow_image, to_uint8
+from .pipeline import Engine
+
+ImageLike = Union[Image.Image, np.ndarray]
+HintLike = Union[str, Hint]
+
+
+class Colorizer:
+    """A loaded model with its settings. `model` names a registry model (`colorize models list`),
+    `weights` any colorize safetensors file; the others are the command line's options of the
+    same names (None: the model's own default). ValueError for settings the model cannot use."""
+
+    def __init__(self, model: str | None = None, *, weights: str | os.PathLike | None = None,
+                 device: str = "auto", sampler: str | None = None, steps: int | None = None,
+                 size: int | None = None, saturation: float | None = None, seed: int = 0,
+                 local_files_only: bool = False) -> None:
+        self.engine = Engine.load(model, weights, device, local_files_only=local_files_only)
+        self.sampler, self.steps, self.size, self.saturation = self.engine.resolve_settings(
+            sampler, steps, size, saturation)
+        self.seed = seed
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.name
+
+    def __repr__(self) -> str:
+        return (f"Colorizer(model={self.engine.name!r}, device={str(self.engine.device)!r}, sampler={self.sampler!r}, "
+                f"steps={self.steps}, size={self.size}, saturation={self.saturation:g}, seed={self.seed})")
+
+    def colorize(self, image: ImageLike, *, hints: Sequence[HintLike] = (), sample: int = 0) -> ImageLike:
+        """One image, as a Pillow image or a numpy array; returns the same kind (see `colorize_many`)."""
+        return self.colorize_many([image], hints=hints, samples=[sample])[0]
+
+    def colorize_many(self, images: Sequence[ImageLike], *, hints: Sequence[HintLike] = (),
+                      samples: Sequence[int] | None = None, batch_size: int = 8) -> list[ImageLike]:
+        """Colour several images (batched where their working shapes match).
+
+        Pillow images come back as RGB (RGBA when they had alpha), 8 bits. numpy arrays come back
+        in their own dtype and layout: uint8 or uint16 0..max, or float 0..1 (as float32); (H, W)
+        grey gives (H, W, 3), a fourth channel is kept as alpha. `hints` (`"45%,80%:#d9633c"` as
+        `--hint` takes them, or `Hint`s) apply to every image; `samples[i]` picks image i's
+        random stream for the diffusion models (default 0).
+        """
+        parsed = [parse_hint(h) if isinstance(h, str) else h for h in hints]
+        decoded = [_to_pixels(image) for image in images]
+        for pixels, _, _ in decoded:
+            for hint in parsed:
+                hint.position(pixels.shape[1], pixels.shape[0])  # ValueError when outside this image
+        outs = self.engine.colorize_pixels(
+            [pixels for pixels, _, _ in decoded], sampler=self.sampler, steps=self.steps, size=self.size,
+            saturation=self.saturation, seeds=[self.seed] * len(decoded), samples=samples,
+            hints=[parsed] * len(decoded), batch_size=batch_size)
+        return [_from_pixels(out, alpha, kind) for out, (_, alpha, kind) in zip(outs, decoded)]
+
+    def colorize_file(self, source: str | os.PathLike, output: str | os.PathLike | None = None, *,
+                      hints: Sequence[HintLike] = (), overwrite: bool = False, keep_metadata: bool = True) -> Path:
+        """Colour an image file as `colorize SOURCE -o OUTPUT` does (orientation, colour profile,
+        16 bits, metadata and the provenance note; written atomically, never over the input).
+        `output` defaults to `NAME-colorized.png` beside the source. Returns the output's path;
+        raises the error the command line reports (ImageError, OutputExistsError, ...)."""
+        from .batch import Job, run_jobs
+
+        source = Path(source)
+        target = Path(output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
+        parsed = [parse_hint(h) if isinstance(h, str) else h for h in hints]
+        (result,) = run_jobs(self.engine, [Job(source, [target])], sampler=self.sampler, steps=self.steps,
+                             size=self.size, seed=self.seed, samples=1, saturation=self.saturation, batch_size=1,
+                             overwrite=overwrite, skip_existing=False, keep_metadata=keep_metadata, hints=parsed)
+        if result.status == "failed":
+            raise result.error if result.error is not None else RuntimeError(result.reason)
+        return target
+
+
+def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
+    """(H, W, 3) uint8/uint16 pixels, alpha or None, and how to give the result back."""
+    if isinstance(image, Image.Image):
+        pixels, alpha, _ = decode_pillow_image(image)
+        return pixels, alpha, ("pil",)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or min(array.shape[:2]) < 1:
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
+    dtype = array.dtype
+    if dtype == np.uint8 or dtype == np.uint16:
+        work = array
+    elif np.issubdtype(dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("the image holds NaN or infinite values")
+        work = np.round(np.clip(array, 0.0, 1.0) * 65535).astype(np.uint16)  # floats: 0..1
+    else:
+        raise ValueError(f"expected uint8, uint16 or float (0..1) pixels, not {dtype}")
+    alpha = work[:, :, 3].copy() if work.ndim == 3 and work.shape[2] == 4 else None
+    rgb = np.repeat(work[:, :, None], 3, axis=2) if work.ndim == 2 else work[:, :, :3]
+    return np.ascontiguousarray(rgb), alpha, ("array", dtype)
+
+
+def _from_pixels(out: np.ndarray, alpha: np.ndarray | None, kind: tuple) -> ImageLike:
+    if kind[0] == "pil":
+        result = Image.fromarray(to_uint8(out))
+        if alpha is not None:
+            result.putalpha(Image.fromarray(to_uint8(alpha)))
+        return result
+    dtype = kind[1]
+    if alpha is not None:
+        out = np.concatenate([out, alpha[:, :, None]], axis=2)
+    if np.issubdtype(dtype, np.floating):
+        return (out.astype(np.float32) / 65535.0).astype(np.float32)
+    return out

@@ -1,0 +1,119 @@
+"""The Python API: Pillow and numpy images in and out, the same colours as the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorize_cli import Colorizer
+from colorize_cli.imageio import ImageError, OutputExistsError, load_image
+
+from conftest import photo, save_photo
+from test_cli import run
+
+
+def _grey(h: int = 40, w: int = 56) -> np.ndarray:
+    return np.asarray(Image.fromarray(photo(h, w)).convert("L"))
+
+
+@pytest.fixture
+def colorizer(fake_registry):
+    return Colorizer(size=32, device="cpu")
+
+
+def test_pillow_in_pillow_out_matches_the_command_line(colorizer, fake_registry, tmp_path):
+    src = tmp_path / "p.png"
+    Image.fromarray(_grey()).save(src)
+    assert run(src, "-o", tmp_path / "cli.png", "--size", "32", "--device", "cpu").exit_code == 0
+    out = colorizer.colorize(Image.open(src))
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (56, 40)
+    np.testing.assert_array_equal(np.asarray(out), load_image(tmp_path / "cli.png").pixels)
+    assert colorizer.model_name == "tiny" and "size=32" in repr(colorizer)
+
+
+def test_numpy_layouts_and_dtypes_come_back_as_they_went_in(colorizer):
+    grey8 = _grey()
+    out8 = colorizer.colorize(grey8)
+    assert out8.dtype == np.uint8 and out8.shape == (40, 56, 3)
+    assert np.abs(out8.astype(int) - out8[..., :1]).max() > 0  # it has colour
+    out16 = colorizer.colorize(grey8.astype(np.uint16) * 257)
+    assert out16.dtype == np.uint16 and out16.shape == (40, 56, 3)
+    np.testing.assert_allclose(out16 / 257.0, out8, atol=1.0)
+    outf = colorizer.colorize(grey8[..., None] / 255.0)
+    assert outf.dtype == np.float32 and outf.shape == (40, 56, 3) and 0 <= outf.min() and outf.max() <= 1
+    np.testing.assert_allclose(outf * 255, out8, atol=1.0)
+    rgba = np.dstack([np.repeat(grey8[..., None], 3, axis=2), np.full((40, 56), 77, np.uint8)])
+    out_rgba = colorizer.colorize(rgba)
+    assert out_rgba.shape == (40, 56, 4) and (out_rgba[..., 3] == 77).all()
+    np.testing.assert_array_equal(out_rgba[..., :3], out8)
+
+
+def test_pillow_alpha_and_16_bit_grey(colorizer):
+    im = Image.fromarray(_grey()).convert("LA")
+    out = colorizer.colorize(im)
+    assert out.mode == "RGBA"
+    wide = Image.fromarray(_grey().astype(np.uint16) * 257)  # mode I;16
+    assert colorizer.colorize(wide).mode == "RGB"
+
+
+def test_a_batch_gives_what_one_at_a_time_gives(colorizer):
+    images = [_grey(), _grey(32, 32), _grey()[::-1].copy()]
+    together = colorizer.colorize_many(images, batch_size=2)
+    for image, out in zip(images, together):
+        np.testing.assert_array_equal(out, colorizer.colorize(image))
+
+
+def test_samples_and_seeds_pick_the_random_stream(fake_registry):
+    grey = _grey()
+    first = Colorizer(size=32, device="cpu", seed=3)
+    again = Colorizer(size=32, device="cpu", seed=3)
+    np.testing.assert_array_equal(first.colorize(grey), again.colorize(grey))
+    assert not np.array_equal(first.colorize(grey, sample=1), first.colorize(grey))  # a diffusion model
+
+
+def test_hints_as_text_and_outside_the_image(colorizer):
+    grey = np.full((40, 56), 128, np.uint8)
+    out = colorizer.colorize(grey, hints=["50%,50%:#d9633c"])
+    r, g, b = out[20, 28].astype(int)
+    assert r > b + 20  # the hint's orange at its point
+    with pytest.raises(ValueError, match="outside"):
+        colorizer.colorize(grey, hints=["500,5:red"])
+
+
+def test_bad_arrays_and_settings_are_value_errors(fake_registry, colorizer):
+    for bad in (np.zeros((4, 4, 2), np.uint8), np.zeros((4,), np.uint8), np.zeros((4, 4), np.int64),
+                np.full((4, 4), np.nan)):
+        with pytest.raises(ValueError):
+            colorizer.colorize(bad)
+    with pytest.raises(ValueError, match="sampler"):
+        Colorizer(sampler="nonsense", device="cpu")
+    with pytest.raises(ValueError, match="saturation"):
+        Colorizer(saturation=-1, device="cpu")
+
+
+def test_colorize_file_writes_what_the_command_line_writes(colorizer, fake_registry, tmp_path):
+    src = save_photo(tmp_path / "scan.png", "L")
+    out = colorizer.colorize_file(src)
+    assert out == tmp_path / "scan-colorized.png"
+    assert run(src, "-o", tmp_path / "cli.png", "--size", "32", "--device", "cpu").exit_code == 0
+    np.testing.assert_array_equal(load_image(out).pixels, load_image(tmp_path / "cli.png").pixels)
+    assert "machine colourisation: model tiny" in Image.open(out).info.get("Software", "")
+    with pytest.raises(OutputExistsError):
+        colorizer.colorize_file(src)
+    assert colorizer.colorize_file(src, overwrite=True) == out
+    with pytest.raises(ImageError):
+        colorizer.colorize_file(tmp_path / "missing.png", tmp_path / "x.png")
+    before = src.read_bytes()
+    with pytest.raises(Exception, match="input"):
+        colorizer.colorize_file(src, src, overwrite=True)
+    assert src.read_bytes() == before
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = "import sys, colorize_cli; assert 'torch' not in sys.modules; colorize_cli.Colorizer; " \
+           "assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
