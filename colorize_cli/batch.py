@@ -58,7 +58,11 @@ def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
     """
     walker: Iterable[Path] = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
     found = set()
-    for path in walker:
+    try:
+        paths = list(walker)
+    except (NotImplementedError, ValueError) as e:  # an absolute or empty pattern
+        raise UsageError(f"--glob {pattern!r}: give a pattern relative to the folder, e.g. '*.tif' ({e})") from None
+    for path in paths:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
@@ -74,18 +78,28 @@ def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
 def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int) -> list[Job]:
     """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
 
-    When several sources would share an output (photo.jpg and photo.tif), the first in `sources`
-    keeps it and the others keep their own extension in the name (photo.tif.png), so every
-    photo is coloured and a rerun finds the same names.
+    Photos that would share an output (photo.jpg and photo.tif) all keep their own extension in
+    the name (photo.jpg.png, photo.tif.png). None of them gets the plain name: a rerun skips the
+    outputs that exist, so a plain name made when photo.tif was alone must never be taken for
+    the colouring of a photo.jpg added later.
     """
+    rels = [src.relative_to(root) for src in sources]
+    plain = [str(rel.with_suffix(ext)).lower() for rel in rels]  # lower: one file on case-insensitive disks
+    qualified = [str(rel.with_name(rel.name + ext)).lower() for rel in rels]
+    owners: dict[str, int] = {}
+    for name in plain:
+        owners[name] = owners.get(name, 0) + 1
+    keeps_own = [False] * len(sources)
+    changed = True
+    while changed:  # a qualified name (photo.tif.png) may be another photo's plain one (photo.tif.jpg)
+        changed = False
+        claimed = {q for q, own in zip(qualified, keeps_own) if own}
+        for i, name in enumerate(plain):
+            if not keeps_own[i] and (owners[name] > 1 or name in claimed):
+                keeps_own[i] = changed = True
     jobs: list[Job] = []
-    taken: set[str] = set()
-    for src in sources:
-        rel = src.relative_to(root)
-        target = out_dir / rel.with_suffix(ext)
-        if str(target).lower() in taken:  # lower: the same file on case-insensitive disks
-            target = out_dir / rel.with_name(rel.name + ext)
-        taken.add(str(target).lower())
+    for src, rel, own in zip(sources, rels, keeps_own):
+        target = out_dir / (rel.with_name(rel.name + ext) if own else rel.with_suffix(ext))
         jobs.append(Job(src, sample_paths(target, samples)))
     return jobs
 
@@ -118,30 +132,40 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     claimed: dict[Path, Path] = {}
     inputs = {job.source.resolve(): job.source for job in jobs}
     for index, job in enumerate(jobs):
-        resolved = [(p, p.resolve()) for p in job.outputs]
-        hit = next((p for p, r in resolved if r in inputs), None)
-        if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
-            err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")
-            settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
-            continue
-        clash = next(((p, r) for p, r in resolved if r in claimed), None)
-        if clash is not None:
-            err = OutputError(f"{job.source}: output {clash[0]} is also the output of {claimed[clash[1]]}")
-            settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
-            continue
-        for _, r in resolved:
-            claimed[r] = job.source
-        existing = [p for p in job.outputs if p.exists()]
-        if existing and not overwrite:
-            if skip_existing and len(existing) == len(job.outputs):
-                settled[index] = JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")
-                continue
-            if not skip_existing:
-                err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
-                settled[index] = JobResult(job.source, "failed", reason=str(err), error=err)
-                continue
-        todo.append((index, job))
+        try:
+            result = _settle(job, inputs, claimed, overwrite=overwrite, skip_existing=skip_existing)
+        except OSError as e:  # e.g. a name too long for the disk: this photo fails, the batch goes on
+            err = OutputError(f"{job.source}: cannot write {job.outputs[0]}: {e.strerror or e}")
+            result = JobResult(job.source, "failed", reason=str(err), error=err)
+        if result is None:
+            todo.append((index, job))
+        else:
+            settled[index] = result
     return settled, todo
+
+
+def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, overwrite: bool,
+            skip_existing: bool) -> JobResult | None:
+    """The job's result if it is settled without the model (see `triage`), else None."""
+    resolved = [(p, p.resolve()) for p in job.outputs]
+    hit = next((p for p, r in resolved if r in inputs), None)
+    if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
+        err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")
+        return JobResult(job.source, "failed", reason=str(err), error=err)
+    clash = next(((p, r) for p, r in resolved if r in claimed), None)
+    if clash is not None:
+        err = OutputError(f"{job.source}: output {clash[0]} is also the output of {claimed[clash[1]]}")
+        return JobResult(job.source, "failed", reason=str(err), error=err)
+    existing = [p for p in job.outputs if p.exists()]  # OSError for a name the disk cannot hold
+    for _, r in resolved:
+        claimed[r] = job.source
+    if existing and not overwrite:
+        if skip_existing and len(existing) == len(job.outputs):
+            return JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")
+        if not skip_existing:
+            err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
+            return JobResult(job.source, "failed", reason=str(err), error=err)
+    return None
 
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,

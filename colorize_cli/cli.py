@@ -47,12 +47,40 @@ class DefaultCommandGroup(TyperGroup):
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
         return super().parse_args(ctx, args)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own errors (a bad option value, an unknown option...) as one `Error:` line.
+
+        Click and Typer would print a usage block and a boxed message: the same contract as every
+        other failure instead, with `{"error": ..., "exit_code": 2}` on stdout under `--json`.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # Click's errors (Typer vendors Click: its classes are private)
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `colorize` or `colorize models`: the help
+                e.show()
+                sys.exit(0)
+            message = " ".join(e.format_message().split()) or "bad command-line options"
+            words = e.ctx.command_path.split()[1:] if getattr(e, "ctx", None) is not None else []
+            command = " ".join(["colorize", *(w for w in words if w != DEFAULT_COMMAND)])
+            stderr.print(error_line(f"{message} (see `{command} --help`)"), markup=False)
+            code = getattr(e, "exit_code", int(ExitCode.USAGE))
+            if "--json" in argv:
+                print(json.dumps({"error": message, "exit_code": code}), flush=True)
+            sys.exit(code)
+        except typer.Abort:  # end of input at a prompt
+            stderr.print("Error: interrupted", markup=False)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True, add_completion=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Bring colour back to black-and-white photographs.\n\n"
                        "colorize photo.jpg -o out.png   ·   colorize batch ./scans   ·   colorize models list")
-models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, inspect, verify and download weights.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, info, verify and download weights.")
 app.add_typer(models_app, name="models")
 
 _state = {"debug": False}
@@ -367,6 +395,30 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
     _make_folder(sheet.parent)
 
 
+def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path, suffix: str,
+                               samples: int) -> list[Path]:
+    """Sources without the files under an output folder inside the input folder (`batch . -o out`).
+
+    Those are earlier colourings (what this batch would write, or what carries colorize's note),
+    never to be coloured again. A photo of the user's there would be passed over in silence:
+    refuse instead.
+    """
+    from .batch import plan_batch
+    from .metadata import made_by_colorize
+
+    inside = [s for s in sources if s.resolve().is_relative_to(out_dir.resolve())]
+    if not inside:
+        return sources
+    rest = [s for s in sources if s not in set(inside)]
+    planned = {p.resolve() for job in plan_batch(folder, out_dir, rest, suffix, samples) for p in job.outputs}
+    photos = [s for s in inside if s.resolve() not in planned and not made_by_colorize(s)]
+    if photos:
+        raise fail(UsageError(
+            f"the output folder {out_dir} is inside {folder} and holds {len(photos)} photo(s) of its own "
+            f"(e.g. {photos[0]}), which would not be coloured; choose an output folder outside the photos"))
+    return rest
+
+
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
 def batch_command(
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
@@ -399,16 +451,18 @@ def batch_command(
         except UnsupportedFormatError:
             raise fail(UsageError(f"--contact-sheet {contact_sheet}: use a .jpg, .png, .webp, .tif, .bmp or .avif name")) \
                 from None
-    sources = discover(folder, recursive=recursive, pattern=glob)
+    try:
+        sources = discover(folder, recursive=recursive, pattern=glob)
+    except UsageError as e:
+        raise fail(e) from None
     if out_dir.resolve().is_relative_to(folder.resolve()):
-        sources = [s for s in sources if not s.resolve().is_relative_to(out_dir.resolve())]
+        sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples)
     if not sources:
         raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
     jobs = plan_batch(folder, out_dir, sources, suffix, samples)
     if contact_sheet is not None:
         _check_contact_sheet(contact_sheet, folder, out_dir, jobs, overwrite)
-    for job in jobs:
-        _make_folder(job.outputs[0].parent)
+    _make_folder(out_dir)  # subfolders per file, as they are written: one in the way fails only its photos
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
          overwrite=overwrite, skip_existing=True, single=False, strip_metadata=strip_metadata,
@@ -493,9 +547,12 @@ def models_verify(name: Optional[str] = typer.Argument(None, help="One model (de
             detail = f"{r.source}, sha256 {r.hash_status}" if r.resolved else ""
             stdout.print(f"{r.name}: {mark} {detail}".rstrip(), markup=False)
             if r.problem and (r.resolved or name):
-                stderr.print(f"  {r.problem}", markup=False)
+                stderr.print(printable(f"  {r.problem}"), markup=False)
     bad = [r for r in results if r.resolved and not r.ok] or ([r for r in results if not r.ok] if name else [])
     if bad:
+        if not as_json:
+            problem = bad[0].problem if len(bad) == 1 and bad[0].problem else "see above"
+            stderr.print(error_line(f"{', '.join(r.name for r in bad)}: weights not usable ({problem})"), markup=False)
         raise typer.Exit(int(ExitCode.WEIGHTS))
 
 

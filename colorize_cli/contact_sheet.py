@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .imageio import ImageError, load_image, save_image, to_uint8
-from .metadata import ImageMetadata
+from .metadata import ImageMetadata, software_note
 
 THUMB = 192  # px: the longer side of each thumbnail
 CAPTION = 16  # px of caption under each cell
@@ -37,12 +37,8 @@ def is_page_of(path: Path, target: Path) -> bool:
 
 def is_contact_sheet(path: Path) -> bool:
     """Whether the file at `path` is a page this module wrote."""
-    try:
-        with Image.open(path) as im:
-            note = im.getexif().get(0x0131) or getattr(im, "text", {}).get("Software", "")
-    except Exception:
-        return False
-    return isinstance(note, str) and note.startswith(SHEET_NOTE)
+    note = software_note(path)
+    return note is not None and note.startswith(SHEET_NOTE)
 
 
 def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: Path | None = None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -97,6 +98,22 @@ def read_metadata(im: Image.Image, orientation: int) -> ImageMetadata:
     else:
         xmp = None
     return ImageMetadata(dpi=dpi, tags=tags, exif_ifd=exif_ifd, gps_ifd=gps_ifd, xmp=xmp, text=_read_text(im))
+
+
+def software_note(path: str | os.PathLike) -> str | None:
+    """The EXIF or PNG `Software` field of the image file at `path` (None: none, or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            note = im.getexif().get(ExifTags.Base.Software) or getattr(im, "text", {}).get("Software")
+    except Exception:  # not an image, unreadable, corrupt EXIF: no note
+        return None
+    return note if isinstance(note, str) else None
+
+
+def made_by_colorize(path: str | os.PathLike) -> bool:
+    """Whether colorize wrote the image at `path` (a colouring or a contact sheet: see `with_software`)."""
+    note = software_note(path)
+    return note is not None and note.startswith("colorize ")
 
 
 def _read_dpi(im: Image.Image) -> tuple[float, float] | None:

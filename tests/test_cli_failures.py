@@ -5,10 +5,14 @@ Each test here is a case an adversarial run of the CLI found going wrong (2026-1
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from colorize_cli.errors import ExitCode
 from colorize_cli.weights import load_model_file, save_model_file
@@ -151,9 +155,37 @@ def test_batch_colours_photos_that_share_a_name(fake_registry, tmp_path):
     save_photo(scans / "full.png", "L", seed=1)
     assert run("batch", scans, "-q").exit_code == 0
     out = tmp_path / "scans-colorized"
-    assert sorted(p.name for p in out.iterdir()) == ["full.png", "full.png.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["full.jpg.png", "full.png.png"]
     again = run("batch", scans, "--json")
     assert again.exit_code == 0 and '"skipped": 2' in again.stdout
+
+
+def test_a_resumed_batch_never_takes_another_photos_colouring_for_its_own(fake_registry, tmp_path):
+    # scan.tif coloured alone first (a --glob run), then the whole box: the light scan.jpg must be
+    # coloured, not skipped because the dark scan.tif's colouring has the plain name scan.png.
+    scans = tmp_path / "box"
+    scans.mkdir()
+    Image.fromarray(np.full((24, 24), 30, np.uint8)).save(scans / "scan.tif")
+    Image.fromarray(np.full((24, 24), 220, np.uint8)).save(scans / "scan.jpg")
+    assert run("batch", scans, "--glob", "*.tif", "-q").exit_code == 0
+    out = tmp_path / "box-colorized"
+    assert [p.name for p in out.iterdir()] == ["scan.png"]
+    result = run("batch", scans, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+    assert report["scan.jpg"]["status"] == "done" and report["scan.tif"]["status"] == "done"
+    assert np.asarray(Image.open(out / "scan.jpg.png").convert("L")).mean() > 150
+    assert np.asarray(Image.open(out / "scan.tif.png").convert("L")).mean() < 60
+
+
+def test_names_that_look_like_another_photos_output_are_kept_apart(fake_registry, tmp_path):
+    scans = tmp_path / "box"
+    scans.mkdir()
+    for name in ("photo.tif", "photo.jpg", "photo.tif.jpg", "other.jpg"):
+        save_photo(scans / name, "L")
+    assert run("batch", scans, "-q").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "box-colorized").iterdir()) == [
+        "other.png", "photo.jpg.png", "photo.tif.jpg.png", "photo.tif.png"]
 
 
 def test_a_resumed_batch_writes_only_the_missing_samples(fake_registry, tmp_path):
@@ -207,3 +239,87 @@ def test_json_mode_reports_an_early_failure_on_stdout(fake_registry, tmp_path):
     assert json.loads(result.stdout) == {"error": f"{tmp_path / 'missing.png'} does not exist",
                                          "exit_code": int(ExitCode.BAD_INPUT)}
     assert run(tmp_path / "missing.png").stdout == ""  # without --json, stdout stays empty
+
+
+# --------------------------------------------------------------------------- audit of 2026-11-26 (later)
+
+
+def test_a_name_too_long_for_the_disk_fails_that_photo_only(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / ("p" * 251 + ".png"), "L")  # its output p...p.tiff is 256 bytes: too long
+    save_photo(scans / "ok.png", "L")
+    result = run("batch", scans, "--format", "tiff", "--json")
+    assert result.exit_code == ExitCode.PARTIAL, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["done"], report["failed"]) == (1, 1)
+    assert "File name too long" in result.stderr and "Traceback" not in result.stderr
+    single = tmp_path / ("q" * 245 + ".png")
+    save_photo(single, "L")
+    assert "too long" in one_error(run(single), ExitCode.OUTPUT)
+
+
+def test_an_absolute_glob_is_a_usage_error(fake_registry, tmp_path):
+    save_photo(tmp_path / "a.png", "L")
+    line = one_error(run("batch", tmp_path, "--glob", str(tmp_path / "*.png"), "--json"), ExitCode.USAGE)
+    assert "relative to the folder" in line
+
+
+def test_an_output_subfolder_in_the_way_fails_only_its_photos(fake_registry, tmp_path):
+    scans = tmp_path / "box"
+    (scans / "sub").mkdir(parents=True)
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "sub" / "b.png", "L")
+    (tmp_path / "box-colorized").mkdir()
+    (tmp_path / "box-colorized" / "sub").write_text("in the way")
+    result = run("batch", scans, "-r", "--json")
+    assert result.exit_code == ExitCode.PARTIAL, result.stderr
+    assert (tmp_path / "box-colorized" / "a.png").is_file()
+    assert (tmp_path / "box-colorized" / "sub").read_text() == "in the way"
+
+
+def test_an_output_folder_holding_the_users_photos_is_refused(fake_registry, tmp_path):
+    scans = tmp_path / "box"
+    (scans / "sub").mkdir(parents=True)
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "sub" / "b.png", "L")
+    for out in (scans / "sub", scans):
+        line = one_error(run("batch", scans, "-r", "-o", out), ExitCode.USAGE)
+        assert "holds" in line and "would not be coloured" in line
+    assert sorted(p.name for p in (scans / "sub").iterdir()) == ["b.png"]
+
+
+def test_earlier_colourings_inside_the_input_folder_are_not_coloured_again(fake_registry, tmp_path):
+    for fmt in ("png", "bmp"):  # bmp holds no note: known as this batch's own output by its name
+        scans = tmp_path / f"box-{fmt}"
+        scans.mkdir()
+        save_photo(scans / "a.png", "L")
+        out = scans / "colour"
+        assert run("batch", scans, "-r", "-o", out, "--format", fmt, "-q").exit_code == 0
+        again = run("batch", scans, "-r", "-o", out, "--format", fmt, "--json")
+        assert again.exit_code == 0, again.stderr
+        assert json.loads(again.stdout)["skipped"] == 1 and len(json.loads(again.stdout)["files"]) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ("a.png", "--size", "8"), ("a.png", "--device", "tpu"), ("batch", ".", "--samples", "0"),
+    ("bench", ".", "--limit", "0"), ("models", "inspect", "unet"), ("--no-such-option",), ("batch",),
+])
+def test_bad_options_are_one_error_line_and_json(args, fake_registry):
+    result = run(*args, "--json")
+    line = one_error(result, ExitCode.USAGE)
+    assert "--help" in line
+    assert json.loads(result.stdout)["exit_code"] == ExitCode.USAGE
+
+
+def test_a_bare_command_shows_its_help(fake_registry):
+    for args in ((), ("models",)):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage" in result.stdout and not error_lines(result)
+
+
+def test_verifying_one_broken_model_is_one_error_line(fake_registry, tmp_path):
+    bundled = fake_registry.parent / "bundled" / "tiny.safetensors"
+    bundled.write_bytes(bundled.read_bytes()[:-10] + b"0123456789")
+    line = one_error(run("models", "verify", "tiny"), ExitCode.WEIGHTS)
+    assert "tiny" in line
