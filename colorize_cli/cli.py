@@ -281,7 +281,10 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
                                on_result=report,
                                on_step=report.step)
     except KeyboardInterrupt:
-        stderr.print("Error: interrupted; finished outputs are kept, rerun to resume.", markup=False)
+        message = "interrupted; finished outputs are kept, rerun to resume."
+        stderr.print(f"Error: {message}", markup=False)
+        if as_json:
+            print(json.dumps({"error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     if contact_sheet is not None:
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)

@@ -194,6 +194,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             raise
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"Cannot read {path}: the image is too large ({exc}).") from exc
+        except PermissionError as exc:
+            raise ImageError(f"Cannot read {path}: permission denied.") from exc
         except UnidentifiedImageError as exc:
             if "HEIF" not in formats and _is_heif(path):
                 raise ImageError(f"Cannot read {path}: it is a HEIF/HEIC photo, which needs "
@@ -496,6 +498,8 @@ def save_image(
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):  # e.g. the disk filled up, or a folder of that name appeared
             raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
+        if isinstance(e, ValueError):  # the encoder refuses the picture, e.g. too wide for WebP
+            raise OutputError(f"Cannot write {path} as {fmt}: {e}.") from e
         raise
 
 

@@ -149,7 +149,8 @@ def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
     assert len(first.calls) == 5
     cache_dirs = [p.name for p in (out / "cache").iterdir()]
     assert cache_dirs == [f"fake-{'ab' * 6}-ddim-10-16-0"]
-    assert sorted(p.name for p in (out / "cache" / cache_dirs[0]).glob("*.png")) == ["a.png", "b.png", "c.png", "sub__d.png"]
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in (out / "cache" / cache_dirs[0]).glob("*.png"))
+    assert cached == ["a", "b", "c", "sub__d"]  # each name carries its image's content digest
 
     second = FakeEngine()  # one more metric: re-scored, not re-coloured
     result2 = runner.run_bench(data_dir, [second], "psnr,cf,deltae", None, None, out, 0)
@@ -283,3 +284,23 @@ def test_saturation_settings_expand_per_model_label_runs_and_cache_apart(data_di
     assert {c["saturation"] for c in fake.calls if "saturation" in c} == {1.0, 2.0}
     caches = sorted(p.name for p in (tmp_path / "out" / "cache").iterdir() if p.name.startswith("fake"))
     assert len(caches) == 2 and caches[1].endswith("-sat2")
+
+
+def test_a_photo_replaced_under_the_same_name_is_coloured_again(data_dir, tmp_path):
+    out = tmp_path / "out"
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    pixels = np.asarray(Image.open(data_dir / "a.png"))
+    Image.fromarray(255 - pixels).save(data_dir / "a.png")  # another picture, same name and size
+    again = FakeEngine()
+    cached = runner.run_bench(data_dir, [again], "psnr", None, None, out, 0)
+    assert sum(call["n"] for call in again.calls) == 2  # only a.png, (plus its untimed warm-up call)
+    fresh = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0)
+    assert _summaries(cached) == _summaries(fresh)
+
+
+def test_an_output_folder_inside_the_set_is_not_part_of_the_set(data_dir):
+    out = data_dir / "results"
+    first = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    second = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    assert len(first.images) == len(second.images) == 4
+    assert _summaries(first) == _summaries(second)

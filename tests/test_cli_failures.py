@@ -323,3 +323,10 @@ def test_verifying_one_broken_model_is_one_error_line(fake_registry, tmp_path):
     bundled.write_bytes(bundled.read_bytes()[:-10] + b"0123456789")
     line = one_error(run("models", "verify", "tiny"), ExitCode.WEIGHTS)
     assert "tiny" in line
+
+
+def test_a_picture_the_encoder_refuses_is_an_output_error(fake_registry, tmp_path):
+    src = tmp_path / "strip.png"
+    Image.fromarray(np.full((2, 17000), 120, np.uint8)).save(src)  # WebP holds at most 16383 px a side
+    line = one_error(run(src, "-o", tmp_path / "strip.webp"), ExitCode.OUTPUT)
+    assert "WEBP" in line and not list(tmp_path.glob(".strip.webp*"))

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -513,3 +514,25 @@ def test_resume_refuses_a_typed_setting_only_a_new_run_can_change(few_dir, tmp_p
                       **dict(common, perceptual_weight=0.5))
     # Typing the run's own value is fine.
     assert train_command(data=[], resume=True, steps=2, lr=3e-3, given={"steps", "lr"}, **common).steps == 2
+
+
+def test_the_runs_own_folder_inside_the_data_is_not_training_data(few_dir, tmp_path):
+    data = tmp_path / "photos"
+    shutil.copytree(few_dir, data)
+    before, _ = index_sources([data])
+    run = data / "run"
+    (run / "samples").mkdir(parents=True)
+    Image.fromarray(colourful(0)).save(run / "samples" / "step-000002.png")
+    assert index_sources([data], exclude=[run])[0] == before
+    assert len(index_sources([data])[0]) == len(before) + 1
+
+
+def test_a_shard_of_only_refused_members_says_so(tmp_path):
+    shard = tmp_path / "bad.tar"
+    with tarfile.open(shard, "w") as tar:
+        payload = jpeg_bytes(colourful(1))
+        info = tarfile.TarInfo("../evil.jpg")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(TrainingError, match="1 archive member"):
+        index_sources([shard])

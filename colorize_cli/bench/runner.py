@@ -276,14 +276,20 @@ class BenchResult:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``data_dir`` (recursively), sorted by relative path; the first ``limit``."""
+def list_images(data_dir: Path, limit: int | None = None, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Image files under ``data_dir`` (recursively), sorted by relative path; the first ``limit``.
+
+    Files under the folders in ``exclude`` (the bench's own output, when it is inside the set)
+    are not part of the set.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
+    skipped = [Path(e).resolve() for e in exclude]
     files = sorted(
         (p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-         and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)),
+         and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
+         and not any(p.resolve().is_relative_to(e) for e in skipped)),
         key=lambda p: p.relative_to(data_dir).as_posix(),
     )
     if limit is not None:
@@ -584,9 +590,12 @@ def run_bench(
         notes.append(f"network metrics skipped: {error}")
         scorer = _Scorer(metric_names, metrics_device)
 
-    paths = list_images(data_dir, limit)
-    keys = _image_keys(paths, data_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
+    paths = list_images(data_dir, limit, exclude=[d for d in (out_dir, cache_root) if d is not None])
+    keys = _image_keys(paths, data_dir)
+    # A cached colouring is named after its image's content too: a photo replaced under the same
+    # name is coloured again, never scored with the colouring of the picture it replaced.
+    cache_names = [f"{key}-{_content_digest(path)}" for key, path in zip(keys, paths)] if cache_root else keys
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
     specs = [_as_spec(item) for item in engines_with_settings]
@@ -615,7 +624,7 @@ def run_bench(
                                            f"{steps or 'none'}-{work_size or 'default'}-{seed}{saturated}")
             run_cache.mkdir(parents=True, exist_ok=True)
 
-        colouring = _colour_all(engine, paths, keys, run_cache, settings, seed,
+        colouring = _colour_all(engine, paths, cache_names, run_cache, settings, seed,
                                 lambda done, total: report(f"colour {label}", done, total), notes, label)
 
         # Score in chunks, so the metric networks see batches.
@@ -626,7 +635,8 @@ def run_bench(
             chunk = list(range(first, min(first + METRIC_BATCH, len(paths))))
             report(f"score {label}", first, len(paths))
             truths = [read_rgb(paths[i]) for i in chunk]
-            outs = [colouring.outputs.pop(i) if i in colouring.outputs else read_rgb(run_cache / f"{keys[i]}.png") for i in chunk]
+            outs = [colouring.outputs.pop(i) if i in colouring.outputs else read_rgb(run_cache / f"{cache_names[i]}.png")
+                    for i in chunk]
             for i, out, truth in zip(chunk, outs, truths):
                 if out.shape != truth.shape:
                     raise ValueError(f"{label} returned {out.shape[1]}x{out.shape[0]} for {paths[i].name} "
@@ -638,14 +648,15 @@ def run_bench(
                     samples.setdefault(keys[i], (grey_input(truth), truth))
             chunk_records, chunk_features = scorer.score_chunk(chunk, outs, truths)
             for i, record in zip(chunk, chunk_records):
-                records.append({"image": paths[i].relative_to(data_dir).as_posix(), "latency_s": colouring.latencies.get(keys[i]), **record})
+                records.append({"image": paths[i].relative_to(data_dir).as_posix(), "latency_s": colouring.latencies.get(cache_names[i]),
+                                **record})
             if chunk_features is not None:
                 feature_chunks.append(chunk_features)
         report(f"score {label}", len(paths), len(paths))
         features = np.concatenate(feature_chunks) if feature_chunks else None
         summary = scorer.summarise(records, features, list(range(len(paths))), seed, notes, label)
 
-        timed = [colouring.latencies[k] for k in keys if k in colouring.latencies]
+        timed = [colouring.latencies[k] for k in cache_names if k in colouring.latencies]
         speed = SpeedStats(
             working_size=work_size,
             image_size=_describe_sizes(truth_sizes),
@@ -697,6 +708,15 @@ def run_bench(
         notes=notes,
         samples=samples,
     )
+
+
+def _content_digest(path: Path) -> str:
+    """12 hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def _files_digest(paths: Sequence[Path], data_dir: Path) -> str:

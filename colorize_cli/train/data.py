@@ -89,18 +89,22 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
     return refs, refused
 
 
-def index_sources(paths: list[str | os.PathLike[str]]) -> tuple[list[ImageRef], int]:
+def index_sources(paths: list[str | os.PathLike[str]],
+                  exclude: list[str | os.PathLike[str]] = ()) -> tuple[list[ImageRef], int]:
     """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
     name, and the number of tar members refused as unsafe or not images."""
     if not paths:
         raise TrainingError("no --data given: pass folders of images or .tar shards")
     refs: list[ImageRef] = []
     refused = 0
+    # The run's own folder (its sample grids) is never training data, even inside a --data folder.
+    skipped = [Path(e).resolve() for e in exclude]
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise TrainingError(f"--data path does not exist: {path}")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)]
         for file in files:
             if file.name.endswith(TAR_SUFFIXES):
                 found, bad = index_tar(file)
@@ -112,7 +116,8 @@ def index_sources(paths: list[str | os.PathLike[str]]) -> tuple[list[ImageRef], 
                 raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}")
     refs = sorted(set(refs), key=lambda r: r.name)
     if not refs:
-        raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}")
+        why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
+        raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
     return refs, refused
 
 

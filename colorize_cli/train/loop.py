@@ -315,7 +315,7 @@ class Trainer:
             options = replace(saved, **runtime, resume=True, out=options.out)
         self.options = o = options
         self.validate(o)
-        refs, self.refused = index_sources(o.data)  # user errors in --data surface before any model work
+        refs, self.refused = index_sources(o.data, exclude=[o.out])  # user errors in --data surface before any model work
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
