@@ -673,8 +673,9 @@ def train_cli(
                                val_fraction=val_fraction, peak_tflops=peak_tflops, channels_last=channels_last,
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage, show_progress=not quiet)
     except KeyboardInterrupt:
-        stderr.print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
-                     markup=False)
+        where = f"--out {out}" if out is not None else "--out RUN_FOLDER (printed when the run started)"
+        stderr.print(printable(f"Error: interrupted; rerun with --resume {where} to continue from the last "
+                               "checkpoint."), markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
         raise fail(UsageError(error_message(e))) from None

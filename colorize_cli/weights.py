@@ -373,6 +373,7 @@ def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None)
     path = _fetch_from_hub(entry, cache_dir)
     check_safetensors(path)
     check_sha256(path, entry.sha256)
+    _check_architecture(read_config(path), entry.architecture, path)  # as `models verify` does
     return ResolvedWeights(path, "hub")
 
 

@@ -485,6 +485,11 @@ def test_bad_numbers_are_refused(few_dir, tmp_path):
         train(options([few_dir], tmp_path / "a", "unet", lr=float("inf")))
     with pytest.raises(TrainingError, match="--val-fraction"):
         train(options([few_dir], tmp_path / "b", "unet", val_fraction=-1.0))
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(TrainingError, match="--ema-decay"):
+            train(options([few_dir], tmp_path / "c", "unet", ema_decay=bad))
+    with pytest.raises(TrainingError, match="--grad-clip"):
+        train(options([few_dir], tmp_path / "d", "unet", grad_clip=float("nan")))
 
 
 def test_module_entry_point_resumes_with_the_runs_own_settings(few_dir, tmp_path):

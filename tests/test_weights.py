@@ -350,6 +350,17 @@ def test_hub_download_is_hash_checked(tmp_path, bundled, cache_dir, monkeypatch)
         resolve_weights(make_entry(sha256="f" * 64), cache_dir=cache_dir)
 
 
+def test_a_download_of_another_architecture_is_refused(tmp_path, bundled, cache_dir, monkeypatch):
+    published = make_weights(tmp_path / "published.safetensors", architecture="lab-ddpm")
+
+    def serve(repo_id, filename, *, revision, cache_dir, local_files_only):
+        return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
+
+    fake_hub(monkeypatch, serve)
+    with pytest.raises(WeightsError, match="lab-ddpm"):
+        download(make_entry(sha256=sha256_file(published)), cache_dir=cache_dir)
+
+
 # ------------------------------------------------------------------------------------------
 # Hashes
 

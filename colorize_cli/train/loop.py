@@ -394,6 +394,10 @@ class Trainer:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
         if o.workers < 0:
             raise TrainingError("--workers must be >= 0")
+        if not 0 <= o.ema_decay < 1:
+            raise TrainingError("--ema-decay must be at least 0 and below 1")
+        if o.warmup_steps < 0 or not o.grad_clip >= 0:
+            raise TrainingError("--warmup-steps and --grad-clip must not be negative (--grad-clip 0: no clipping)")
 
     def _group_windows(self) -> dict[str, tuple[int, int]]:
         windows: dict[str, tuple[int, int]] = {}
