@@ -10,8 +10,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
 import warnings
 from contextlib import contextmanager
@@ -121,6 +123,8 @@ def printable(text: str) -> str:
 
 
 def error_line(message: str) -> str:
+    for stand_in, name in _state.get("stand_ins", {}).items():  # temporary files shown as what they stand for
+        message = message.replace(stand_in, name)
     return printable(f"Error: {message}")
 
 
@@ -168,10 +172,10 @@ def _load_engine(model: Optional[str], weights: Optional[Path], device: Device):
 class _Reporter:
     """Progress bar on stderr, output paths on stdout, one `Error:` line per failed file."""
 
-    def __init__(self, total: int, quiet: bool, as_json: bool):
+    def __init__(self, total: int, quiet: bool, as_json: bool, list_outputs: bool = True):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.quiet, self.as_json = quiet, as_json
+        self.quiet, self.as_json, self.list_outputs = quiet, as_json, list_outputs
         # Only on a terminal: redirected, a transient bar leaves blank lines among the messages.
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                  console=stderr, transient=True, disable=quiet or not stderr.is_terminal)
@@ -193,7 +197,7 @@ class _Reporter:
         self.progress.advance(self.task)
         if result.status == "failed":
             self.progress.console.print(error_line(str(result.reason)), markup=False)
-        elif result.status == "done" and not self.as_json:
+        elif result.status == "done" and not self.as_json and self.list_outputs:
             for path in result.outputs:  # as they are (not through Rich): scripts read these lines
                 print(path, flush=True)
 
@@ -260,7 +264,7 @@ def _make_folder(path: Path) -> None:
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
          as_json, overwrite, skip_existing, single, strip_metadata, hints=(), contact_sheet=None,
-         root=None) -> None:
+         root=None, list_outputs=True) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -273,7 +277,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
         except Exception as e:
             raise fail(e) from None
     try:
-        with _Reporter(len(jobs), quiet, as_json) as report:
+        with _Reporter(len(jobs), quiet, as_json, list_outputs) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
                                seed=seed, samples=samples, saturation=saturation, batch_size=batch_size,
                                overwrite=overwrite, skip_existing=skip_existing, keep_metadata=not strip_metadata,
@@ -312,7 +316,8 @@ def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) 
 @app.command(DEFAULT_COMMAND, help="Colour photos (the default command: `colorize IMAGE... [-o OUT]`).")
 def color_command(
     images: List[Path] = typer.Argument(..., help="Input images.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several); "
+                                          "`-` writes a PNG to standard output (as the input `-` reads one)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt,
@@ -324,6 +329,56 @@ def color_command(
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ) -> None:
+    # `-` as the input reads the photo from standard input; `-o -` writes a PNG to standard output.
+    piped = any(str(image) == "-" for image in images) or (output is not None and str(output) == "-")
+    stand_ins = Path(tempfile.mkdtemp(prefix="colorize-")) if piped else None
+    try:
+        if stand_ins is not None:
+            images, output = _standard_streams(images, output, samples, as_json, stand_ins)
+        _colour_files(images, output, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed,
+                      samples=samples, size=size, saturation=saturation, hint_texts=hint_texts, device=device,
+                      batch_size=batch_size, overwrite=overwrite, strip_metadata=strip_metadata, quiet=quiet,
+                      as_json=as_json, list_outputs=stand_ins is None or output != stand_ins / "stdout.png")
+        if stand_ins is not None and output == stand_ins / "stdout.png":
+            sys.stdout.buffer.write(output.read_bytes())
+            sys.stdout.buffer.flush()
+    finally:
+        if stand_ins is not None:
+            shutil.rmtree(stand_ins, ignore_errors=True)
+            _state.pop("stand_ins", None)
+
+
+def _standard_streams(images: list[Path], output: Optional[Path], samples: int, as_json: bool,
+                      stand_ins: Path) -> tuple[list[Path], Optional[Path]]:
+    """Temporary files that stand in for `-` (standard input) and `-o -` (standard output)."""
+    if any(str(image) == "-" for image in images):
+        if len(images) != 1:
+            raise fail(UsageError("`-` (a photo on standard input) must be the only input"))
+        if output is None:
+            raise fail(UsageError("a photo from standard input needs -o FILE (or -o - for standard output)"))
+        if sys.stdin is None or sys.stdin.isatty():
+            raise fail(UsageError("no photo on standard input; pipe one in: colorize - -o out.png < photo.jpg"))
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise fail(FileNotFoundError("standard input is empty: no photo came"))
+        images = [stand_ins / "stdin"]
+        images[0].write_bytes(data)
+        _state.setdefault("stand_ins", {})[str(images[0])] = "<standard input>"
+    if output is not None and str(output) == "-":
+        if samples != 1:
+            raise fail(UsageError("-o - writes one image to standard output: leave out --samples"))
+        if as_json:
+            raise fail(UsageError("-o - writes the image to standard output, which --json cannot share"))
+        if sys.stdout.isatty():
+            raise fail(UsageError("-o - would write image bytes to the terminal; redirect it: -o - > out.png"))
+        output = stand_ins / "stdout.png"
+        _state.setdefault("stand_ins", {})[str(output)] = "<standard output>"
+    return images, output
+
+
+def _colour_files(images: list[Path], output: Optional[Path], *, model, weights, sampler, steps, seed, samples,
+                  size, saturation, hint_texts, device, batch_size, overwrite, strip_metadata, quiet,
+                  as_json, list_outputs=True) -> None:
     from .batch import Job, sample_paths
     from .imageio import output_format, upright_size
 
@@ -369,7 +424,7 @@ def color_command(
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
          overwrite=overwrite, skip_existing=False, single=len(images) == 1, strip_metadata=strip_metadata,
-         hints=hints)
+         hints=hints, list_outputs=list_outputs)
 
 
 def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwrite: bool) -> None:

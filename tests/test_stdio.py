@@ -1,0 +1,74 @@
+"""`-` reads a photo from standard input; `-o -` writes the colouring to standard output as PNG."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from colorize_cli.errors import ExitCode
+from colorize_cli.imageio import load_image
+
+from conftest import photo, save_photo
+from test_cli import error_lines, runner
+from colorize_cli.cli import app
+
+
+def invoke(*args, data: bytes | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=data, catch_exceptions=False)
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(photo()).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _stand_ins() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("colorize-*"))
+
+
+def test_a_pipe_in_and_out_gives_what_files_give(fake_registry, tmp_path):
+    before = _stand_ins()
+    src = tmp_path / "p.png"
+    src.write_bytes(_png_bytes())
+    assert invoke(src, "-o", tmp_path / "file.png").exit_code == 0
+    piped = invoke("-", "-o", "-", data=_png_bytes())
+    assert piped.exit_code == 0, piped.stderr
+    out = Image.open(io.BytesIO(piped.stdout_bytes))
+    assert out.format == "PNG"
+    np.testing.assert_array_equal(np.asarray(out.convert("RGB")), load_image(tmp_path / "file.png").pixels)
+    assert "machine colourisation" in out.info["Software"]
+    assert _stand_ins() == before  # the temporary files are gone
+
+
+def test_a_pipe_in_to_a_file_and_a_file_to_a_pipe(fake_registry, tmp_path):
+    result = invoke("-", "-o", tmp_path / "out.jpg", data=_png_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert load_image(tmp_path / "out.jpg").format == "JPEG"
+    src = save_photo(tmp_path / "p.png", "L")
+    result = invoke(src, "-o", "-")
+    assert result.exit_code == 0 and result.stdout_bytes.startswith(b"\x89PNG")
+    assert not (tmp_path / "p-colorized.png").exists()
+
+
+def test_what_cannot_work_with_pipes_is_one_error_line(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    cases = [
+        (("-",), _png_bytes(), ExitCode.USAGE, "needs -o"),
+        (("-", src, "-o", tmp_path / "o"), _png_bytes(), ExitCode.USAGE, "only input"),
+        (("-", "-o", tmp_path / "o.png"), b"", ExitCode.BAD_INPUT, "empty"),
+        (("-", "-o", tmp_path / "o.png"), b"not a photo", ExitCode.BAD_INPUT, "<standard input>"),
+        ((src, "-o", "-", "--samples", "2"), None, ExitCode.USAGE, "--samples"),
+        ((src, "-o", "-", "--json"), None, ExitCode.USAGE, "--json"),
+    ]
+    for args, data, code, words in cases:
+        result = invoke(*args, data=data)
+        assert result.exit_code == code, (args, result.stderr)
+        lines = error_lines(result)
+        assert len(lines) == 1 and words in lines[0], (args, result.stderr)
+        assert "colorize-" not in lines[0]  # no temporary path shown
+    assert not (tmp_path / "o.png").exists()
