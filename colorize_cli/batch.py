@@ -79,29 +79,37 @@ def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples
     """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
 
     Photos that would share an output (photo.jpg and photo.tif) all keep their own extension in
-    the name (photo.jpg.png, photo.tif.png). None of them gets the plain name: a rerun skips the
-    outputs that exist, so a plain name made when photo.tif was alone must never be taken for
-    the colouring of a photo.jpg added later.
+    the name (photo.jpg.png, photo.tif.png): see `distinct_targets`.
     """
     rels = [src.relative_to(root) for src in sources]
-    plain = [str(rel.with_suffix(ext)).lower() for rel in rels]  # lower: one file on case-insensitive disks
-    qualified = [str(rel.with_name(rel.name + ext)).lower() for rel in rels]
+    targets = distinct_targets([out_dir / rel.with_suffix(ext) for rel in rels],
+                               [out_dir / rel.with_name(rel.name + ext) for rel in rels])
+    return [Job(src, sample_paths(target, samples)) for src, target in zip(sources, targets)]
+
+
+def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
+    """Each source's output: its plain name (photo.png), unless another source would have the
+    same, then its qualified one (photo.jpg.png, made from its full name, so unique).
+
+    None of the sources that share a plain name gets it: a rerun skips the outputs that exist, so
+    a plain name made when photo.tif was alone must never be taken for the colouring of a
+    photo.jpg added later. A qualified name can be another source's plain name (photo.tif.png
+    for photo.tif.jpg): that source is qualified too.
+    """
+    plain_keys = [str(p).lower() for p in plain]  # lower: one file on case-insensitive disks
+    qualified_keys = [str(q).lower() for q in qualified]
     owners: dict[str, int] = {}
-    for name in plain:
-        owners[name] = owners.get(name, 0) + 1
-    keeps_own = [False] * len(sources)
+    for key in plain_keys:
+        owners[key] = owners.get(key, 0) + 1
+    own = [False] * len(plain)
     changed = True
-    while changed:  # a qualified name (photo.tif.png) may be another photo's plain one (photo.tif.jpg)
+    while changed:
         changed = False
-        claimed = {q for q, own in zip(qualified, keeps_own) if own}
-        for i, name in enumerate(plain):
-            if not keeps_own[i] and (owners[name] > 1 or name in claimed):
-                keeps_own[i] = changed = True
-    jobs: list[Job] = []
-    for src, rel, own in zip(sources, rels, keeps_own):
-        target = out_dir / (rel.with_name(rel.name + ext) if own else rel.with_suffix(ext))
-        jobs.append(Job(src, sample_paths(target, samples)))
-    return jobs
+        claimed = {q for q, qualified_now in zip(qualified_keys, own) if qualified_now}
+        for i, key in enumerate(plain_keys):
+            if not own[i] and (owners[key] > 1 or key in claimed):
+                own[i] = changed = True
+    return [q if qualified_now else p for p, q, qualified_now in zip(plain, qualified, own)]
 
 
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:

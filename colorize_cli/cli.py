@@ -379,7 +379,7 @@ def _standard_streams(images: list[Path], output: Optional[Path], samples: int, 
 def _colour_files(images: list[Path], output: Optional[Path], *, model, weights, sampler, steps, seed, samples,
                   size, saturation, hint_texts, device, batch_size, overwrite, strip_metadata, quiet,
                   as_json, list_outputs=True) -> None:
-    from .batch import Job, sample_paths
+    from .batch import Job, distinct_targets, sample_paths
     from .imageio import output_format, upright_size
 
     hints = []
@@ -410,15 +410,13 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
             output_format(output)
         except Exception as e:
             raise fail(e) from None
-    jobs = []
-    for image in images:
-        if output is None:
-            target = image.with_name(f"{image.stem}-colorized.png")
-        elif to_folder:
-            target = output / f"{image.stem}-colorized.png"
-        else:
-            target = output
-        jobs.append(Job(image, sample_paths(target, samples)))
+    if output is not None and not to_folder:
+        targets = [output]
+    else:  # photo.jpg -> photo-colorized.png; photo.jpg and photo.tif -> photo.jpg-colorized.png, ...
+        folders = [output if to_folder else image.parent for image in images]
+        targets = distinct_targets([f / f"{image.stem}-colorized.png" for f, image in zip(folders, images)],
+                                   [f / f"{image.name}-colorized.png" for f, image in zip(folders, images)])
+    jobs = [Job(image, sample_paths(target, samples)) for image, target in zip(images, targets)]
     if to_folder:
         _make_folder(output)
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,

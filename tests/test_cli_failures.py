@@ -330,3 +330,18 @@ def test_a_picture_the_encoder_refuses_is_an_output_error(fake_registry, tmp_pat
     Image.fromarray(np.full((2, 17000), 120, np.uint8)).save(src)  # WebP holds at most 16383 px a side
     line = one_error(run(src, "-o", tmp_path / "strip.webp"), ExitCode.OUTPUT)
     assert "WEBP" in line and not list(tmp_path.glob(".strip.webp*"))
+
+
+def test_several_inputs_that_share_a_name_all_get_coloured(fake_registry, tmp_path):
+    a = save_photo(tmp_path / "a.png", "L")
+    b = save_photo(tmp_path / "a.jpg", "L", seed=1)
+    result = run(a, b, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg-colorized.png", "a.png-colorized.png"]
+    beside = run(a, b)
+    assert beside.exit_code == 0, beside.stderr
+    assert (tmp_path / "a.png-colorized.png").is_file() and (tmp_path / "a.jpg-colorized.png").is_file()
+    (tmp_path / "x").mkdir()  # the same file name from two folders into one: the second is refused, visibly
+    c = save_photo(tmp_path / "x" / "a.png", "L", seed=2)
+    clash = run(a, c, "-o", tmp_path / "out2")
+    assert clash.exit_code == ExitCode.PARTIAL and "is also the output of" in clash.stderr
