@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .hints import Hint, parse_hint
-from .imageio import decode_pillow_image, to_uint8
+from .imageio import decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
 
 ImageLike = Union[Image.Image, np.ndarray]
@@ -41,10 +41,12 @@ class Colorizer:
                  device: str = "auto", sampler: str | None = None, steps: int | None = None,
                  size: int | None = None, saturation: float | None = None, seed: int = 0,
                  local_files_only: bool = False) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, not {seed!r}")
         self.engine = Engine.load(model, weights, device, local_files_only=local_files_only)
         self.sampler, self.steps, self.size, self.saturation = self.engine.resolve_settings(
             sampler, steps, size, saturation)
-        self.seed = seed
+        self.seed = int(seed)
 
     @property
     def model_name(self) -> str:
@@ -54,11 +56,11 @@ class Colorizer:
         return (f"Colorizer(model={self.engine.name!r}, device={str(self.engine.device)!r}, sampler={self.sampler!r}, "
                 f"steps={self.steps}, size={self.size}, saturation={self.saturation:g}, seed={self.seed})")
 
-    def colorize(self, image: ImageLike, *, hints: Sequence[HintLike] = (), sample: int = 0) -> ImageLike:
+    def colorize(self, image: ImageLike, *, hints: Sequence[HintLike] | str = (), sample: int = 0) -> ImageLike:
         """One image, as a Pillow image or a numpy array; returns the same kind (see `colorize_many`)."""
         return self.colorize_many([image], hints=hints, samples=[sample])[0]
 
-    def colorize_many(self, images: Sequence[ImageLike], *, hints: Sequence[HintLike] = (),
+    def colorize_many(self, images: Sequence[ImageLike], *, hints: Sequence[HintLike] | str = (),
                       samples: Sequence[int] | None = None, batch_size: int = 8) -> list[ImageLike]:
         """Colour several images (batched where their working shapes match).
 
@@ -68,7 +70,7 @@ class Colorizer:
         `--hint` takes them, or `Hint`s) apply to every image; `samples[i]` picks image i's
         random stream for the diffusion models (default 0).
         """
-        parsed = [parse_hint(h) if isinstance(h, str) else h for h in hints]
+        parsed = _parse_hints(hints)
         decoded = [_to_pixels(image) for image in images]
         for pixels, _, _ in decoded:
             for hint in parsed:
@@ -80,7 +82,8 @@ class Colorizer:
         return [_from_pixels(out, alpha, kind) for out, (_, alpha, kind) in zip(outs, decoded)]
 
     def colorize_file(self, source: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                      hints: Sequence[HintLike] = (), overwrite: bool = False, keep_metadata: bool = True) -> Path:
+                      hints: Sequence[HintLike] | str = (), overwrite: bool = False,
+                      keep_metadata: bool = True) -> Path:
         """Colour an image file as `colorize SOURCE -o OUTPUT` does (orientation, colour profile,
         16 bits, metadata and the provenance note; written atomically, never over the input).
         `output` defaults to `NAME-colorized.png` beside the source. Returns the output's path;
@@ -89,13 +92,21 @@ class Colorizer:
 
         source = Path(source)
         target = Path(output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
-        parsed = [parse_hint(h) if isinstance(h, str) else h for h in hints]
+        if not target.is_dir():
+            output_format(target)  # an extension no format has: say so before colouring
+        parsed = _parse_hints(hints)
         (result,) = run_jobs(self.engine, [Job(source, [target])], sampler=self.sampler, steps=self.steps,
                              size=self.size, seed=self.seed, samples=1, saturation=self.saturation, batch_size=1,
                              overwrite=overwrite, skip_existing=False, keep_metadata=keep_metadata, hints=parsed)
         if result.status == "failed":
             raise result.error if result.error is not None else RuntimeError(result.reason)
         return target
+
+
+def _parse_hints(hints: Sequence[HintLike] | str) -> list[Hint]:
+    if isinstance(hints, (str, Hint)):  # one hint given on its own
+        hints = [hints]
+    return [parse_hint(h) if isinstance(h, str) else h for h in hints]
 
 
 def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
@@ -114,7 +125,8 @@ def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
     elif np.issubdtype(dtype, np.floating):
         if not np.isfinite(array).all():
             raise ValueError("the image holds NaN or infinite values")
-        work = np.round(np.clip(array, 0.0, 1.0) * 65535).astype(np.uint16)  # floats: 0..1
+        wide = array.astype(np.float64)  # float16 cannot hold 65535
+        work = np.round(np.clip(wide, 0.0, 1.0) * 65535).astype(np.uint16)  # floats: 0..1
     else:
         raise ValueError(f"expected uint8, uint16 or float (0..1) pixels, not {dtype}")
     alpha = work[:, :, 3].copy() if work.ndim == 3 and work.shape[2] == 4 else None

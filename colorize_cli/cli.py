@@ -65,7 +65,8 @@ class DefaultCommandGroup(TyperGroup):
                 e.show()
                 sys.exit(0)
             message = " ".join(e.format_message().split()) or "bad command-line options"
-            words = e.ctx.command_path.split()[1:] if getattr(e, "ctx", None) is not None else []
+            ctx = getattr(e, "ctx", None)  # (its program name may be "python -m colorize_cli")
+            words = ctx.command_path[len(ctx.find_root().command_path):].split() if ctx is not None else []
             command = " ".join(["colorize", *(w for w in words if w != DEFAULT_COMMAND)])
             stderr.print(error_line(f"{message} (see `{command} --help`)"), markup=False)
             code = getattr(e, "exit_code", int(ExitCode.USAGE))
@@ -394,7 +395,7 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
             for hint in hints if photo_size else ():  # before a second of model loading
                 hint.position(*photo_size)
         except (UsageError, ValueError) as e:
-            raise fail(UsageError(f"{images[0]}: {e}") if isinstance(e, ValueError) else e) from None
+            raise fail(UsageError(f"{images[0]}: {e}") if not isinstance(e, UsageError) else e) from None
     for image in images:
         if image.is_dir():
             raise fail(UsageError(f"{image} is a folder; use `colorize batch {image}`"))
@@ -492,7 +493,7 @@ def batch_command(
     as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
-    from .imageio import UnsupportedFormatError, output_format, unwritable_reason
+    from .imageio import unwritable_reason
 
     if not folder.is_dir():
         raise fail(FileNotFoundError(f"{folder} is not a folder"))
@@ -502,11 +503,9 @@ def batch_command(
         raise fail(UsageError(f"unsupported --format {ext!r}: {problem.replace('extension', 'format')}"))
     out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
     if contact_sheet is not None:
-        try:
-            output_format(contact_sheet)
-        except UnsupportedFormatError:
-            raise fail(UsageError(f"--contact-sheet {contact_sheet}: use a .jpg, .png, .webp, .tif, .bmp or .avif name")) \
-                from None
+        problem = unwritable_reason(contact_sheet.suffix)
+        if problem is not None:
+            raise fail(UsageError(f"--contact-sheet {contact_sheet}: {problem}"))
     try:
         sources = discover(folder, recursive=recursive, pattern=glob)
     except UsageError as e:

@@ -20,8 +20,10 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
-class UsageError(Exception):
-    """A combination of options that cannot work (reported with exit code USAGE)."""
+class UsageError(ValueError):
+    """A combination of options that cannot work (reported with exit code USAGE).
+
+    A ValueError, so that Python callers (`colorize_cli.api`) catch every bad setting as one."""
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

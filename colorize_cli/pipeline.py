@@ -45,6 +45,13 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _whole_number(name: str, value) -> int:
+    """`value` as an int; ValueError for floats, strings, booleans..."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return int(value)
+
+
 def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
     """The model's input shape: longer side ≈ `size`, aspect kept, both sides multiples of `multiple`."""
     if size < multiple:
@@ -145,13 +152,16 @@ class Engine:
         if sampler not in self.supported_samplers:
             raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
                              f"{', '.join(self.supported_samplers)}, not {sampler!r}")
-        steps = self.default_steps if steps is None else steps
+        steps = self.default_steps if steps is None else _whole_number("--steps", steps)
         if steps < 1:
             raise ValueError("--steps must be at least 1")
-        size = size or self.default_size
+        size = self.default_size if size is None else _whole_number("--size", size)
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
-        saturation = self.default_saturation if saturation is None else float(saturation)
+        try:
+            saturation = self.default_saturation if saturation is None else float(saturation)
+        except (TypeError, ValueError):
+            raise ValueError(f"--saturation must be a number, not {saturation!r}") from None
         if not 0.0 <= saturation <= MAX_SATURATION:
             raise ValueError(f"--saturation must be between 0 and {MAX_SATURATION:g}, not {saturation:g}")
         return sampler, steps, size, saturation
@@ -190,6 +200,15 @@ class Engine:
         n = len(pixels)
         seeds = list(seeds) if seeds is not None else [0] * n
         samples = list(samples) if samples is not None else [0] * n
+        if len(seeds) != n or len(samples) != n or (hints is not None and len(hints) != n):
+            raise ValueError(f"seeds, samples and hints need one entry per image ({n})")
+        if any(_whole_number("a seed", v) < 0 for v in seeds) or any(_whole_number("a sample", v) < 0 for v in samples):
+            raise ValueError("seeds and sample indices must not be negative")
+        if _whole_number("batch_size", batch_size) < 1:
+            raise ValueError("batch_size must be at least 1")
+        for p in pixels:
+            if p.ndim != 3 or p.shape[2] != 3 or p.shape[0] < 1 or p.shape[1] < 1:
+                raise ValueError(f"expected (H, W, 3) pixels with H, W >= 1, got shape {p.shape}")
         shapes = [working_shape(p.shape[0], p.shape[1], size, self.model.multiple) for p in pixels]
         results: list[np.ndarray | None] = [None] * n
         done = 0

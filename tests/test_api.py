@@ -117,3 +117,36 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, colorize_cli; assert 'torch' not in sys.modules; colorize_cli.Colorizer; " \
            "assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_half_precision_floats_are_coloured_like_single(colorizer):
+    grey = _grey() / 255.0
+    np.testing.assert_allclose(colorizer.colorize(grey.astype(np.float16)), colorizer.colorize(grey.astype(np.float32)),
+                               atol=2 / 255)
+
+
+def test_bad_calls_are_value_errors_before_any_work(fake_registry, colorizer):
+    grey = _grey()
+    for kwargs in ({"batch_size": 0}, {"batch_size": -1}, {"samples": [0]}):
+        with pytest.raises(ValueError):
+            colorizer.colorize_many([grey, grey], **kwargs)
+    for empty in (Image.new("L", (0, 0)), Image.new("L", (0, 5))):
+        with pytest.raises(ValueError, match="shape"):
+            colorizer.colorize(empty)
+    for kwargs in ({"seed": -1}, {"seed": "a"}, {"seed": 1.5}, {"steps": 2.5}, {"steps": "3"}, {"size": 0},
+                   {"size": "64"}, {"device": "gpu"}, {"saturation": "lots"}):
+        with pytest.raises(ValueError):
+            Colorizer(**kwargs)
+
+
+def test_one_hint_may_be_given_on_its_own(colorizer):
+    grey = np.full((40, 56), 128, np.uint8)
+    np.testing.assert_array_equal(colorizer.colorize(grey, hints="50%,50%:#d9633c"),
+                                  colorizer.colorize(grey, hints=["50%,50%:#d9633c"]))
+
+
+def test_an_output_name_no_format_has_is_refused_before_colouring(colorizer, tmp_path, monkeypatch):
+    src = save_photo(tmp_path / "scan.png", "L")
+    monkeypatch.setattr(colorizer.engine, "colorize_pixels", None)  # colouring would fail loudly
+    with pytest.raises(ValueError, match="extension"):
+        colorizer.colorize_file(src, tmp_path / "scan.xyz")

@@ -149,8 +149,8 @@ def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
     assert len(first.calls) == 5
     cache_dirs = [p.name for p in (out / "cache").iterdir()]
     assert cache_dirs == [f"fake-{'ab' * 6}-ddim-10-16-0"]
-    cached = sorted(p.name.rsplit("-", 1)[0] for p in (out / "cache" / cache_dirs[0]).glob("*.png"))
-    assert cached == ["a", "b", "c", "sub__d"]  # each name carries its image's content digest
+    cached = sorted(p.name.rsplit("-", 2)[0] for p in (out / "cache" / cache_dirs[0]).glob("*.png"))
+    assert cached == ["a", "b", "c", "sub__d"]  # each name carries its image's content digest and seed
 
     second = FakeEngine()  # one more metric: re-scored, not re-coloured
     result2 = runner.run_bench(data_dir, [second], "psnr,cf,deltae", None, None, out, 0)
@@ -242,7 +242,8 @@ def test_bench_command_prints_the_table_and_writes_the_reports(data_dir, tmp_pat
         assert label in captured.out
     assert "euler" in captured.err and "euler" not in captured.out
 
-    assert sorted(p.name for p in out.iterdir()) == ["cache", "contact_sheet.html", "contact_sheet.png", "results.json", "results.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".colorize-bench", "cache", "contact_sheet.html", "contact_sheet.png",
+                                                     "results.json", "results.md"]
     document = json.loads((out / "results.json").read_text())
     assert document["meta"]["command"] == ["colorize", "bench", str(data_dir)]
     assert {"torch", "numpy", "colorize"} <= set(document["meta"]["versions"])
@@ -298,9 +299,30 @@ def test_a_photo_replaced_under_the_same_name_is_coloured_again(data_dir, tmp_pa
     assert _summaries(cached) == _summaries(fresh)
 
 
-def test_an_output_folder_inside_the_set_is_not_part_of_the_set(data_dir):
-    out = data_dir / "results"
-    first = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
-    second = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
-    assert len(first.images) == len(second.images) == 4
-    assert _summaries(first) == _summaries(second)
+def test_output_folders_inside_the_set_are_not_part_of_the_set(data_dir):
+    first = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir / "results", 0)
+    again = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir / "results", 0)
+    other = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir / "results2", 0)
+    assert len(first.images) == len(again.images) == len(other.images) == 4
+    assert _summaries(first) == _summaries(again) == _summaries(other)
+    with pytest.raises(ValueError, match="image set itself"):
+        runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir, 0)
+
+
+class SeededEngine(FakeEngine):
+    """A stochastic model: its colour depends on the seed alone."""
+
+    def colorize_pixels(self, pixels, *, sampler=None, steps=None, size=None, seeds, progress=None):
+        self.calls.append({"n": len(pixels), "seeds": list(seeds)})
+        return [np.clip(p.astype(np.int16) + [seed * 9 % 50, 0, 0], 0, 255).astype(np.uint8)
+                for p, seed in zip(pixels, seeds)]
+
+
+def test_a_cached_run_gives_what_a_fresh_run_gives_after_the_set_changes(data_dir, tmp_path):
+    out = tmp_path / "out"
+    runner.run_bench(data_dir, [SeededEngine()], "psnr", None, None, out, 0)
+    first = np.asarray(Image.open(data_dir / "a.png"))
+    Image.fromarray(first[::-1].copy()).save(data_dir / "0-first.png")  # sorts first: every seed moves
+    cached = runner.run_bench(data_dir, [SeededEngine()], "psnr", None, None, out, 0)
+    fresh = runner.run_bench(data_dir, [SeededEngine()], "psnr", None, None, None, 0)
+    assert [r["psnr"] for r in cached.runs[0].per_image] == [r["psnr"] for r in fresh.runs[0].per_image]

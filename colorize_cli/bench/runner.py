@@ -36,6 +36,7 @@ from PIL import Image
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
+from colorize_cli.errors import UsageError
 from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, readable_formats
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
@@ -276,20 +277,27 @@ class BenchResult:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def list_images(data_dir: Path, limit: int | None = None, exclude: Sequence[Path] = ()) -> list[Path]:
+def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
     """Image files under ``data_dir`` (recursively), sorted by relative path; the first ``limit``.
 
-    Files under the folders in ``exclude`` (the bench's own output, when it is inside the set)
-    are not part of the set.
+    Folders a bench wrote (marked with ``BENCH_MARKER``: its colourings, contact sheet and
+    cache), when they are inside the set, are not part of it.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
-    skipped = [Path(e).resolve() for e in exclude]
+    marked: dict[Path, bool] = {}
+
+    def in_bench_output(path: Path) -> bool:
+        folder = path.parent
+        if folder not in marked:
+            marked[folder] = (folder / BENCH_MARKER).is_file() or (folder != data_dir and in_bench_output(folder))
+        return marked[folder]
+
     files = sorted(
         (p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
          and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
-         and not any(p.resolve().is_relative_to(e) for e in skipped)),
+         and not in_bench_output(p)),
         key=lambda p: p.relative_to(data_dir).as_posix(),
     )
     if limit is not None:
@@ -297,6 +305,10 @@ def list_images(data_dir: Path, limit: int | None = None, exclude: Sequence[Path
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {data_dir}")
     return files
+
+
+# The file a bench puts in its output and cache folders, so it never reads them as photos.
+BENCH_MARKER = ".colorize-bench"
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -591,11 +603,20 @@ def run_bench(
         scorer = _Scorer(metric_names, metrics_device)
 
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
-    paths = list_images(data_dir, limit, exclude=[d for d in (out_dir, cache_root) if d is not None])
+    for folder in (out_dir, cache_root):
+        if folder is not None and Path(folder).resolve() == Path(data_dir).resolve():
+            raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
+    for folder in (out_dir, cache_dir):  # marked, so no later bench of the set takes it for photos
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / BENCH_MARKER).write_text("colorize bench output: not part of any image set\n")
+    paths = list_images(data_dir, limit)
     keys = _image_keys(paths, data_dir)
-    # A cached colouring is named after its image's content too: a photo replaced under the same
-    # name is coloured again, never scored with the colouring of the picture it replaced.
-    cache_names = [f"{key}-{_content_digest(path)}" for key, path in zip(keys, paths)] if cache_root else keys
+    # A cached colouring is named after its image's content and its seed too: a photo replaced
+    # under the same name, or moved to another place in the set (its seed is seed + its index),
+    # is coloured again, never scored with a colouring it would not get now.
+    cache_names = ([f"{key}-{_content_digest(path)}-s{seed + index}"
+                    for index, (key, path) in enumerate(zip(keys, paths))] if cache_root else keys)
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
     specs = [_as_spec(item) for item in engines_with_settings]

@@ -9,7 +9,7 @@ to the embedding and a coarse feature map added at the bottleneck.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
