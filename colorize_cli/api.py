@@ -35,7 +35,8 @@ HintLike = Union[str, Hint]
 class Colorizer:
     """A loaded model with its settings. `model` names a registry model (`colorize models list`),
     `weights` any colorize safetensors file; the others are the command line's options of the
-    same names (None: the model's own default). ValueError for settings the model cannot use."""
+    same names (None: the model's own default). ValueError for settings the model cannot use;
+    `colorize_cli.weights.WeightsError` when the weights are missing, corrupt or not a model."""
 
     def __init__(self, model: str | None = None, *, weights: str | os.PathLike | None = None,
                  device: str = "auto", sampler: str | None = None, steps: int | None = None,
