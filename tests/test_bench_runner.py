@@ -326,3 +326,12 @@ def test_a_cached_run_gives_what_a_fresh_run_gives_after_the_set_changes(data_di
     cached = runner.run_bench(data_dir, [SeededEngine()], "psnr", None, None, out, 0)
     fresh = runner.run_bench(data_dir, [SeededEngine()], "psnr", None, None, None, 0)
     assert [r["psnr"] for r in cached.runs[0].per_image] == [r["psnr"] for r in fresh.runs[0].per_image]
+
+
+def test_two_weights_files_of_one_name_are_told_apart(data_dir):
+    other = FakeEngine()
+    other.weights_sha256 = "cd" * 32
+    result = runner.run_bench(data_dir, [FakeEngine(), other], "psnr", None, None, None, 0)
+    labels = [run.label for run in result.runs]
+    assert f"fake@{'ab' * 4} ddim:10" in labels and f"fake@{'cd' * 4} ddim:10" in labels
+    assert len(set(labels)) == len(labels)

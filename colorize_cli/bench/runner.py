@@ -627,13 +627,20 @@ def run_bench(
         if truth_features_file.is_file():
             scorer.truth_features = dict(enumerate(np.load(truth_features_file, allow_pickle=False)))
 
+    # Two weights files of one name (the bundled unet and a training run's unet.safetensors) are
+    # told apart by their hash in the table.
+    weights_of: dict[str, set[str]] = {}
+    for spec in specs:
+        weights_of.setdefault(spec.engine.name, set()).add(spec.engine.weights_sha256)
+    shown_names = [spec.engine.name if len(weights_of[spec.engine.name]) == 1
+                   else f"{spec.engine.name}@{spec.engine.weights_sha256[:8]}" for spec in specs]
     truth_sizes: list[tuple[int, int]] = []
     samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     runs: list[RunResult] = []
     for spec_number, spec in enumerate(specs):
         engine = spec.engine
         sampler, steps, work_size = _resolved(spec, size)
-        label = _label(engine.name, sampler, steps, spec.saturation)
+        label = _label(shown_names[spec_number], sampler, steps, spec.saturation)
         settings: dict[str, Any] = dict(sampler=sampler, steps=steps, size=work_size)
         saturated = ""
         if spec.saturation is not None:  # only then: baselines take no saturation, old caches stay valid
@@ -692,7 +699,7 @@ def run_bench(
         )
         runs.append(
             RunResult(
-                model=engine.name,
+                model=shown_names[spec_number],
                 architecture=getattr(engine, "architecture", ""),
                 weights_sha256=engine.weights_sha256,
                 sampler=sampler,
