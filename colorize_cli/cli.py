@@ -731,8 +731,8 @@ def train_cli(
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
         raise fail(UsageError(error_message(e))) from None
-    except OutputError as e:  # the run folder cannot be made
-        raise fail(e) from None
+    except (OutputError, OSError) as e:  # the run folder, its log or export cannot be written
+        raise fail(e if isinstance(e, OutputError) else OutputError(f"cannot write the run: {e}")) from None
     stdout.print(str(result.export), markup=False)
 
 

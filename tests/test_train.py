@@ -360,7 +360,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_di
 
     with pytest.raises(Interrupt):
         train(options([image_dir, shard], tmp_path / "cut", model, **common), progress=stop)
-    resumed = train(options([image_dir, shard], tmp_path / "cut", model, resume=True, steps=10))
+    resumed = train(options([image_dir, shard], tmp_path / "cut", model, resume=True, steps=10, ckpt_every=4,
+                            log_every=2))
     a = load_model_file(full.export)[0]
     b = load_model_file(resumed.export)[0]
     assert a.keys() == b.keys()
@@ -370,6 +371,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_di
         for k in fa.keys():
             if k.startswith(("model.", "opt.", "extra.")):
                 assert torch.equal(fa.get_tensor(k), fb.get_tensor(k)), k
+
+    def losses(out):  # what each record says about training (not the clock)
+        return [{k: v for k, v in r.items() if k not in ("time", "images_per_s", "mfu")}
+                for r in log_records(out, "train")]
+
+    assert losses(tmp_path / "full") == losses(tmp_path / "cut")  # no step twice, the same intervals
 
 
 # -- several processes ------------------------------------------------------------------------------
@@ -541,3 +548,86 @@ def test_a_shard_of_only_refused_members_says_so(tmp_path):
         tar.addfile(info, io.BytesIO(payload))
     with pytest.raises(TrainingError, match="1 archive member"):
         index_sources([shard])
+
+
+# -- audit of 2026-11-26 -------------------------------------------------------------------------
+
+
+def test_an_error_with_loader_processes_running_ends_the_process(tmp_path):
+    grey_dir = tmp_path / "grey"
+    grey_dir.mkdir()
+    for i in range(12):
+        Image.fromarray(grey()).save(grey_dir / f"g{i}.png")
+    cmd = [sys.executable, "-m", "colorize_cli", "train", "--model", "unet", "--preset", "tiny", "--size", "16",
+           "--batch-size", "4", "--steps", "4", "--device", "cpu", "--workers", "1", "--perceptual-weight", "0",
+           "--quiet", "--data", str(grey_dir), "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # it used to wait forever
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("Error:") == 1 and "near-grey" in done.stderr
+
+
+def test_the_module_entry_point_takes_several_data_options():
+    from colorize_cli.train.__main__ import _parser
+
+    assert _parser().parse_args(["--data", "a.tar", "--data", "b.tar", "c"]).data == [Path("a.tar"), Path("b.tar"),
+                                                                                       Path("c")]
+
+
+@pytest.mark.parametrize("model, kw, first, later", [
+    ("latent-cold", dict(vq_fraction=0.5), "vq", "cold"),
+    ("unet-gan", dict(perceptual_weight=0.0, gan_start=0.5), "warmup", "adversarial"),
+])
+def test_more_steps_on_resume_never_bring_back_a_stage_already_left(model, kw, first, later, few_dir, tmp_path):
+    out = tmp_path / model
+    train(options([few_dir], out, model, steps=8, log_every=2, objective=ObjectiveOptions(**kw)))
+    train(options([few_dir], out, model, resume=True, steps=20))
+    stages = [(r["step"], r["stage"]) for r in log_records(out, "stage")]
+    assert stages[:2] == [(0, first), (4, later)]  # the switch stayed at step 4 ...
+    assert all(stage == later for _, stage in stages[2:])  # ... and the resumed run never went back
+    assert max(r["step"] for r in log_records(out, "train")) == 20
+
+
+def test_objective_options_out_of_range_are_refused(few_dir, tmp_path):
+    for model, kw in [("unet-gan", dict(adv_weight=float("nan"))), ("latent-cold", dict(vq_fraction=1.5)),
+                      ("latent-cold", dict(vq_fraction=float("nan"))), ("unet-gan", dict(gan_start=-0.5)),
+                      ("unet", dict(perceptual_weight=-1.0)), ("unet", dict(stage="vq"))]:
+        with pytest.raises(TrainingError):
+            train(options([few_dir], tmp_path / "r", model, objective=ObjectiveOptions(**kw)))
+        assert not (tmp_path / "r").exists()  # refused before the run folder is made
+
+
+def test_a_loss_that_is_no_longer_a_number_stops_the_run(few_dir, tmp_path, monkeypatch):
+    from colorize_cli.train import loop
+
+    real = loop.Trainer.train_step
+
+    def poisoned(self, images):
+        logs = real(self, images)
+        return {k: v * float("nan") if self.step >= 3 else v for k, v in logs.items()}
+
+    monkeypatch.setattr(loop.Trainer, "train_step", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train(options([few_dir], tmp_path / "n", "unet", steps=10, log_every=2, ckpt_every=2,
+                      objective=ObjectiveOptions(perceptual_weight=0)))
+    assert not (tmp_path / "n" / "unet.safetensors").exists()
+
+
+def test_fewer_steps_than_the_run_has_made_are_refused_on_resume(few_dir, tmp_path):
+    out = tmp_path / "s"
+    train(options([few_dir], out, "unet", steps=6, objective=ObjectiveOptions(perceptual_weight=0)))
+    with pytest.raises(TrainingError, match="below the step"):
+        train(options([few_dir], out, "unet", resume=True, steps=3))
+
+
+def test_a_run_folder_that_cannot_be_written_is_an_output_error(few_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from colorize_cli.cli import app
+
+    out = tmp_path / "run"
+    (out / "log.jsonl").mkdir(parents=True)  # the log cannot be written
+    result = CliRunner().invoke(app, ["train", "--model", "unet", "--preset", "tiny", "--size", "16", "--batch-size",
+                                      "4", "--steps", "2", "--device", "cpu", "--workers", "0", "--perceptual-weight",
+                                      "0", "--quiet", "--data", str(few_dir), "--out", str(out)])
+    assert result.exit_code == 5, result.output
+    assert "Traceback" not in result.output and result.stderr.count("Error:") == 1

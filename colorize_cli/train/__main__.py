@@ -17,7 +17,7 @@ from .data import TrainingError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m colorize_cli.train", description=train_command.__doc__)
-    p.add_argument("--data", type=Path, nargs="+", default=[],
+    p.add_argument("--data", type=Path, nargs="+", action="extend", default=[],
                    help="folders of images and/or .tar shards (a resumed run reads its own)")
     signature = inspect.signature(train_command)
     for name, param in signature.parameters.items():

@@ -188,6 +188,7 @@ def train_command(
                 if key not in given and key in saved:
                     setattr(options, key, saved[key])
             _refuse_changed_settings(options, saved, given)
+            model = saved.get("model", model)  # for the progress bar's name
         rank0 = int(os.environ.get("RANK", "0")) == 0
         if show_progress and rank0:
             with RichProgress(model) as progress:

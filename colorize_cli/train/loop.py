@@ -288,6 +288,22 @@ class JsonlLog:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def drop_after(self, step: int) -> None:
+        """Remove the records of steps after `step` (rewritten atomically; unreadable lines are kept)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                late = int(json.loads(line).get("step", 0)) > step
+            except (ValueError, TypeError, AttributeError):
+                late = False
+            if not late:
+                kept.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
 
 def default_peak(device: torch.device) -> float | None:
     if device.type != "cuda":
@@ -298,6 +314,19 @@ def default_peak(device: torch.device) -> float | None:
 
 # ---------------------------------------------------------------------------------------------
 # the loop
+
+
+def _keep_stage_switch(options: TrainOptions, saved: TrainOptions) -> TrainOptions:
+    """A resumed run given another --steps keeps the step at which its stages switch (warm-up to
+    adversarial, VQ-VAE to cold diffusion): they are stored as shares of --steps, and a stage
+    already left must never come back."""
+    if options.steps == saved.steps or options.steps < 1:
+        return options
+    shares = {}
+    for name in ("gan_start", "vq_fraction"):
+        switch = min(saved.steps, max(0, round(getattr(saved.objective, name) * saved.steps)))
+        shares[name] = min(1.0, switch / options.steps)
+    return replace(options, objective=replace(options.objective, **shares))
 
 
 class Trainer:
@@ -312,7 +341,7 @@ class Trainer:
             resume_tensors, resume_meta = ckpt.load_checkpoint(ckpt_path)
             saved = TrainOptions.from_dict(resume_meta["options"])
             runtime = {k: getattr(options, k) for k in TrainOptions.RUNTIME}
-            options = replace(saved, **runtime, resume=True, out=options.out)
+            options = _keep_stage_switch(replace(saved, **runtime, resume=True, out=options.out), saved)
         self.options = o = options
         self.validate(o)
         refs, self.refused = index_sources(o.data, exclude=[o.out])  # user errors in --data surface before any model work
@@ -362,6 +391,8 @@ class Trainer:
                 self._restore(resume_tensors, resume_meta)
             except (RuntimeError, ValueError, TypeError, KeyError) as e:  # tensors that do not fit the model
                 raise TrainingError(f"{ckpt_path} cannot be restored: {error_message(e)}") from e
+            if self.step > o.steps:
+                raise TrainingError(f"--steps {o.steps} is below the step this run has reached ({self.step})")
 
         # Data.
         self.val_from_train = not val_refs
@@ -372,6 +403,8 @@ class Trainer:
                              min_colourfulness=o.min_colourfulness, offset=self.step)
         self.loader = make_loader(stream, self.workers, pin_memory=self.device.type == "cuda")
         self.log = JsonlLog(self.out / "log.jsonl", self.info.rank == 0)
+        if resume_tensors is not None:  # what an interrupted process logged after its last checkpoint is redone
+            self.log.drop_after(self.step)
         self.stage: Stage | None = None
         self.runners: dict[str, Callable] = {}
         self._ema_pairs: tuple[list[Tensor], list[Tensor]] | None = None
@@ -396,6 +429,15 @@ class Trainer:
             raise TrainingError("--workers must be >= 0")
         if not 0 <= o.ema_decay < 1:
             raise TrainingError("--ema-decay must be at least 0 and below 1")
+        j = o.objective
+        for name in ("gan_start", "vq_fraction"):
+            if not 0 <= getattr(j, name) <= 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be between 0 and 1 (a share of --steps)")
+        for name in ("perceptual_weight", "adv_weight"):
+            if not 0 <= getattr(j, name) < float("inf"):
+                raise TrainingError(f"--{name.replace('_', '-')} must be a number >= 0")
+        if j.stage not in ("auto", "vq", "cold") or (j.stage != "auto" and o.model != "latent-cold"):
+            raise TrainingError(f"--stage {j.stage!r}: auto for every model; vq or cold for latent-cold only")
         if o.warmup_steps < 0 or not o.grad_clip >= 0:
             raise TrainingError("--warmup-steps and --grad-clip must not be negative (--grad-clip 0: no clipping)")
 
@@ -617,67 +659,91 @@ class Trainer:
                    "device": str(self.device), "world": self.info.world, "skipped_members": self.refused})
         peak = o.peak_tflops if o.peak_tflops is not None else default_peak(self.device)
         sums: dict[str, Tensor] = {}
-        n_sum = 0
+        counts: dict[str, int] = {}  # steps each loss was recorded in (a stage may not record them all)
         t_last = time.perf_counter()
         step_last = self.step
         rates: list[float] = []
         last_losses: dict[str, float] = {}
+        stage = self.objective.stage_at(self.step)
+
+        def flush() -> None:
+            """One `train` record: the mean of each loss over the steps since the last record."""
+            nonlocal sums, counts, t_last, step_last, last_losses
+            if not sums:
+                return
+            values = torch.stack([v.float() / counts[k] for k, v in sums.items()])
+            last_losses = dict(zip(sums.keys(), values.tolist()))  # the one host sync per interval
+            bad = [k for k, v in last_losses.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(f"the {', '.join(bad)} loss became {last_losses[bad[0]]} by step {self.step}; "
+                                    f"the last checkpoint is kept: resume with a lower --lr, or start again")
+            now = time.perf_counter()
+            dt = now - t_last
+            steps_done = self.step - step_last
+            rate = o.batch_size * steps_done / dt if dt > 0 else float("nan")
+            rates.append(rate)
+            mfu = None
+            if peak and stage.name in self.flops:
+                mfu = self.flops[stage.name] * steps_done / dt / (peak * 1e12)
+            record = {"event": "train", "step": self.step, "stage": stage.name, **last_losses,
+                      "lr": self.optimizers[stage.groups[0]].param_groups[0]["lr"], "images_per_s": rate,
+                      "mfu": mfu, "time": time.time()}
+            self.log.write(record)
+            self.emit(record)
+            sums, counts = {}, {}
+            t_last, step_last = time.perf_counter(), self.step
+
         batches = iter(self.loader)
         self.model.train()
         t_start = time.perf_counter()
         stopped_early = False
-        while self.step < o.steps:
-            stage = self.objective.stage_at(self.step)
-            if self.stage is None or stage.name != self.stage.name:
-                self.enter_stage(stage)
-                t_last, step_last = time.perf_counter(), self.step  # exclude stage set-up from timing
-            images, meta = next(batches)
-            if stage.name not in self.flops:
-                self.flops[stage.name] = self.count_flops(images)
-            logs = self.train_step(images)
-            shard, epoch, pos = meta.tolist()
-            self.positions[int(shard)] = StreamPosition(int(epoch), int(pos))
-            for k, v in logs.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            n_sum += 1
-            self.step += 1
+        try:
+            while self.step < o.steps:
+                if self.stage is None or self.objective.stage_at(self.step).name != self.stage.name:
+                    flush()  # a record never mixes two stages
+                    stage = self.objective.stage_at(self.step)
+                    self.enter_stage(stage)
+                    t_last, step_last = time.perf_counter(), self.step  # exclude stage set-up from timing
+                images, meta = next(batches)
+                if stage.name not in self.flops:
+                    self.flops[stage.name] = self.count_flops(images)
+                logs = self.train_step(images)
+                shard, epoch, pos = meta.tolist()
+                self.positions[int(shard)] = StreamPosition(int(epoch), int(pos))
+                for k, v in logs.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                    counts[k] = counts.get(k, 0) + 1
+                self.step += 1
 
-            if self.step % o.log_every == 0 or self.step == o.steps:
-                values = torch.stack([v.float() for v in sums.values()]) / n_sum
-                last_losses = dict(zip(sums.keys(), values.tolist()))  # the one host sync per interval
-                now = time.perf_counter()
-                dt = now - t_last
-                steps_done = self.step - step_last
-                rate = o.batch_size * steps_done / dt if dt > 0 else float("nan")
-                rates.append(rate)
-                mfu = None
-                if peak and stage.name in self.flops:
-                    mfu = self.flops[stage.name] * steps_done / dt / (peak * 1e12)
-                record = {"event": "train", "step": self.step, "stage": stage.name, **last_losses,
-                          "lr": self.optimizers[stage.groups[0]].param_groups[0]["lr"], "images_per_s": rate,
-                          "mfu": mfu, "time": time.time()}
-                self.log.write(record)
-                self.emit(record)
-                sums, n_sum = {}, 0
-                t_last, step_last = time.perf_counter(), self.step
-            if self.step % o.val_every == 0 or self.step == o.steps:
-                if self.info.rank == 0:
+                checkpoint_due = self.step % o.ckpt_every == 0 or self.step == o.steps
+                # Records also end at checkpoints, so a resumed run logs the intervals an
+                # uninterrupted one does.
+                if self.step % o.log_every == 0 or checkpoint_due:
+                    flush()
+                if self.step % o.val_every == 0 or self.step == o.steps:
+                    if self.info.rank == 0:
+                        t0 = time.perf_counter()
+                        val = self.validate_and_sample()
+                        self.emit({"event": "val", "step": self.step, **val})
+                        t_last += time.perf_counter() - t0
+                if checkpoint_due:
                     t0 = time.perf_counter()
-                    val = self.validate_and_sample()
-                    self.emit({"event": "val", "step": self.step, **val})
+                    self.save()
                     t_last += time.perf_counter() - t0
-            if self.step % o.ckpt_every == 0 or self.step == o.steps:
-                t0 = time.perf_counter()
-                self.save()
-                t_last += time.perf_counter() - t0
-                self.emit({"event": "checkpoint", "step": self.step})
-            self.emit({"event": "step", "step": self.step})
-            if o.time_limit is not None and self.step % o.log_every == 0 and self.step < o.steps:
-                if self._out_of_time(time.perf_counter() - t_start > 60 * o.time_limit):
-                    stopped_early = True
-                    if self.step % o.ckpt_every:
-                        self.save()
-                    break
+                    self.emit({"event": "checkpoint", "step": self.step})
+                self.emit({"event": "step", "step": self.step})
+                if o.time_limit is not None and self.step % o.log_every == 0 and self.step < o.steps:
+                    if self._out_of_time(time.perf_counter() - t_start > 60 * o.time_limit):
+                        stopped_early = True
+                        if self.step % o.ckpt_every:
+                            self.save()
+                        break
+        finally:
+            # Loader processes ignore SIGTERM (so `kill` reaches the loop, which saves first): stop
+            # them here, or an error would leave the interpreter waiting for them at exit.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
         export = self.export()
         # Throughput: skip the first interval (compilation, warm-up) when there are later ones.
