@@ -537,6 +537,8 @@ def test_the_runs_own_folder_inside_the_data_is_not_training_data(few_dir, tmp_p
     Image.fromarray(colourful(0)).save(run / "samples" / "step-000002.png")
     assert index_sources([data], exclude=[run])[0] == before
     assert len(index_sources([data])[0]) == len(before) + 1
+    (run / "checkpoint.safetensors").write_bytes(b"x")  # any run folder there: another run's grids are not data
+    assert index_sources([data])[0] == before
 
 
 def test_a_shard_of_only_refused_members_says_so(tmp_path):

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import TrainingError
+from .data import RUN_CHECKPOINT, TrainingError
 
 META_KEY = "colorize.train"
 FORMAT = 1
-FILENAME = "checkpoint.safetensors"
+FILENAME = RUN_CHECKPOINT
 
 
 def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:

@@ -34,6 +34,7 @@ from PIL import Image
 from ..imageio import IMAGE_EXTENSIONS, readable_formats
 from torch.utils.data import IterableDataset, get_worker_info
 
+RUN_CHECKPOINT = "checkpoint.safetensors"  # a run folder holds one (checkpoint.FILENAME)
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 TAR_SUFFIXES = (".tar",)
 MIN_COLOURFULNESS = 8.0
@@ -89,6 +90,15 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
     return refs, refused
 
 
+def _in_run_folder(file: Path, root: Path, known: dict[Path, bool]) -> bool:
+    """Whether `file` lies in a training run's folder (one holding a checkpoint) under `root`."""
+    folder = file.parent
+    if folder not in known:
+        known[folder] = (folder / RUN_CHECKPOINT).is_file() or (
+            folder != root and folder.parent != folder and _in_run_folder(folder, root, known))
+    return known[folder]
+
+
 def index_sources(paths: list[str | os.PathLike[str]],
                   exclude: list[str | os.PathLike[str]] = ()) -> tuple[list[ImageRef], int]:
     """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
@@ -97,14 +107,17 @@ def index_sources(paths: list[str | os.PathLike[str]],
         raise TrainingError("no --data given: pass folders of images or .tar shards")
     refs: list[ImageRef] = []
     refused = 0
-    # The run's own folder (its sample grids) is never training data, even inside a --data folder.
+    # The run's own folder (its sample grids) is never training data, even inside a --data folder,
+    # nor is any other run's folder there (one holding a checkpoint).
     skipped = [Path(e).resolve() for e in exclude]
+    run_folders: dict[Path, bool] = {}
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise TrainingError(f"--data path does not exist: {path}")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)]
+        files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)
+                 and not (path.is_dir() and _in_run_folder(f, path, run_folders))]
         for file in files:
             if file.name.endswith(TAR_SUFFIXES):
                 found, bad = index_tar(file)
