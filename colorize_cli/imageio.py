@@ -493,7 +493,10 @@ def save_image(
             _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):  # e.g. the disk filled up, or a folder of that name appeared
@@ -501,6 +504,21 @@ def save_image(
         if isinstance(e, ValueError):  # the encoder refuses the picture, e.g. too wide for WebP
             raise OutputError(f"Cannot write {path} as {fmt}: {e}.") from e
         raise
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move `tmp` to `path` only if nothing is there: a hard link fails on an existing name in one
+    step, so another process that wrote `path` since the check above is never overwritten."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).") from None
+    except OSError:  # a filesystem without hard links (FAT, some network disks): check, then rename
+        if path.exists():
+            raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink(missing_ok=True)
 
 
 def _check_arrays(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -18,7 +18,7 @@ from . import __version__, diffusion, upsample
 from .hints import Hint, apply_hints
 from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel, load_model
-from .errors import UsageError, error_message
+from .errors import UsageError
 from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_registry, resolve_weights,
                       sha256_file)
 
@@ -109,11 +109,12 @@ class Engine:
         try:
             net = load_model(config, state)
         except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
+            # PyTorch lists the missing and unexpected tensors over several lines: keep them all
             raise WeightsError(f"{resolved.path} does not hold a model this version can load: "
-                               f"{error_message(e)}") from e
+                               f"{' '.join(str(e).split())[:400]}") from e
         _prepare_for_inference(net, torch_device)
         cfg = net.config
-        return cls(
+        engine = cls(
             model=net,
             name=entry.name if entry else Path(resolved.path).stem,
             architecture=cfg.architecture,
@@ -127,6 +128,11 @@ class Engine:
             default_size=(entry.size if entry else None) or cfg.size,
             default_saturation=cfg.saturation,
         )
+        try:  # the file's own defaults (sampler, steps, size, saturation) must be usable
+            engine.resolve_settings(None, None, None, None)
+        except ValueError as e:
+            raise WeightsError(f"{resolved.path} holds settings this version cannot use: {e}") from None
+        return engine
 
     @classmethod
     def from_model(cls, model: ColorModel, device: str = "cpu", name: str = "custom") -> "Engine":
@@ -152,10 +158,10 @@ class Engine:
         if sampler not in self.supported_samplers:
             raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
                              f"{', '.join(self.supported_samplers)}, not {sampler!r}")
-        steps = self.default_steps if steps is None else _whole_number("--steps", steps)
+        steps = _whole_number("--steps", self.default_steps if steps is None else steps)
         if steps < 1:
             raise ValueError("--steps must be at least 1")
-        size = self.default_size if size is None else _whole_number("--size", size)
+        size = _whole_number("--size", self.default_size if size is None else size)
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
         try:

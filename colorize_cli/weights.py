@@ -283,6 +283,8 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
             f"{path} is a pickle checkpoint ({suffix}); colorize only loads .safetensors files "
             "because unpickling can run arbitrary code."
         )
+    if path.exists() and not path.is_file():  # a folder, a pipe, a device: never read (a pipe would block)
+        raise WeightsError(f"Weights file {path} is not a regular file.")
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -292,6 +294,8 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
             header_bytes = f.read(header_len) if valid_len else b""
     except FileNotFoundError:
         raise WeightsNotFoundError(f"Weights file {path} does not exist.") from None
+    except OSError as e:  # unreadable (permissions, I/O error): the weights are at fault, not an output
+        raise WeightsError(f"Weights file {path} cannot be read: {e.strerror or e}.") from None
 
     # Zip (torch.save) and pickle protocol >= 2 magic: name the real format in the message. Only
     # when the bytes are not a safetensors header: a header of 128 + 256k bytes also starts 0x80.
@@ -306,7 +310,7 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
         raise not_safetensors
     try:
         header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise not_safetensors from None
     if not isinstance(header, dict):
         raise not_safetensors
@@ -338,9 +342,9 @@ def resolve_weights(
     """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise WeightsNotFoundError(f"--weights file {path} does not exist.")
-        check_safetensors(path)
+        check_safetensors(path)  # (refuses folders, pipes and devices too)
         return ResolvedWeights(path, "file")
     if entry is None:
         raise ValueError("resolve_weights needs a registry entry or a weights_path")
@@ -395,14 +399,21 @@ class VerifyResult:
 
 def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> VerifyResult:
     """Check the locally available weights of `entry` without downloading or raising."""
-    found = locate_weights(entry, cache_dir=cache_dir)
+    try:
+        found = locate_weights(entry, cache_dir=cache_dir)
+    except WeightsError as e:
+        return VerifyResult(entry.name, False, None, None, "unknown", entry.sha256, None, str(e))
     if found is None:
         reason = "not bundled and not in the Hugging Face cache"
         return VerifyResult(
             entry.name, False, None, None, "unknown", entry.sha256, None, _how_to_get(entry, reason)
         )
 
-    actual = sha256_file(found.path)
+    try:
+        actual = sha256_file(found.path)
+    except OSError as e:
+        return VerifyResult(entry.name, True, found.source, found.path, "unknown", entry.sha256, None,
+                            f"{found.path} cannot be read: {e.strerror or e}")
     problem = None
     if entry.sha256 is None:
         status: HashStatus = "unknown"
@@ -411,9 +422,15 @@ def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
     else:
         status = "mismatch"
         problem = str(HashMismatchError(found.path, entry.sha256, actual))
-    try:
-        config = read_config(found.path)
-        _check_architecture(config, entry.architecture, found.path)
+    try:  # as colouring would load it: config, tensors, and a model built from them
+        from .models import load_model
+
+        state, config = load_model_file(found.path, expected_architecture=entry.architecture)
+        try:
+            load_model(config, state)
+        except (ValueError, TypeError, KeyError, RuntimeError) as e:
+            raise WeightsError(f"{found.path} does not hold a model this version can load: "
+                               f"{' '.join(str(e).split())[:400]}") from e
     except WeightsError as e:
         problem = problem or str(e)
     return VerifyResult(
@@ -435,6 +452,9 @@ def locate_weights(
     if entry.repo is not None:
         cached = _cached_hub_file(entry, cache_dir)
         if cached is not None:
+            if not Path(cached).is_file():  # a folder or pipe in the cache: say so, never read it
+                raise WeightsError(f"The Hugging Face cache holds {cached} for model {entry.name!r}, "
+                                   "but it is not a regular file; delete it and download the model again.")
             return ResolvedWeights(cached, "hf-cache")
     return None
 
@@ -617,7 +637,13 @@ def load_model_file(
             state_dict = {}
             for name in f.keys():
                 tensor = f.get_tensor(name)
-                state_dict[name] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
+                if tensor.is_complex():
+                    raise WeightsError(f"{path}: tensor {name!r} is complex; a model's tensors are real")
+                if tensor.is_floating_point():
+                    tensor = tensor.to(torch.float32)
+                    if not torch.isfinite(tensor).all():  # NaN or inf weights colour every photo black
+                        raise WeightsError(f"{path}: tensor {name!r} holds NaN or infinite values")
+                state_dict[name] = tensor
     except SafetensorError as e:
         raise UnsafeWeightsError(f"{path} is not a valid safetensors file ({e}).") from e
     return state_dict, config
@@ -635,8 +661,8 @@ def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, 
         )
     try:
         config = json.loads(metadata[CONFIG_KEY])
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"{path} has a model config that is not valid JSON ({e}).") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise WeightsError(f"{path} has a model config that is not valid JSON ({type(e).__name__}).") from e
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise WeightsError(f"{path} has a model config without an architecture name.")
     return config

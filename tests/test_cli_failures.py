@@ -99,6 +99,49 @@ def test_weights_with_missing_tensors_are_a_weights_error(fake_registry, tiny_we
     src = save_photo(tmp_path / "p.png", "L")
     line = one_error(run(src, "-o", tmp_path / "o.png", "--weights", broken), ExitCode.WEIGHTS)
     assert "does not hold a model this version can load" in line
+    assert sorted(state)[0] not in line and "Missing key" in line and sorted(load_model_file(
+        tiny_weights["unet"])[0])[0] in line  # the missing tensor is named
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda state, config: state.update({k: v * float("nan") for k, v in list(state.items())[:1]}), "NaN"),
+    (lambda state, config: config.update(default_steps="x"), "settings this version cannot use"),
+    (lambda state, config: config.update(saturation=float("nan")), "settings this version cannot use"),
+    (lambda state, config: state.update({"extra": torch.zeros(2, dtype=torch.complex64)}), "complex"),
+])
+def test_weights_with_bad_values_are_a_weights_error(change, words, fake_registry, tiny_weights, tmp_path):
+    state, config = load_model_file(tiny_weights["unet"])
+    change(state, config)
+    bad = tmp_path / "bad.safetensors"
+    save_model_file(bad, state, config)
+    src = save_photo(tmp_path / "p.png", "L")
+    line = one_error(run(src, "-o", tmp_path / "o.png", "--weights", bad), ExitCode.WEIGHTS)
+    assert words in line and not (tmp_path / "o.png").exists()
+
+
+def test_weights_that_are_not_a_regular_file_are_a_weights_error(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    assert "not a regular file" in one_error(run(src, "--weights", fifo), ExitCode.WEIGHTS)  # (it used to hang)
+
+
+def test_two_runs_never_both_write_one_new_output(fake_registry, tmp_path, monkeypatch):
+    from colorize_cli import imageio
+
+    target = tmp_path / "o.png"
+    real = imageio._create_temp
+
+    def meanwhile(path):  # another process writes the output between the check and the rename
+        made = real(path)
+        target.write_bytes(b"the other run's colouring")
+        return made
+
+    monkeypatch.setattr(imageio, "_create_temp", meanwhile)
+    with pytest.raises(imageio.OutputExistsError):
+        imageio.save_image(target, np.zeros((4, 4, 3), np.uint8))
+    assert target.read_bytes() == b"the other run's colouring"
+    assert not list(tmp_path.glob(".o.png*"))  # no temporary file left
 
 
 def test_file_names_are_printed_as_they_are(fake_registry, tmp_path):

@@ -564,7 +564,9 @@ def test_save_rejects_config_without_known_architecture(tmp_path):
 
 
 def test_verify_reports_hash_status(tmp_path, bundled, cache_dir):
-    published = make_weights(tmp_path / "published.safetensors")
+    from conftest import make_tiny_weights
+
+    published = make_tiny_weights(tmp_path / "published.safetensors", "unet")  # verify builds the model
     add_to_fake_hub_cache(cache_dir, "test-org/tiny", "tiny.safetensors", published)
     actual = sha256_file(published)
 
@@ -580,6 +582,22 @@ def test_verify_reports_hash_status(tmp_path, bundled, cache_dir):
 
     wrong_model = verify(make_entry(architecture="lab-ddpm"), cache_dir=cache_dir)
     assert not wrong_model.ok and "lab-ddpm" in wrong_model.problem
+
+    not_a_model = make_weights(tmp_path / "other.safetensors")  # the right architecture name, wrong tensors
+    shutil.rmtree(cache_dir / "models--test-org--tiny")
+    add_to_fake_hub_cache(cache_dir, "test-org/tiny", "tiny.safetensors", not_a_model)
+    broken = verify(make_entry(sha256=sha256_file(not_a_model)), cache_dir=cache_dir)
+    assert (broken.hash_status, broken.ok) == ("ok", False) and "can load" in broken.problem
+
+
+def test_a_cache_entry_that_is_not_a_file_is_a_weights_error(tmp_path, bundled, cache_dir):
+    published = make_weights(tmp_path / "published.safetensors")
+    cached = add_to_fake_hub_cache(cache_dir, "test-org/tiny", "tiny.safetensors", published, symlink=False)
+    cached.unlink()
+    cached.mkdir()
+    with pytest.raises(WeightsError, match="not a regular file"):
+        resolve_weights(make_entry(), cache_dir=cache_dir, allow_download=False)
+    assert "not a regular file" in verify(make_entry(), cache_dir=cache_dir).problem
 
 
 def test_verify_missing_weights(bundled, cache_dir):
