@@ -33,6 +33,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
     if type(error).__name__ == "MissingExtraError":  # bench.backbones; checked by name to stay torch-free
         return ExitCode.MISSING_EXTRA
+    if type(error).__name__ == "UnknownModelError":  # a misspelt --model: an option is wrong, not weights
+        return ExitCode.USAGE
     if isinstance(error, UnsupportedFormatError):  # an output extension: an option, not the input, is wrong
         return ExitCode.USAGE
     if isinstance(error, ImageError) or isinstance(error, FileNotFoundError):

@@ -322,7 +322,7 @@ def test_models_list_info_verify(fake_registry):
     assert info["config"]["architecture"] == "lab-ddpm" and info["sha256_status"] == "ok"
     assert run("models", "verify", "tiny").exit_code == 0
     assert run("models", "verify", "absent").exit_code == ExitCode.WEIGHTS
-    assert run("models", "info", "nope").exit_code == ExitCode.WEIGHTS
+    assert run("models", "info", "nope").exit_code == ExitCode.USAGE  # a misspelt name
 
 
 def test_installed_entry_point_runs(tmp_path, tiny_weights):
