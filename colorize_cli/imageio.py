@@ -138,19 +138,28 @@ def _heif_plugin() -> bool:
     return True
 
 
-def readable_formats() -> tuple[str, ...]:
-    """The Pillow formats colorize reads in this installation (for `Image.open(formats=...)`)."""
+def readable_formats(source: str | os.PathLike | bytes | None = None) -> tuple[str, ...]:
+    """The Pillow formats colorize reads in this installation (for `Image.open(formats=...)`).
+
+    `source` (a file, or its bytes) is what will be opened: pillow-heif (~25 ms to import) is
+    loaded only when it is a HEIF file; without `source`, always.
+    """
     Image.init()  # registers every built-in plugin, so `Image.OPEN` can name WEBP, AVIF, ...
-    _heif_plugin()
+    if source is None or _is_heif(source):
+        _heif_plugin()
     return tuple(fmt for fmt in _READ_FORMATS if fmt in Image.OPEN)
 
 
-def _is_heif(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            header = f.read(12)
-    except OSError:
-        return False
+def _is_heif(source: str | os.PathLike | bytes) -> bool:
+    """Whether a file (or its bytes) starts as a HEIF still does: an ISO `ftyp` box of a HEIF brand."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        header = bytes(source[:12])
+    else:
+        try:
+            with open(source, "rb") as f:
+                header = f.read(12)
+        except OSError:
+            return False
     return header[4:8] == b"ftyp" and header[8:12] in _HEIF_BRANDS
 
 
@@ -175,7 +184,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     if path.stat().st_size == 0:
         raise ImageError(f"Cannot read {path}: the file is empty.")
 
-    formats = readable_formats()
+    formats = readable_formats(path)
     # Pillow may warn "Corrupt EXIF data" (handled here as no rotation). Filtering that is left
     # to the CLI: warnings.catch_warnings is not thread-safe and batch loads run in threads.
     with _pillow_bomb_check_disabled():
@@ -218,7 +227,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) of the image as `load_image` will return it, from its header; None if unreadable."""
     try:
-        with _pillow_bomb_check_disabled(), Image.open(path, formats=readable_formats()) as im:
+        with _pillow_bomb_check_disabled(), Image.open(path, formats=readable_formats(path)) as im:
             width, height = im.size
             turned = _exif_orientation(im) in (5, 6, 7, 8)
     except Exception:  # load_image will say what is wrong with it
@@ -369,7 +378,7 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     tiles = list(im.tile)
     im.load()
     high = np.asarray(im)
-    with Image.open(path, formats=readable_formats()) as again:
+    with Image.open(path, formats=readable_formats(path)) as again:
         again.tile = [_swap_byte_order(t) for t in tiles]
         again.load()
         low = np.asarray(again)
@@ -450,7 +459,7 @@ def unwritable_reason(suffix: str) -> str | None:
     if fmt is None:
         return f"unknown image extension {suffix or '(none)'!r}; use one of {', '.join(sorted(_WRITE_FORMATS))}"
     if fmt in _FORMAT_NEEDS:
-        readable_formats()  # registers the plugins, which bring their writers
+        readable_formats(None if fmt == "HEIF" else b"")  # registers the plugin, which brings its writer
         if fmt not in Image.SAVE:
             return f"{fmt} output needs {_FORMAT_NEEDS[fmt]}"
     return None

@@ -139,3 +139,14 @@ def test_batch_format_heic_without_pillow_heif_says_what_to_install(fake_registr
     lines = error_lines(result)
     assert len(lines) == 1 and "pip install pillow-heif" in lines[0]
     assert not (tmp_path / "scans-colorized").exists()
+
+
+def test_pillow_heif_is_imported_only_for_heif_files(tmp_path):
+    import subprocess
+    import sys
+
+    png = tmp_path / "a.png"
+    _grey_photo().save(png)
+    code = ("import sys; from colorize_cli.imageio import load_image, output_format; "
+            f"load_image({str(png)!r}); output_format('x.avif'); assert 'pillow_heif' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)  # ~25 ms of every command otherwise

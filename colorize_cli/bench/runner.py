@@ -313,7 +313,7 @@ BENCH_MARKER = ".colorize-bench"
 
 def read_rgb(path: Path) -> np.ndarray:
     try:
-        with Image.open(path, formats=readable_formats()) as im:
+        with Image.open(path, formats=readable_formats(path)) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # the set is broken: say which file
         raise ImageError(f"Cannot read {path}: {e}") from e

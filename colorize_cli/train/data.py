@@ -157,7 +157,7 @@ def colourfulness(rgb: np.ndarray) -> float:
 def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
     """Bytes -> RGB PIL image, or None when they are not a readable image."""
     try:
-        img = Image.open(io.BytesIO(data), formats=readable_formats())
+        img = Image.open(io.BytesIO(data), formats=readable_formats(data))
         if img.width * img.height > MAX_PIXELS:
             return None
         if draft_size and img.format == "JPEG":
