@@ -331,7 +331,8 @@ def color_command(
     as_json: bool = JsonOpt,
 ) -> None:
     # `-` as the input reads the photo from standard input; `-o -` writes a PNG to standard output.
-    piped = any(str(image) == "-" for image in images) or (output is not None and str(output) == "-")
+    to_stdout = output is not None and str(output) == "-"
+    piped = to_stdout or any(str(image) == "-" for image in images)
     stand_ins = Path(tempfile.mkdtemp(prefix="colorize-")) if piped else None
     try:
         if stand_ins is not None:
@@ -339,8 +340,8 @@ def color_command(
         _colour_files(images, output, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed,
                       samples=samples, size=size, saturation=saturation, hint_texts=hint_texts, device=device,
                       batch_size=batch_size, overwrite=overwrite, strip_metadata=strip_metadata, quiet=quiet,
-                      as_json=as_json, list_outputs=stand_ins is None or output != stand_ins / "stdout.png")
-        if stand_ins is not None and output == stand_ins / "stdout.png":
+                      as_json=as_json, list_outputs=not to_stdout)
+        if to_stdout:
             sys.stdout.buffer.write(output.read_bytes())
             sys.stdout.buffer.flush()
     finally:

@@ -89,6 +89,16 @@ _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 _BLOCK_PIXELS = 1 << 21
 
 
+def in_marked_folder(path: Path, root: Path, marker: str, known: dict[Path, bool]) -> bool:
+    """Whether `path` lies in a folder, `root` or below it, holding a file named `marker`: the tool's
+    own output (a bench's, a training run's) found inside a set of photos. `known` memoises folders."""
+    folder = path.parent
+    if folder not in known:
+        known[folder] = (folder / marker).is_file() or (
+            folder != root and folder.parent != folder and in_marked_folder(folder, root, marker, known))
+    return known[folder]
+
+
 class ImageError(Exception):
     """The input is not a usable image: missing, empty, corrupt, truncated or unsupported."""
 
@@ -378,7 +388,7 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     tiles = list(im.tile)
     im.load()
     high = np.asarray(im)
-    with Image.open(path, formats=readable_formats(path)) as again:
+    with Image.open(path, formats=(im.format,)) as again:
         again.tile = [_swap_byte_order(t) for t in tiles]
         again.load()
         low = np.asarray(again)
@@ -487,7 +497,7 @@ def save_image(
     if source is not None and _same_file(path, Path(source)):
         raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).")
+        raise _exists(path)
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -515,16 +525,20 @@ def save_image(
         raise
 
 
+def _exists(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).")
+
+
 def _place_new(tmp: Path, path: Path) -> None:
     """Move `tmp` to `path` only if nothing is there: a hard link fails on an existing name in one
     step, so another process that wrote `path` since the check above is never overwritten."""
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).") from None
+        raise _exists(path) from None
     except OSError:  # a filesystem without hard links (FAT, some network disks): check, then rename
         if path.exists():
-            raise OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).") from None
+            raise _exists(path) from None
         os.replace(tmp, path)
         return
     tmp.unlink(missing_ok=True)

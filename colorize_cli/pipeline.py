@@ -17,9 +17,9 @@ import torch
 from . import __version__, diffusion, upsample
 from .hints import Hint, apply_hints
 from .color import AB_SCALE, normalize_L, saturate
-from .models import ColorModel, load_model
+from .models import ColorModel
 from .errors import UsageError
-from .weights import (ModelEntry, Registry, WeightsError, load_model_file, load_registry, resolve_weights,
+from .weights import (ModelEntry, Registry, WeightsError, load_model_from_file, load_registry, resolve_weights,
                       sha256_file)
 
 # Called with (images done, images total) as work completes.
@@ -105,13 +105,7 @@ class Engine:
             entry = registry.get(model or registry.default)
         resolved = resolve_weights(entry if weights is None else None, weights_path=weights,
                                    local_files_only=local_files_only)
-        state, config = load_model_file(resolved.path, expected_architecture=entry.architecture if entry else None)
-        try:
-            net = load_model(config, state)
-        except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
-            # PyTorch lists the missing and unexpected tensors over several lines: keep them all
-            raise WeightsError(f"{resolved.path} does not hold a model this version can load: "
-                               f"{' '.join(str(e).split())[:400]}") from e
+        net = load_model_from_file(resolved.path, expected_architecture=entry.architecture if entry else None)
         _prepare_for_inference(net, torch_device)
         cfg = net.config
         engine = cls(

@@ -423,14 +423,7 @@ def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
         status = "mismatch"
         problem = str(HashMismatchError(found.path, entry.sha256, actual))
     try:  # as colouring would load it: config, tensors, and a model built from them
-        from .models import load_model
-
-        state, config = load_model_file(found.path, expected_architecture=entry.architecture)
-        try:
-            load_model(config, state)
-        except (ValueError, TypeError, KeyError, RuntimeError) as e:
-            raise WeightsError(f"{found.path} does not hold a model this version can load: "
-                               f"{' '.join(str(e).split())[:400]}") from e
+        load_model_from_file(found.path, expected_architecture=entry.architecture)
     except WeightsError as e:
         problem = problem or str(e)
     return VerifyResult(
@@ -647,6 +640,19 @@ def load_model_file(
     except SafetensorError as e:
         raise UnsafeWeightsError(f"{path} is not a valid safetensors file ({e}).") from e
     return state_dict, config
+
+
+def load_model_from_file(path: str | os.PathLike[str], expected_architecture: str | None = None):
+    """The model a colorize weights file holds (`models.ColorModel`); WeightsError if it cannot be built."""
+    from .models import load_model
+
+    state, config = load_model_file(path, expected_architecture)
+    try:
+        return load_model(config, state)
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
+        # PyTorch lists the missing and unexpected tensors over several lines: keep them all
+        raise WeightsError(f"{path} does not hold a model this version can load: "
+                           f"{' '.join(str(e).split())[:400]}") from e
 
 
 def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
 from colorize_cli.errors import UsageError
-from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, readable_formats
+from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, in_marked_folder, readable_formats
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
@@ -287,17 +287,10 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
     marked: dict[Path, bool] = {}
-
-    def in_bench_output(path: Path) -> bool:
-        folder = path.parent
-        if folder not in marked:
-            marked[folder] = (folder / BENCH_MARKER).is_file() or (folder != data_dir and in_bench_output(folder))
-        return marked[folder]
-
     files = sorted(
         (p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
          and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
-         and not in_bench_output(p)),
+         and not in_marked_folder(p, data_dir, BENCH_MARKER, marked)),
         key=lambda p: p.relative_to(data_dir).as_posix(),
     )
     if limit is not None:

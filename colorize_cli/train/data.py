@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import IMAGE_EXTENSIONS, readable_formats
+from ..imageio import IMAGE_EXTENSIONS, in_marked_folder, readable_formats
 from torch.utils.data import IterableDataset, get_worker_info
 
 RUN_CHECKPOINT = "checkpoint.safetensors"  # a run folder holds one (checkpoint.FILENAME)
@@ -90,15 +90,6 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
     return refs, refused
 
 
-def _in_run_folder(file: Path, root: Path, known: dict[Path, bool]) -> bool:
-    """Whether `file` lies in a training run's folder (one holding a checkpoint) under `root`."""
-    folder = file.parent
-    if folder not in known:
-        known[folder] = (folder / RUN_CHECKPOINT).is_file() or (
-            folder != root and folder.parent != folder and _in_run_folder(folder, root, known))
-    return known[folder]
-
-
 def index_sources(paths: list[str | os.PathLike[str]],
                   exclude: list[str | os.PathLike[str]] = ()) -> tuple[list[ImageRef], int]:
     """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
@@ -117,7 +108,7 @@ def index_sources(paths: list[str | os.PathLike[str]],
             raise TrainingError(f"--data path does not exist: {path}")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)
-                 and not (path.is_dir() and _in_run_folder(f, path, run_folders))]
+                 and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
         for file in files:
             if file.name.endswith(TAR_SUFFIXES):
                 found, bad = index_tar(file)
