@@ -31,6 +31,7 @@ from colorize_cli.train.data import (
     index_sources,
     make_loader,
     safe_member_name,
+    split,
 )
 from colorize_cli.train.objectives import ObjectiveOptions
 from colorize_cli.weights import load_model_file
@@ -153,6 +154,24 @@ def test_near_grey_images_are_dropped(image_dir):
         seen.append(batch)
     assert len(seen) == 6  # the grey image never comes out
     assert all(colourfulness(b[0].permute(1, 2, 0).numpy()) >= 4 for b in seen)
+
+
+def test_split_and_order_do_not_depend_on_where_the_data_lies(image_dir, shard, tmp_path):
+    # The same shard and folder copied elsewhere (another machine's paths) and given in another
+    # order: the same images are held out and training visits them in the same order.
+    there = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(image_dir, there / image_dir.name)
+    shutil.copy(shard, there / shard.name)
+    here_refs, _ = index_sources([image_dir, shard])
+    there_refs, _ = index_sources([there / shard.name, there / image_dir.name])
+    assert [r.key for r in here_refs] == [r.key for r in there_refs]
+    assert [r.name for r in here_refs] != [r.name for r in there_refs]
+    for fraction in (0.3, 0.5):
+        (train_here, val_here), (train_there, val_there) = split(here_refs, fraction), split(there_refs, fraction)
+        assert [r.key for r in val_here] == [r.key for r in val_there] and val_here
+        assert [r.key for r in train_here] == [r.key for r in train_there] and train_here
+    # One image reached by two --data arguments is indexed once.
+    assert len(index_sources([image_dir, image_dir / "c0.png"])[0]) == len(index_sources([image_dir])[0])
 
 
 def test_stream_resumes_exactly_with_workers(image_dir, shard):

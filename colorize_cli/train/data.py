@@ -5,8 +5,10 @@ index and a name. Tar members are read straight from their byte offset into memo
 with PIL: nothing is ever extracted to disk, and members whose names would leave the archive
 (absolute paths, `..`), links and special files are skipped when the index is built.
 
-The held-out split is a hash of each image's name, so it never changes with the order of
-`--data` or with the number of shards. Training order: one permutation of the training images
+The held-out split is a hash of each image's key — its name relative to the `--data` argument
+(`shard.tar::member`, `folder/sub/photo.jpg`) — so it never changes with the order of `--data`,
+the number of shards, or where the data lies on a machine: a GPU run and a CPU run over the same
+shards hold out the same images, and visit them in the same order. Training order: one permutation of the training images
 per epoch (seeded from the run seed and the epoch), cut into `world_size * workers` interleaved
 shards; each DataLoader worker turns its shard into whole batches of uint8 RGB crops. Each
 batch carries the worker's position in its stream, so a run can resume exactly where it stopped.
@@ -52,10 +54,11 @@ class TrainingError(Exception):
 class ImageRef:
     """One image: a file (tar_index = -1) or a tar member read from `offset`, `size` bytes."""
 
-    name: str           # stable identity: the file path, or "<tar path>::<member name>"
+    name: str           # where it is: the file path, or "<tar path>::<member name>"
     path: str
     tar_offset: int = -1
     tar_size: int = 0
+    key: str = ""       # what it is, the same on every machine: "<tar file name>::<member>", "<folder name>/<relative path>"
 
     def read_bytes(self) -> bytes:
         with open(self.path, "rb") as f:
@@ -84,7 +87,8 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
                 if not safe_member_name(member.name):
                     refused += 1
                     continue
-                refs.append(ImageRef(f"{path}::{member.name}", str(path), member.offset_data, member.size))
+                refs.append(ImageRef(f"{path}::{member.name}", str(path), member.offset_data, member.size,
+                                     key=f"{path.name}::{member.name}"))
     except (tarfile.TarError, OSError) as e:
         raise TrainingError(f"cannot read tar shard {path}: {e}") from e
     return refs, refused
@@ -115,25 +119,28 @@ def index_sources(paths: list[str | os.PathLike[str]],
                 refs += found
                 refused += bad
             elif file.suffix.lower() in IMAGE_SUFFIXES:
-                refs.append(ImageRef(str(file), str(file)))
+                key = (Path(path.resolve().name) / file.relative_to(path)).as_posix() if path.is_dir() else file.name
+                refs.append(ImageRef(str(file), str(file), key=key))
             elif not path.is_dir():
                 raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}")
-    refs = sorted(set(refs), key=lambda r: r.name)
+    # One entry per image even when two --data arguments reach it; ordered by key (then name,
+    # for two shards of one file name) so the order does not depend on where the data lies.
+    refs = sorted({r.name: r for r in refs}.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
         raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
     return refs, refused
 
 
-def is_held_out(name: str, fraction: float) -> bool:
-    """Deterministic held-out split by a hash of the image's name."""
-    h = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big")
+def is_held_out(key: str, fraction: float) -> bool:
+    """Deterministic held-out split by a hash of the image's key."""
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
     return h / 2**64 < fraction
 
 
 def split(refs: list[ImageRef], val_fraction: float) -> tuple[list[ImageRef], list[ImageRef]]:
-    train = [r for r in refs if not is_held_out(r.name, val_fraction)]
-    val = [r for r in refs if is_held_out(r.name, val_fraction)]
+    train = [r for r in refs if not is_held_out(r.key, val_fraction)]
+    val = [r for r in refs if is_held_out(r.key, val_fraction)]
     return train, val
 
 
