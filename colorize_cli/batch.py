@@ -50,13 +50,52 @@ def sample_paths(output: Path, samples: int) -> list[Path]:
     return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(1, samples + 1)]
 
 
+def _both_cases(ch: str) -> str:
+    """`a` -> `aA`; a character without a one-character other case (`1`, `ß`) stays alone."""
+    other = ch.swapcase()
+    return ch + other if len(other) == 1 and other != ch else ch
+
+
+def case_insensitive_glob(pattern: str) -> str:
+    """`*.jpg` -> `*.[jJ][pP][gG]`: scanners and cameras write SCAN_001.JPG as often as .jpg, and
+    pathlib matches case-sensitively on every POSIX disk (macOS's case-insensitive one too).
+    Letters inside a character class get both cases as well (`[a-c]` -> `[a-cA-C]`)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1) if ch == "[" else -1
+        if end > 0:  # a class: its body, then both cases of each letter or letter range
+            body = pattern[i + 1:end]
+            neg = body[:1] == "!"
+            items, j = [], int(neg)
+            while j < len(body):
+                if j + 2 < len(body) and body[j + 1] == "-":
+                    lo, hi = body[j], body[j + 2]
+                    items.append(f"{lo}-{hi}")
+                    if len(_both_cases(lo)) == len(_both_cases(hi)) == 2 and lo.swapcase() <= hi.swapcase():
+                        items.append(f"{lo.swapcase()}-{hi.swapcase()}")
+                    j += 3
+                else:
+                    items.append(_both_cases(body[j]))
+                    j += 1
+            out.append("[" + "!" * neg + "".join(items) + "]")
+            i = end + 1
+        else:
+            both = _both_cases(ch) if ch != "[" else "["
+            out.append(f"[{both}]" if len(both) > 1 or ch == "[" else ch)
+            i += 1
+    return "".join(out)
+
+
 def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
-    """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob.
+    """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob
+    (matched without regard to case).
 
     Broken links to images and subfolders that cannot be read are listed too: loading them
     fails, so the batch reports them instead of silently passing them over.
     """
-    walker: Iterable[Path] = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
+    where = case_insensitive_glob(pattern) if pattern else "*"
+    walker: Iterable[Path] = root.rglob(where) if recursive else root.glob(where)
     found = set()
     try:
         paths = list(walker)

@@ -482,7 +482,7 @@ def batch_command(
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: FOLDER-colorized)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
-    glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif'."),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif' (any case: it also matches .TIF)."),
     ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp, bmp, avif or heic (with pillow-heif)."),
     contact_sheet: Optional[Path] = typer.Option(
         None, "--contact-sheet", help="Also write every photo beside its colouring on review pages, e.g. "

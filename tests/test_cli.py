@@ -299,11 +299,14 @@ def test_batch_without_recursive_and_with_glob(fake_registry, tmp_path):
     save_photo(scans / "a.png", "L")
     save_photo(scans / "b.tif", "L")
     save_photo(scans / "sub" / "c.png", "L")
+    save_photo(scans / "SCAN_2.PNG", "L")  # what scanners and cameras name their files
     result = run("batch", scans, "--glob", "*.png", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert [Path(f["source"]).name for f in summary["files"]] == ["a.png"]
+    assert [Path(f["source"]).name for f in summary["files"]] == ["SCAN_2.PNG", "a.png"]
     assert (tmp_path / "scans-colorized" / "a.png").is_file()
+    result = run("batch", scans, "--glob", "scan_[0-9].png", "-o", tmp_path / "one", "--json")
+    assert [Path(f["source"]).name for f in json.loads(result.stdout)["files"]] == ["SCAN_2.PNG"]
 
 
 def test_batch_of_empty_folder_is_an_error(fake_registry, tmp_path):
