@@ -613,13 +613,16 @@ def models_verify(name: Optional[str] = typer.Argument(None, help="One model (de
 
 
 @models_app.command("download", help="Fetch a model's weights from the Hugging Face Hub into its cache.")
-def models_download(name: str = typer.Argument(..., show_default=False)) -> None:
+def models_download(name: str = typer.Argument(..., show_default=False), as_json: bool = JsonOpt) -> None:
     from .weights import download, load_registry
 
     try:
         resolved = download(load_registry().get(name))
     except Exception as e:
         raise fail(e) from None
+    if as_json:
+        stdout.print_json(json.dumps({"name": name, "path": str(resolved.path), "source": resolved.source}))
+        return
     stdout.print(str(resolved.path), markup=False)
 
 

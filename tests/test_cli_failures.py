@@ -272,6 +272,13 @@ def test_downloading_a_bundled_model_points_at_the_bundled_file(fake_registry):
     assert result.stdout.strip().endswith("tiny.safetensors")
     line = one_error(run("models", "download", "absent"), ExitCode.WEIGHTS)
     assert "not published" in line
+    import json
+
+    result = run("models", "download", "tiny", "--json")
+    report = json.loads(result.stdout)
+    assert report["name"] == "tiny" and report["source"] == "bundled" and report["path"].endswith("tiny.safetensors")
+    failed = run("models", "download", "absent", "--json")
+    assert failed.exit_code == ExitCode.WEIGHTS and json.loads(failed.stdout)["exit_code"] == int(ExitCode.WEIGHTS)
 
 
 def test_json_mode_reports_an_early_failure_on_stdout(fake_registry, tmp_path):
