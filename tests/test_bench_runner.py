@@ -176,6 +176,14 @@ def test_an_output_of_the_wrong_size_is_an_error(data_dir):
         runner.run_bench(data_dir, [FakeEngine(wrong_size=True)], "psnr", 1, None, None, 0)
 
 
+def test_an_image_too_small_for_ssim_is_named_before_any_colouring(data_dir):
+    Image.fromarray(np.full((5, 40, 3), 90, np.uint8)).save(data_dir / "strip.png")
+    with pytest.raises(runner.ImageError, match=r"strip\.png is 40x5 pixels: SSIM needs at least 7x7"):
+        runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr,ssim", None, None, None, 0)
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr", None, None, None, 0)
+    assert len(result.runs[0].per_image) == 5
+
+
 def test_missing_extra_raises_when_asked_for_and_is_skipped_by_default(data_dir, monkeypatch):
     def missing(package, relative):
         raise MissingExtraError(f"the package providing '{package}/{relative}'")

@@ -312,6 +312,19 @@ def read_rgb(path: Path) -> np.ndarray:
         raise ImageError(f"Cannot read {path}: {e}") from e
 
 
+def _check_ssim_sizes(paths: Sequence[Path]) -> None:
+    """Before any colouring: name the image too small for SSIM's window (reading headers only)."""
+    for path in paths:
+        try:
+            with Image.open(path, formats=readable_formats(path)) as im:
+                width, height = im.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # scoring reads it again and says what is wrong with it
+        if min(width, height) < M.SSIM_WINDOW:
+            raise ImageError(f"{path} is {width}x{height} pixels: SSIM needs at least {M.SSIM_WINDOW}x"
+                             f"{M.SSIM_WINDOW} (leave ssim out of --metrics, or the image out of the set)")
+
+
 def _image_key(path: Path, data_dir: Path) -> str:
     """A flat, filesystem-safe name for an image (its relative path without suffix)."""
     rel = path.relative_to(data_dir).with_suffix("").as_posix()
@@ -604,6 +617,8 @@ def run_bench(
             Path(folder).mkdir(parents=True, exist_ok=True)
             (Path(folder) / BENCH_MARKER).write_text("colorize bench output: not part of any image set\n")
     paths = list_images(data_dir, limit)
+    if "ssim" in scorer.metrics:
+        _check_ssim_sizes(paths)
     keys = _image_keys(paths, data_dir)
     # A cached colouring is named after its image's content and its seed too: a photo replaced
     # under the same name, or moved to another place in the set (its seed is seed + its index),
