@@ -403,8 +403,20 @@ def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_di
 
 def test_two_process_ddp_with_torchrun(image_dir, tmp_path):
     out = tmp_path / "ddp"
+    # Each rank adds a probe to its step's losses: its rank number. The log must show the mean
+    # over the ranks (0.5), not rank 0's own value.
+    probe = tmp_path / "probe_train.py"
+    probe.write_text(
+        "import runpy, torch, torch.distributed as dist\n"
+        "from colorize_cli.train.loop import Trainer\n"
+        "step = Trainer.train_step\n"
+        "def probed(self, images):\n"
+        "    logs = step(self, images)\n"
+        "    return {**logs, 'rank_probe': torch.tensor(float(dist.get_rank()))}\n"
+        "Trainer.train_step = probed\n"
+        "runpy.run_module('colorize_cli.train', run_name='__main__')\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "colorize_cli.train", "--data", str(image_dir), "--model", "lab-ddpm", "--preset", "tiny",
+           str(probe), "--data", str(image_dir), "--model", "lab-ddpm", "--preset", "tiny",
            "--size", str(SIZE), "--batch-size", "4", "--steps", "4", "--workers", "0", "--log-every", "2",
            "--val-every", "4", "--ckpt-every", "4", "--val-fraction", "0", "--device", "cpu", "--out", str(out),
            "--no-progress"]
@@ -414,6 +426,8 @@ def test_two_process_ddp_with_torchrun(image_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = log_records(out, "start")[0]
     assert start["world"] == 2
+    records = log_records(out, "train")
+    assert [r["step"] for r in records] == [2, 4] and all(r["rank_probe"] == 0.5 for r in records)
     state, config = load_model_file(out / "lab-ddpm.safetensors")
     assert config["architecture"] == "lab-ddpm"
     _, meta_positions = None, json.loads(

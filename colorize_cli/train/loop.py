@@ -675,6 +675,9 @@ class Trainer:
             if not sums:
                 return
             values = torch.stack([v.float() / counts[k] for k, v in sums.items()])
+            if self.info.world > 1:  # every rank logs (and stops on) the mean over all ranks' batches
+                dist.all_reduce(values)
+                values /= self.info.world
             last_losses = dict(zip(sums.keys(), values.tolist()))  # the one host sync per interval
             bad = [k for k, v in last_losses.items() if not math.isfinite(v)]
             if bad:
