@@ -540,11 +540,13 @@ def models_list(as_json: bool = JsonOpt) -> None:
         rows = []
         for name in registry.names:
             entry = registry.get(name)
-            status = locate_weights(entry)
+            status = locate_weights(entry, broken_ok=True)  # one broken cache entry spoils only its own row
+            source = "not available" if status is None else (
+                status.source if status.path.is_file() else f"{status.source}: broken (see `models verify {name}`)")
             rows.append({"name": name, "default": name == registry.default, "architecture": entry.architecture,
                          "params": entry.params, "licence": entry.licence, "sampler": entry.default_sampler,
                          "steps": entry.default_steps, "size": entry.size,
-                         "source": status.source if status else "not available", "description": entry.description})
+                         "source": source, "description": entry.description})
     except Exception as e:
         raise fail(e) from None
     if as_json:

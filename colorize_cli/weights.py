@@ -76,11 +76,11 @@ class WeightsNotFoundError(WeightsError):
 
 
 class HashMismatchError(WeightsError):
-    def __init__(self, path: Path, expected: str, actual: str):
+    def __init__(self, path: Path, expected: str, actual: str, advice: str = "delete it and download it again"):
         self.path, self.expected, self.actual = path, expected, actual
         super().__init__(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}; the file is corrupt "
-            "or not the published one, so delete it and download it again."
+            f"or not the published one: {advice}."
         )
 
 
@@ -227,6 +227,10 @@ def _parse_entry(name: str, table: Any, path: Path) -> ModelEntry:
             raise fail(f"repo {repo!r} is not a Hugging Face repo id (ORG/NAME)")
         if not table.get("revision") or not table.get("filename"):
             raise fail("has a repo but no revision or filename")
+        if not table["filename"].endswith(".safetensors"):
+            raise fail(f"filename {table['filename']!r} is not a .safetensors file")
+        if not table.get("sha256"):  # a download is only trusted once checked
+            raise fail("has a repo but no sha256 to check its download against")
 
     sha256 = table.get("sha256", "").lower() or None
     if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
@@ -262,13 +266,13 @@ def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = _HASH_CHUNK_BYT
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str | None) -> None:
+def check_sha256(path: Path, expected: str | None, advice: str = "delete it and download it again") -> None:
     """Raise HashMismatchError unless `path` hashes to `expected`; None means nothing to check."""
     if expected is None:
         return
     actual = sha256_file(path)
     if actual != expected.lower():
-        raise HashMismatchError(path, expected.lower(), actual)
+        raise HashMismatchError(path, expected.lower(), actual, advice)
 
 
 def check_safetensors(path: str | os.PathLike[str]) -> None:
@@ -358,27 +362,90 @@ def resolve_weights(
             raise WeightsNotFoundError(
                 _how_to_get(entry, f"not bundled, not in the Hugging Face cache, and {reason}")
             )
-        found = ResolvedWeights(_fetch_from_hub(entry, cache_dir), "hub")
-
-    check_safetensors(found.path)
-    check_sha256(found.path, entry.sha256)
+        return _checked_download(entry, cache_dir)
+    if found.source == "hf-cache" and allow_download and not local_files_only:
+        return _checked_cached_or_fetched(entry, found, cache_dir)
+    _check(entry, found)
     return found
 
 
 def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
-    """Fetch `entry` into the Hugging Face cache (a no-op when already there) and check it."""
+    """Fetch `entry` into the Hugging Face cache (a no-op when a good copy is there) and check
+    it, architecture included; a damaged cached copy is replaced."""
+    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
     if entry.repo is None:
-        if locate_weights(entry, cache_dir=cache_dir) is not None:  # bundled: nothing to fetch, just check it
+        if found is not None:  # bundled: nothing to fetch, just check it
             return resolve_weights(entry, cache_dir=cache_dir, allow_download=False)
         raise WeightsNotFoundError(
             f"Model {entry.name!r} is not published on the Hugging Face Hub; "
             "pass --weights PATH to a .safetensors file instead."
         )
-    path = _fetch_from_hub(entry, cache_dir)
-    check_safetensors(path)
-    check_sha256(path, entry.sha256)
-    _check_architecture(read_config(path), entry.architecture, path)  # as `models verify` does
-    return ResolvedWeights(path, "hub")
+    if found is not None and found.source == "hf-cache":
+        resolved = _checked_cached_or_fetched(entry, found, cache_dir)
+    else:
+        resolved = _checked_download(entry, cache_dir)
+    _check_architecture(read_config(resolved.path), entry.architecture, resolved.path)  # as `models verify` does
+    return resolved
+
+
+_ADVICE: dict[str, str] = {
+    "bundled": "the installed package is damaged, so reinstall colorize",
+    "hf-cache": "run `colorize models download {name}` to replace the cached copy",
+    "hub": "the Hub served other bytes than the registry's, so it was not kept",
+}
+
+
+def _check(entry: ModelEntry, found: ResolvedWeights) -> None:
+    """Is `found` a safetensors file with the registry's hash? The message says what to do."""
+    if not found.path.is_file():  # a folder or pipe where the file should be: never read it
+        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; "
+                           + _ADVICE.get(found.source, "remove it").format(name=entry.name) + ".")
+    check_safetensors(found.path)
+    check_sha256(found.path, entry.sha256, _ADVICE.get(found.source, "delete it and download it again")
+                 .format(name=entry.name))
+
+
+def _checked_cached_or_fetched(entry: ModelEntry, found: ResolvedWeights,
+                               cache_dir: str | os.PathLike[str] | None) -> ResolvedWeights:
+    """The cached copy when it passes the checks; else it is removed and fetched once more.
+
+    huggingface_hub returns a pinned revision's cached file without asking the Hub, so a copy
+    damaged on disk (or a bad download of an older colorize) would otherwise be refused forever.
+    """
+    try:
+        _check(entry, found)
+        return found
+    except WeightsError:
+        _discard_cached(found.path)
+    return _checked_download(entry, cache_dir, force=True)
+
+
+def _checked_download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *,
+                      force: bool = False) -> ResolvedWeights:
+    """Download and check; a file that fails the checks does not stay in the cache."""
+    fetched = ResolvedWeights(_fetch_from_hub(entry, cache_dir, force=force), "hub")
+    try:
+        _check(entry, fetched)
+    except WeightsError:
+        _discard_cached(fetched.path)
+        raise
+    return fetched
+
+
+def _discard_cached(path: Path) -> None:
+    """Remove a Hugging Face cache entry: the snapshot's link and the blob it points to, so the
+    next download fetches the bytes again instead of re-linking the bad blob."""
+    blob = path.resolve()
+    for item in (path, blob):
+        try:
+            if item.is_dir() and not item.is_symlink():
+                import shutil
+
+                shutil.rmtree(item)
+            else:
+                item.unlink(missing_ok=True)
+        except OSError:
+            pass  # the download that follows reports an unwritable cache itself
 
 
 @dataclass(frozen=True)
@@ -399,10 +466,12 @@ class VerifyResult:
 
 def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> VerifyResult:
     """Check the locally available weights of `entry` without downloading or raising."""
-    try:
-        found = locate_weights(entry, cache_dir=cache_dir)
-    except WeightsError as e:
-        return VerifyResult(entry.name, False, None, None, "unknown", entry.sha256, None, str(e))
+    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
+    if found is not None and not found.path.is_file():
+        try:
+            _check(entry, found)
+        except WeightsError as e:
+            return VerifyResult(entry.name, True, found.source, found.path, "unknown", entry.sha256, None, str(e))
     if found is None:
         reason = "not bundled and not in the Hugging Face cache"
         return VerifyResult(
@@ -432,11 +501,13 @@ def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
 
 
 def locate_weights(
-    entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
+    entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None, broken_ok: bool = False
 ) -> ResolvedWeights | None:
     """Where `entry`'s weights are on this machine (bundled, else the Hugging Face cache), or None.
 
-    Cheap: no network, no hashing; for listings. resolve_weights() adds the checks.
+    Cheap: no network, no hashing; for listings. resolve_weights() adds the checks. Something
+    that is not a regular file where the cached file should be is a WeightsError, unless
+    `broken_ok` (for the callers that report or repair it).
     """
     if entry.file is not None:
         bundled = bundled_dir() / entry.file
@@ -445,10 +516,10 @@ def locate_weights(
     if entry.repo is not None:
         cached = _cached_hub_file(entry, cache_dir)
         if cached is not None:
-            if not Path(cached).is_file():  # a folder or pipe in the cache: say so, never read it
-                raise WeightsError(f"The Hugging Face cache holds {cached} for model {entry.name!r}, "
-                                   "but it is not a regular file; delete it and download the model again.")
-            return ResolvedWeights(cached, "hf-cache")
+            found = ResolvedWeights(cached, "hf-cache")
+            if not broken_ok and not cached.is_file():  # a folder or pipe in the cache: never read it
+                _check(entry, found)
+            return found
     return None
 
 
@@ -462,10 +533,11 @@ def _cached_hub_file(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None
         return None
 
 
-def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None) -> Path:
+def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, force: bool = False) -> Path:
     """Download into the Hugging Face cache, turning the hub client's errors into ours."""
     from huggingface_hub.utils import (
         EntryNotFoundError,
+        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
@@ -473,40 +545,77 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None)
         RevisionNotFoundError,
     )
 
+    where = f"{entry.repo}@{entry.revision}/{entry.filename}"
     try:
-        return _hf_hub_download(entry, cache_dir, local_files_only=False)
+        return _hf_hub_download(entry, cache_dir, local_files_only=False, force=force)
     except LocalEntryNotFoundError as e:
-        # The hub client's way of saying "could not reach the Hub (or may not), and not cached either".
+        # The hub client's way of saying "could not reach the Hub (or may not), and not cached
+        # either"; what the Hub actually answered, if it did, is the cause.
         from huggingface_hub import constants
 
-        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub could not be reached"
+        if constants.HF_HUB_OFFLINE:
+            reason = "HF_HUB_OFFLINE is set"
+        elif isinstance(e.__cause__, HfHubHTTPError):
+            reason = f"the Hub answered {_http_status(e.__cause__)}"
+        else:
+            reason = "the Hugging Face Hub could not be reached"
         raise WeightsNotFoundError(_how_to_get(entry, reason)) from e
+    except GatedRepoError as e:  # before its parent, RepositoryNotFoundError
+        raise WeightsNotFoundError(_how_to_get(entry, f"{where} is gated: accept its terms on the Hub and log in "
+                                                      "with `hf auth login`")) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        where = f"{entry.repo}@{entry.revision}/{entry.filename}"
         raise WeightsNotFoundError(_how_to_get(entry, f"{where} is not on the Hub")) from e
     except OfflineModeIsEnabled as e:
         raise WeightsNotFoundError(_how_to_get(entry, "HF_HUB_OFFLINE is set")) from e
     except HfHubHTTPError as e:
-        raise WeightsNotFoundError(_how_to_get(entry, f"the Hub refused the download ({e})")) from e
+        raise WeightsNotFoundError(_how_to_get(entry, f"the Hub refused the download: {_http_status(e)}")) from e
     except _network_errors() as e:
-        raise WeightsNotFoundError(_how_to_get(entry, f"the download failed ({e})")) from e
+        raise WeightsNotFoundError(_how_to_get(entry, f"the download failed ({_first_line(e)})")) from e
+    except OSError as e:  # the cache cannot be written (full, read-only, no permission), or a short transfer
+        if e.errno is not None:
+            from huggingface_hub import constants
+
+            cache = cache_dir or constants.HF_HUB_CACHE
+            raise WeightsError(f"Cannot write the Hugging Face cache at {cache} ({e.strerror or e}); free some "
+                               "space or set HF_HOME to a writable folder.") from e
+        raise WeightsNotFoundError(_how_to_get(entry, f"the download was incomplete ({_first_line(e)})")) from e
+
+
+def _http_status(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    code = getattr(response, "status_code", None)
+    reason = getattr(response, "reason_phrase", None) or getattr(response, "reason", None) or ""
+    return f"HTTP {code} {reason}".strip() if code else _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    """huggingface_hub's messages run over several lines; ours are one."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".:")
 
 
 def _hf_hub_download(
-    entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, local_files_only: bool
+    entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, local_files_only: bool, force: bool = False
 ) -> Path:
+    import warnings
+
     import huggingface_hub
+    from huggingface_hub.utils import logging as hub_logging
 
     assert entry.repo is not None and entry.filename is not None  # the registry guarantees both
-    return Path(
-        huggingface_hub.hf_hub_download(
-            entry.repo,
-            entry.filename,
-            revision=entry.revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
+    # Our one `Error:` line says what failed; the library's retry notes and warnings are noise on stderr.
+    hub_logging.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Path(
+            huggingface_hub.hf_hub_download(
+                entry.repo,
+                entry.filename,
+                revision=entry.revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                force_download=force,
+            )
         )
-    )
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -190,16 +190,20 @@ params = 0
 repo = "test-org/tiny"
 revision = "main"
 filename = "tiny.safetensors"
-sha256 = ""
-"""
+sha256 = "%s"
+""" % ("ab" * 32)
 
 
 def test_custom_registry_path_parses(tmp_path):
     path = tmp_path / "weights.toml"
     path.write_text(GOOD_TOML)
     entry = load_registry(path).get("tiny")
-    assert entry.sha256 is None  # "" means not published yet
+    assert entry.sha256 == "ab" * 32 and entry.repo == "test-org/tiny"
     assert entry.file is None
+    # Without a repo, "" means no hash yet (a bundled file in development).
+    local = GOOD_TOML.replace('repo = "test-org/tiny"\nrevision = "main"\nfilename = "tiny.safetensors"\n', "")
+    path.write_text(local.replace('sha256 = "%s"' % ("ab" * 32), 'sha256 = ""'))
+    assert load_registry(path).get("tiny").sha256 is None
 
 
 @pytest.mark.parametrize(
@@ -209,7 +213,9 @@ def test_custom_registry_path_parses(tmp_path):
         ('licence = "MIT"\n', "", "licence"),
         ('licence = "MIT"', 'license = "MIT"', "unknown fields"),
         ("size = 32", 'size = "32"', "size"),
-        ('sha256 = ""', 'sha256 = "abc"', "sha256"),
+        ('sha256 = "%s"' % ("ab" * 32), 'sha256 = "abc"', "sha256"),
+        ('sha256 = "%s"' % ("ab" * 32), 'sha256 = ""', "no sha256 to check its download"),
+        ('filename = "tiny.safetensors"', 'filename = "tiny.bin"', "not a .safetensors file"),
         ('default = "tiny"', 'default = "other"', "default"),
         ('repo = "test-org/tiny"', 'repo = "../tiny"', "repo"),
         ('filename = "tiny.safetensors"\n', 'file = "../../etc/x.safetensors"\n', "file"),
@@ -336,7 +342,7 @@ def test_hub_errors_become_weights_not_found(bundled, cache_dir, monkeypatch, er
 def test_hub_download_is_hash_checked(tmp_path, bundled, cache_dir, monkeypatch):
     published = make_weights(tmp_path / "published.safetensors")
 
-    def serve(repo_id, filename, *, revision, cache_dir, local_files_only):
+    def serve(repo_id, filename, *, revision, cache_dir, local_files_only, force_download):
         return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
 
     fake_hub(monkeypatch, serve)
@@ -353,7 +359,7 @@ def test_hub_download_is_hash_checked(tmp_path, bundled, cache_dir, monkeypatch)
 def test_a_download_of_another_architecture_is_refused(tmp_path, bundled, cache_dir, monkeypatch):
     published = make_weights(tmp_path / "published.safetensors", architecture="lab-ddpm")
 
-    def serve(repo_id, filename, *, revision, cache_dir, local_files_only):
+    def serve(repo_id, filename, *, revision, cache_dir, local_files_only, force_download):
         return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
 
     fake_hub(monkeypatch, serve)
@@ -595,9 +601,11 @@ def test_a_cache_entry_that_is_not_a_file_is_a_weights_error(tmp_path, bundled, 
     cached = add_to_fake_hub_cache(cache_dir, "test-org/tiny", "tiny.safetensors", published, symlink=False)
     cached.unlink()
     cached.mkdir()
-    with pytest.raises(WeightsError, match="not a regular file"):
+    with pytest.raises(WeightsError, match="not a regular file.*colorize models download tiny"):
         resolve_weights(make_entry(), cache_dir=cache_dir, allow_download=False)
-    assert "not a regular file" in verify(make_entry(), cache_dir=cache_dir).problem
+    result = verify(make_entry(), cache_dir=cache_dir)
+    # Found but unusable: a failure (counted by `models verify`), not "missing".
+    assert result.resolved and not result.ok and "not a regular file" in result.problem
 
 
 def test_verify_missing_weights(bundled, cache_dir):
