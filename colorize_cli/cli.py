@@ -49,6 +49,19 @@ class DefaultCommandGroup(TyperGroup):
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context):
+        """Ctrl-C or `kill` where no command says more (loading a model, a download): one line.
+
+        Typer would turn the KeyboardInterrupt into a silent exit 130."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            message = "interrupted"
+            stderr.print(f"Error: {message}", markup=False)
+            if _state.get("json"):
+                print(json.dumps({"error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's own errors (a bad option value, an unknown option...) as one `Error:` line.
 

@@ -395,3 +395,19 @@ def test_several_inputs_that_share_a_name_all_get_coloured(fake_registry, tmp_pa
     c = save_photo(tmp_path / "x" / "a.png", "L", seed=2)
     clash = run(a, c, "-o", tmp_path / "out2")
     assert clash.exit_code == ExitCode.PARTIAL and "is also the output of" in clash.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_interrupt_while_the_model_loads_is_one_error_line(fake_registry, tmp_path, monkeypatch, as_json):
+    from colorize_cli import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Engine, "load", interrupted)
+    save_photo(tmp_path / "a.png", "L")
+    result = run(tmp_path / "a.png", "-o", tmp_path / "out.png", *(["--json"] if as_json else []))
+    assert one_error(result, ExitCode.INTERRUPTED) == "Error: interrupted"
+    if as_json:
+        assert json.loads(result.stdout) == {"error": "interrupted", "exit_code": int(ExitCode.INTERRUPTED)}
+    assert not (tmp_path / "out.png").exists()
