@@ -199,7 +199,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     # to the CLI: warnings.catch_warnings is not thread-safe and batch loads run in threads.
     with _pillow_bomb_check_disabled():
         try:
-            with Image.open(path, formats=formats) as im:
+            # Through a file object: opened by name, Pillow memory-maps an uncompressed TIFF and
+            # reads a turned one (orientation 5-8) with the turned size: stripes (Pillow 13).
+            with open(path, "rb") as file, Image.open(file, formats=formats) as im:
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
@@ -239,7 +241,8 @@ def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:
     try:
         with _pillow_bomb_check_disabled(), Image.open(path, formats=readable_formats(path)) as im:
             width, height = im.size
-            turned = _exif_orientation(im) in (5, 6, 7, 8)
+            # Pillow reports a TIFF's size upright already (it turns TIFFs itself, see load_image).
+            turned = _exif_orientation(im) in (5, 6, 7, 8) and im.format != "TIFF"
     except Exception:  # load_image will say what is wrong with it
         return None
     return (height, width) if turned else (width, height)
@@ -388,7 +391,7 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     tiles = list(im.tile)
     im.load()
     high = np.asarray(im)
-    with Image.open(path, formats=(im.format,)) as again:
+    with open(path, "rb") as file, Image.open(file, formats=(im.format,)) as again:  # no mmap: see load_image
         again.tile = [_swap_byte_order(t) for t in tiles]
         again.load()
         low = np.asarray(again)

@@ -215,6 +215,22 @@ def test_every_orientation_matches_pillow_exif_transpose(tmp_path, orientation):
     np.testing.assert_array_equal(load_image(path).pixels, expected)
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_turned_tiff_scans_come_out_upright_not_striped(tmp_path, mode, compression):
+    # Opened by name, Pillow 13 memory-maps an uncompressed TIFF and reads a turned one with the
+    # turned size: stripes. A gradient with a bright corner shows any mix-up.
+    grey = np.tile(np.arange(64, dtype=np.uint16) * 1000, (40, 1))
+    grey[:10, :10] = 65535
+    im = Image.fromarray(grey if mode == "I;16" else (grey >> 8).astype(np.uint8))
+    path = tmp_path / "scan.tif"
+    im.save(path, tiffinfo={0x0112: 6}, **({"compression": compression} if compression else {}))
+    expected = np.rot90(np.asarray(im), k=-1)  # orientation 6: turn a quarter clockwise to view
+    loaded = load_image(path)
+    np.testing.assert_array_equal(loaded.pixels[..., 0], expected)
+    assert imageio.upright_size(path) == (40, 64)  # (width, height) as shown, for --hint
+
+
 def test_orientation_applies_to_16bit_rgb_and_alpha(tmp_path):
     rgba = np.dstack([_rgb16(6, 9), RNG.integers(0, 65536, (6, 9), dtype=np.uint16)])
     path = tmp_path / "o.png"
