@@ -102,8 +102,10 @@ def read_metadata(im: Image.Image, orientation: int) -> ImageMetadata:
 
 def software_note(path: str | os.PathLike) -> str | None:
     """The EXIF or PNG `Software` field of the image file at `path` (None: none, or unreadable)."""
-    try:
-        with Image.open(path) as im:
+    from .imageio import readable_formats  # (imageio imports this module)
+
+    try:  # with the formats colorize reads: HEIC needs pillow-heif's opener registered first
+        with Image.open(path, formats=readable_formats(path)) as im:
             note = im.getexif().get(ExifTags.Base.Software) or getattr(im, "text", {}).get("Software")
     except Exception:  # not an image, unreadable, corrupt EXIF: no note
         return None

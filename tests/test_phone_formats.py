@@ -6,6 +6,9 @@ HEIC. Pillow reads AVIF itself when built with libavif; HEIF needs the optional 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -84,6 +87,10 @@ def test_phone_formats_are_written_with_alpha_and_the_note(tmp_path, ext):
     with Image.open(path) as im:
         exif = im.getexif()
     assert exif.get(0x010E) == "A caption" and exif.get(0x0131) == "colorize test note"
+    # A fresh process (no HEIF opener registered yet) still reads the note a rerun looks for.
+    code = f"from colorize_cli.metadata import software_note; print(software_note({str(path)!r}))"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == "colorize test note"
 
 
 def test_a_heic_photo_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):

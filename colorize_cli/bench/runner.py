@@ -306,7 +306,7 @@ BENCH_MARKER = ".colorize-bench"
 
 def read_rgb(path: Path) -> np.ndarray:
     try:
-        with Image.open(path, formats=readable_formats(path)) as im:
+        with open(path, "rb") as file, Image.open(file, formats=readable_formats(path)) as im:  # no mmap: see load_image
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # the set is broken: say which file
         raise ImageError(f"Cannot read {path}: {e}") from e
