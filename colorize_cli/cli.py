@@ -109,6 +109,10 @@ class Sampler(str, Enum):
     oneshot = "oneshot"
 
 
+# Samplers that start from noise, so each of --samples K draws differs; the others are deterministic.
+RANDOM_SAMPLERS = ("ddpm", "ddim")
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -246,7 +250,8 @@ WeightsOpt = typer.Option(None, "--weights", help="A local .safetensors file ins
 SamplerOpt = typer.Option(None, "--sampler", help="Sampler (only those the model supports).")
 StepsOpt = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's).")
 SeedOpt = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same image.")
-SamplesOpt = typer.Option(1, "--samples", min=1, max=64, help="Different colourings per input.")
+SamplesOpt = typer.Option(1, "--samples", min=1, max=64,
+                          help="Different colourings per input (diffusion samplers: ddpm, ddim).")
 SizeOpt = typer.Option(None, "--size", min=16, max=4096, help="Working resolution the model sees (longer side, px).")
 SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
                              help="Colour strength: 1 as the model predicts, above 1 more vivid (strong colours gain "
@@ -287,7 +292,11 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     if triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
         try:
             engine = _load_engine(model, weights, device)
-            engine.resolve_settings(sampler.value if sampler else None, steps, size, saturation)
+            chosen = engine.resolve_settings(sampler.value if sampler else None, steps, size, saturation)[0]
+            if samples > 1 and chosen not in RANDOM_SAMPLERS:  # K identical files would look like K choices
+                raise UsageError(f"--samples {samples}: the {chosen} sampler of model {engine.name!r} gives one "
+                                 "colouring per photo; several need a diffusion sampler (ddpm, ddim), e.g. "
+                                 "--model lab-ddpm")
         except Exception as e:
             raise fail(e) from None
     try:

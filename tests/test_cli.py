@@ -231,6 +231,16 @@ def test_samples_gives_distinct_colourings(fake_registry, tmp_path):
     assert np.abs(one - two).max() > 1
 
 
+def test_samples_of_a_deterministic_sampler_are_refused(fake_registry, tiny_weights, tmp_path):
+    # One-step models give one colouring per photo: K identical files would pass for K choices.
+    src = save_photo(tmp_path / "a.png", "L")
+    result = run(src, "-o", tmp_path / "o.png", "--samples", "3", "--weights", tiny_weights["unet"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "one colouring per photo" in error_lines(result)[0]
+    assert not list(tmp_path.glob("o*.png"))
+    assert run(src, "-o", tmp_path / "o.png", "--weights", tiny_weights["unet"]).exit_code == 0
+
+
 def test_unsupported_sampler_is_a_usage_error(fake_registry, tmp_path):
     src = save_photo(tmp_path / "a.png", "L")
     result = run(src, "-o", tmp_path / "o.png", "--sampler", "cold")
