@@ -372,6 +372,19 @@ def color_command(
             _state.pop("stand_ins", None)
 
 
+def _refuse_output_that_is_standard_input(output: Path) -> None:
+    """`colorize - -o photo.png --overwrite < photo.png` would replace the input: never."""
+    from .imageio import SameFileError
+
+    try:
+        source = os.fstat(sys.stdin.fileno())
+        same = str(output) != "-" and os.path.samestat(source, os.stat(output))
+    except (OSError, ValueError, AttributeError):  # stdin is no file (a pipe, a test), or no output yet
+        return
+    if same:
+        raise fail(SameFileError(f"{output} is the photo on standard input; inputs are never overwritten"))
+
+
 def _standard_streams(images: list[Path], output: Optional[Path], samples: int, as_json: bool,
                       stand_ins: Path) -> tuple[list[Path], Optional[Path]]:
     """Temporary files that stand in for `-` (standard input) and `-o -` (standard output)."""
@@ -382,6 +395,7 @@ def _standard_streams(images: list[Path], output: Optional[Path], samples: int, 
             raise fail(UsageError("a photo from standard input needs -o FILE (or -o - for standard output)"))
         if sys.stdin is None or sys.stdin.isatty():
             raise fail(UsageError("no photo on standard input; pipe one in: colorize - -o out.png < photo.jpg"))
+        _refuse_output_that_is_standard_input(output)
         data = sys.stdin.buffer.read()
         if not data:
             raise fail(FileNotFoundError("standard input is empty: no photo came"))

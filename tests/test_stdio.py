@@ -72,3 +72,18 @@ def test_what_cannot_work_with_pipes_is_one_error_line(fake_registry, tmp_path):
         assert len(lines) == 1 and words in lines[0], (args, result.stderr)
         assert "colorize-" not in lines[0]  # no temporary path shown
     assert not (tmp_path / "o.png").exists()
+
+
+def test_standard_input_redirected_from_the_output_file_is_never_overwritten(tmp_path):
+    import subprocess
+    import sys
+
+    src = save_photo(tmp_path / "p.png", "L")
+    before = src.read_bytes()
+    with open(src, "rb") as stdin:
+        proc = subprocess.run([sys.executable, "-m", "colorize_cli", "-", "-o", str(src), "--overwrite"],
+                              stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.OUTPUT, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("Error:")] == [
+        f"Error: {src} is the photo on standard input; inputs are never overwritten"]
+    assert src.read_bytes() == before
