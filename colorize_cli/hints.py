@@ -52,16 +52,13 @@ class Hint:
     text: str = ""  # as the user wrote it (for the output's note)
 
     def position(self, width: int, height: int) -> tuple[float, float]:
-        """(x, y) as fractions of a (width, height) photo; ValueError when outside it."""
-        if self.relative:
-            fx, fy = self.x, self.y
-        elif self.x < width and self.y < height:  # anywhere in a pixel means that pixel
-            fx, fy = min(1.0, (self.x + 0.5) / width), min(1.0, (self.y + 0.5) / height)
-        else:
-            fx = fy = 2.0
-        if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0):
+        """(x, y) as fractions of a (width, height) photo: the centre of the pixel the hint names
+        (anywhere in a pixel means that pixel; 100% means the last one, not the edge beyond it,
+        which on a tiny photo lies far from every pixel). ValueError when outside the photo."""
+        px, py = (self.x * width, self.y * height) if self.relative else (self.x, self.y)
+        if not (0.0 <= px <= width and 0.0 <= py <= height) or (not self.relative and (px == width or py == height)):
             raise ValueError(f"hint {self.text!r} is outside the {width}x{height} photo")
-        return fx, fy
+        return (min(math.floor(px), width - 1) + 0.5) / width, (min(math.floor(py), height - 1) + 0.5) / height
 
     def ab(self) -> tuple[float, float]:
         rgb = torch.tensor(self.rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255.0

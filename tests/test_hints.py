@@ -22,7 +22,10 @@ def test_hints_parse_pixels_percentages_colour_names_and_reach():
     assert h.position(241, 161) == pytest.approx((0.5, 0.5))
     h = parse_hint(" 40%, 25% : navy : 10% ")
     assert (h.x, h.y, h.relative, h.rgb, h.reach) == (0.4, 0.25, True, (0, 0, 128), 0.1)
-    assert parse_hint("199.6,99.9:red").position(200, 100) == (1.0, 1.0)  # inside the last pixel
+    assert parse_hint("199.6,99.9:red").position(200, 100) == (0.9975, 0.995)  # inside the last pixel: its centre
+    # Percentages name a pixel too: on a 2x2 photo 100% is the centre of the second pixel, 0% of the first.
+    assert parse_hint("100%,0%:red").position(2, 2) == (0.75, 0.25)
+    assert parse_hint("50%,50%:red").position(1, 1) == (0.5, 0.5)
     for outside in ("300,10:red", "200,10:red", "5,100:red"):
         with pytest.raises(ValueError, match="outside"):
             parse_hint(outside).position(200, 100)
@@ -109,6 +112,21 @@ def test_cli_hint_colours_the_photo_and_is_recorded(tmp_path, tiny_weights):
     r, g, b = rgb[32, 80]
     assert abs(b - r) < 40  # the bright half keeps the (tiny, near-grey) model's colour
     assert "hint 20,32:#1e3cc8" in Image.open(out).text["Software"]
+
+
+def test_a_percentage_hint_on_a_tiny_photo_colours_the_pixel_it_names(tmp_path, tiny_weights):
+    src = tmp_path / "two.png"
+    Image.fromarray(np.full((2, 2), 128, np.uint8)).save(src)
+    outputs = []
+    for hint in ("100%,100%:#ff0000", "1,1:#ff0000"):
+        out = tmp_path / f"{len(outputs)}.png"
+        result = CliRunner().invoke(app, [str(src), "-o", str(out), "--weights", str(tiny_weights["unet"]),
+                                          "--hint", hint])
+        assert result.exit_code == 0, result.output
+        outputs.append(np.asarray(Image.open(out).convert("RGB")).astype(int))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    r, g, b = outputs[0][1, 1]
+    assert r > g + 60 and r > b + 60
 
 
 def test_cli_hint_errors_are_usage_errors_found_before_the_model_loads(tmp_path, tiny_weights, monkeypatch):
