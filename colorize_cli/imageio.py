@@ -329,8 +329,9 @@ def decode_pillow_image(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None,
     grey; alpha (H, W) or None; whether the mode was greyscale. Its ICC profile is applied (8 bit)."""
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        grey = _wide_grey_to_uint16(np.asarray(im))
-        return np.repeat(grey[:, :, None], 3, axis=2), None, True
+        values = np.asarray(im)
+        grey = _wide_grey_to_uint16(values)
+        return np.repeat(grey[:, :, None], 3, axis=2), _transparent_where(values, im.info.get("transparency")), True
     return _decode_8bit(im)
 
 
@@ -396,8 +397,20 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
         again.load()
         low = np.asarray(again)
     samples = (high.astype(np.uint16) << 8) | low
-    alpha = samples[:, :, 3].copy() if samples.shape[2] == 4 else None
+    alpha = samples[:, :, 3].copy() if samples.shape[2] == 4 else _transparent_where(samples, im.info.get("transparency"))
     return np.ascontiguousarray(samples[:, :, :3]), alpha, False
+
+
+def _transparent_where(samples: np.ndarray, key) -> np.ndarray | None:
+    """16-bit alpha from a PNG tRNS key (one grey value, or one RGB triple): 0 where a pixel is
+    that colour, opaque elsewhere; None without a key."""
+    if isinstance(key, int) and samples.ndim == 2:
+        hit = samples == key
+    elif isinstance(key, tuple) and len(key) == 3 and samples.ndim == 3:
+        hit = (samples[:, :, :3] == np.array(key, samples.dtype)).all(axis=2)
+    else:
+        return None
+    return np.where(hit, 0, 65535).astype(np.uint16)
 
 
 def _swap_byte_order(tile: tuple) -> tuple:

@@ -40,8 +40,9 @@ def _save_pil(path: Path, im: Image.Image, **options) -> Path:
     return path
 
 
-def _png16_filter0(samples: np.ndarray) -> bytes:
-    """A 16-bit RGB(A) PNG written independently of imageio (filter 0 on every row)."""
+def _png16_filter0(samples: np.ndarray, trns: tuple[int, int, int] | None = None) -> bytes:
+    """A 16-bit RGB(A) PNG written independently of imageio (filter 0 on every row), with an
+    optional tRNS colour key."""
     h, w, c = samples.shape
     raw = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(h))
 
@@ -49,7 +50,9 @@ def _png16_filter0(samples: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    key = chunk(b"tRNS", struct.pack(">HHH", *trns)) if trns is not None else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + key + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
 
 
 def _linear_srgb_icc() -> bytes:
@@ -192,6 +195,20 @@ def test_rgb_file_with_equal_channels_counts_as_grey(tmp_path):
 def test_image_extensions_are_lowercase_with_dot():
     assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"} <= IMAGE_EXTENSIONS
     assert all(ext == ext.lower() and ext.startswith(".") for ext in IMAGE_EXTENSIONS)
+
+
+def test_a_16bit_png_colour_key_becomes_alpha(tmp_path):
+    grey = (np.arange(12 * 16).reshape(12, 16) * 300).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png", transparency=int(grey[3, 5]))
+    alpha = load_image(tmp_path / "g.png").alpha
+    assert alpha is not None and alpha.dtype == np.uint16
+    np.testing.assert_array_equal(alpha == 0, grey == grey[3, 5])
+    rgb = _rgb16(12, 16)
+    (tmp_path / "c.png").write_bytes(_png16_filter0(rgb, trns=tuple(int(v) for v in rgb[2, 7])))
+    loaded = load_image(tmp_path / "c.png")
+    np.testing.assert_array_equal(loaded.pixels, rgb)
+    np.testing.assert_array_equal(loaded.alpha == 0, (rgb == rgb[2, 7]).all(axis=2))
+    assert loaded.alpha.max() == 65535
 
 
 # --------------------------------------------------------------------------- EXIF and ICC
