@@ -319,9 +319,26 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
 def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Pixels (H, W, 3), alpha (H, W) or None, and whether the source mode was greyscale."""
     mode = im.mode
+    if mode in ("RGB", "RGBA") and im.tile and _is_planar_16bit_tiff(im):
+        # Stored plane by plane: Pillow gives each plane an 8-bit raw mode ('R', 'G', ...) and
+        # would read every 16-bit sample as two pixels. Raw planes get their 16-bit raw modes
+        # and take the path below; through libtiff (compressed) only the high bytes come out
+        # right, so such a file is read at 8 bits, which is still the right picture.
+        if not all(t.codec_name == "raw" and _rawmode(t) in ("R", "G", "B", "A") for t in im.tile):
+            return decode_pillow_image(im)
+        order = "B" if im.tag_v2.prefix == b"MM" else "L"
+        im.tile = [t._replace(args=(f"{_rawmode(t)};16{order}", *t.args[1:])) for t in im.tile]
+        return _decode_wide_rgb(im, path)
     if mode in ("RGB", "RGBA") and im.tile and all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile):
         return _decode_wide_rgb(im, path)
     return decode_pillow_image(im)
+
+
+def _is_planar_16bit_tiff(im: Image.Image) -> bool:
+    tags = getattr(im, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    return (im.format == "TIFF" and tags.get(284) == 2 and isinstance(bits, tuple)
+            and bool(bits) and all(b == 16 for b in bits))
 
 
 def decode_pillow_image(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
