@@ -61,6 +61,10 @@ class DefaultCommandGroup(TyperGroup):
             if _state.get("json"):
                 print(json.dumps({"error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as e:  # what no command foresaw (an OS refusing a name, a bug): still one line
+            raise fail(e) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's own errors (a bad option value, an unknown option...) as one `Error:` line.
@@ -328,7 +332,7 @@ def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) 
         return
     try:
         pages, problems = write_contact_sheets(pairs, target, root=root)
-    except OutputError as e:  # the colourings are written; the summary and exit code are about them
+    except (OutputError, OSError) as e:  # the colourings are written; the summary and exit code are about them
         pages, problems = [], [error_message(e)]
     for problem in problems:
         stderr.print(printable(f"Warning: contact sheet: {problem}"), markup=False)

@@ -5,6 +5,7 @@ Kept free of torch so that `colorize --help` stays instant.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -48,6 +49,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # a name given on the command line
+        return ExitCode.USAGE
     return ExitCode.FAILURE
 
 
@@ -55,6 +58,11 @@ def error_message(error: BaseException) -> str:
     """`error` as one line. An error raised in a data-loader process reaches the caller as
     "Caught X in DataLoader worker process N." plus the worker's traceback: its last line
     ("module.X: the message") holds what the user needs; otherwise the first line does."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        name = str(error.filename)
+        if len(name) > 80:  # a name too long for the disk is too long for the message too
+            name = f"{name[:40]}…{name[-20:]}"
+        return f"{name}: {error.strerror}"
     text = str(error).strip()
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.splitlines()[-1]

@@ -607,8 +607,11 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
     Opened with mode 0o666 so the user's umask applies, as it would to a plain open().
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # A name the disk just allows (255 bytes) must still be writable: the temporary name adds 18
+    # bytes, so it keeps at most the first 200 of the name.
+    stem = path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = path.with_name(f".{stem}.{secrets.token_hex(6)}.tmp")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:

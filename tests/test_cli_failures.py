@@ -411,3 +411,20 @@ def test_an_interrupt_while_the_model_loads_is_one_error_line(fake_registry, tmp
     if as_json:
         assert json.loads(result.stdout) == {"error": "interrupted", "exit_code": int(ExitCode.INTERRUPTED)}
     assert not (tmp_path / "out.png").exists()
+
+
+def test_names_too_long_for_the_disk_are_one_error_line_and_the_longest_allowed_work(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "a.png", "L")
+    too_long = "z" * 300
+    for args in ([src, "-o", tmp_path / f"{too_long}.png"], [tmp_path / f"{too_long}.png"],
+                 ["batch", tmp_path / too_long]):
+        line = one_error(run(*args), ExitCode.USAGE)
+        assert "File name too long" in line and len(line) < 200
+    # 250 bytes is a legal name: its temporary file must be too.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / ("y" * 246 + ".png"), "L")
+    result = run("batch", scans, "-o", tmp_path / "out", "--contact-sheet", tmp_path / "sheets" / f"{too_long}.jpg")
+    assert result.exit_code == 0, result.stderr  # the colouring is done; the sheet is a warning
+    assert (tmp_path / "out" / ("y" * 246 + ".png")).is_file()
+    assert "Warning: contact sheet" in result.stderr and "File name too long" in result.stderr
