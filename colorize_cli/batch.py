@@ -206,6 +206,10 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, ov
     existing = [p for p in job.outputs if p.exists()]  # OSError for a name the disk cannot hold
     for _, r in resolved:
         claimed[r] = job.source
+    in_the_way = next((p for p in existing if p.is_dir()), None)
+    if in_the_way is not None:  # never "skipped" (a resumed batch would never colour it), never replaced
+        err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
+        return JobResult(job.source, "failed", reason=str(err), error=err)
     if existing and not overwrite:
         if skip_existing and len(existing) == len(job.outputs):
             return JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")

@@ -428,3 +428,17 @@ def test_names_too_long_for_the_disk_are_one_error_line_and_the_longest_allowed_
     assert result.exit_code == 0, result.stderr  # the colouring is done; the sheet is a warning
     assert (tmp_path / "out" / ("y" * 246 + ".png")).is_file()
     assert "Warning: contact sheet" in result.stderr and "File name too long" in result.stderr
+
+
+def test_a_folder_where_an_output_goes_fails_that_photo_instead_of_being_skipped(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "b.png", "L")
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    for extra in ([], ["--overwrite"]):
+        result = run("batch", scans, "-o", tmp_path / "out", "--json", *extra)
+        assert result.exit_code == ExitCode.PARTIAL, result.stderr
+        files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+        assert files["a.png"]["status"] == "failed" and "a folder" in files["a.png"]["reason"]
+        assert (tmp_path / "out" / "a.png").is_dir() and (tmp_path / "out" / "b.png").is_file()
