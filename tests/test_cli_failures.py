@@ -380,6 +380,9 @@ def test_a_picture_the_encoder_refuses_is_an_output_error(fake_registry, tmp_pat
     Image.fromarray(np.full((2, 17000), 120, np.uint8)).save(src)  # WebP holds at most 16383 px a side
     line = one_error(run(src, "-o", tmp_path / "strip.webp"), ExitCode.OUTPUT)
     assert "WEBP" in line and not list(tmp_path.glob(".strip.webp*"))
+    pytest.importorskip("pillow_heif")  # x265 refuses such a strip with a RuntimeError
+    line = one_error(run(src, "-o", tmp_path / "strip.heic"), ExitCode.OUTPUT)
+    assert "HEIF" in line and not list(tmp_path.glob(".strip.heic*"))
 
 
 def test_several_inputs_that_share_a_name_all_get_coloured(fake_registry, tmp_path):
