@@ -271,7 +271,15 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
         # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
         extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
         exif = exif_bytes(meta, size, extra, max_bytes=_JPEG_EXIF_MAX if fmt == "JPEG" else None)
-        if exif:
+        if exif and fmt == "TIFF":
+            # Pillow's TIFF writer reloads EXIF bytes and writes text as ASCII with '?': give it
+            # the main IFD's text as bytes, which it writes unchanged.
+            loaded = Image.Exif()
+            loaded.load(exif)
+            for tag, value in list(loaded.items()):
+                loaded[tag] = _exif_text(value)
+            options["exif"] = loaded
+        elif exif:
             options["exif"] = exif
     if meta.xmp and (fmt in ("WEBP", "AVIF", "HEIF") or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP_MAX)):
         options["xmp"] = meta.xmp  # (JPEG's extended XMP, split over segments, is not written)

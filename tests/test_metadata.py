@@ -208,16 +208,16 @@ def test_a_turned_tiff_swaps_its_resolution_too(tmp_path):
 
 def test_non_ascii_exif_text_and_long_comments_survive_or_are_dropped_cleanly(tmp_path):
     exif = Image.Exif()
-    exif[ExifTags.Base.ImageDescription] = "Grand-mère 1923".encode("utf-8")
+    exif[ExifTags.Base.ImageDescription] = "Grand-mère 1923 写真".encode("utf-8")
     src = tmp_path / "gm.png"
     info = PngInfo()
     info.add_text("Comment", "c" * 70_000)
     grey_scan().save(src, exif=exif.tobytes(), pnginfo=info)
     meta = load_image(src).metadata.with_software(NOTE)
-    for ext in ("jpg", "png"):
-        save_image(tmp_path / f"out.{ext}", np.zeros((4, 4, 3), np.uint8), metadata=meta)
+    for ext, dtype in (("jpg", np.uint8), ("png", np.uint8), ("tif", np.uint8), ("tif", np.uint16)):
+        save_image(tmp_path / f"out.{ext}", np.zeros((4, 4, 3), dtype), metadata=meta, overwrite=True)
         written = Image.open(tmp_path / f"out.{ext}").getexif()[ExifTags.Base.ImageDescription]
-        assert written.encode("latin-1").decode("utf-8") == "Grand-mère 1923"  # the source's bytes
+        assert written.encode("latin-1").decode("utf-8") == "Grand-mère 1923 写真"  # the source's bytes
     assert "comment" not in Image.open(tmp_path / "out.jpg").info  # over a JPEG segment: dropped
     assert Image.open(tmp_path / "out.png").text["Comment"] == "c" * 70_000
 
