@@ -794,8 +794,9 @@ def main() -> None:
     # not chosen a policy.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-    # Pillow warns about a corrupt EXIF block and then reads the image anyway: so do we.
-    warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+    # Pillow warns about a damaged EXIF block ("Corrupt EXIF data", "Tag data larger than file",
+    # ...) and then reads the image anyway: so do we, without its raw warning lines on stderr.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

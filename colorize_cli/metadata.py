@@ -43,6 +43,9 @@ _DESCRIPTIVE_TAGS = frozenset({
 })
 # In the Exif sub-IFD: maker notes hold offsets into the old file; interop points at another IFD.
 _DROPPED_EXIF_TAGS = frozenset({ExifTags.Base.MakerNote, ExifTags.IFD.Interop})
+# Never inside a sub-IFD of a sound file; a corrupt one (an IFD pointing back at the main one)
+# would carry an orientation and IFD pointers into the output's sub-IFDs.
+_MAIN_IFD_ONLY = frozenset({ExifTags.Base.Orientation, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop})
 _COLOR_SPACE, _PIXEL_X, _PIXEL_Y = ExifTags.Base.ColorSpace, ExifTags.Base.ExifImageWidth, ExifTags.Base.ExifImageHeight
 _SRGB = 1
 _XMP_KEY = "XML:com.adobe.xmp"  # PNG iTXt keyword of XMP packets
@@ -146,8 +149,9 @@ def _read_exif(im: Image.Image) -> tuple[dict[int, Any], dict[int, Any], dict[in
     try:
         exif = im.getexif()
         tags = {t: v for t, v in exif.items() if t in _DESCRIPTIVE_TAGS and t != _SOFTWARE}
-        exif_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.Exif).items() if t not in _DROPPED_EXIF_TAGS}
-        gps_ifd = dict(exif.get_ifd(ExifTags.IFD.GPSInfo))
+        exif_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.Exif).items()
+                    if t not in _DROPPED_EXIF_TAGS and t not in _MAIN_IFD_ONLY}
+        gps_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.GPSInfo).items() if t not in _MAIN_IFD_ONLY}
     except Exception as e:  # garbage EXIF raises anything from struct.error to SyntaxError
         log.debug("unreadable EXIF: %s", e)
         return {}, {}, {}

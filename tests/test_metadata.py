@@ -233,3 +233,22 @@ def test_a_tag_pillow_cannot_write_is_left_out_alone():
     assert exif[ExifTags.Base.ImageDescription] == "Wedding" and exif[ExifTags.Base.Software] == NOTE
     assert exif.get_ifd(ExifTags.IFD.Exif) == {ExifTags.Base.DateTimeOriginal: "1931:05:01 10:00:00"}
     assert exif.get_ifd(ExifTags.IFD.GPSInfo) == {ExifTags.GPS.GPSLatitudeRef: "N"}
+
+
+def test_an_orientation_or_ifd_pointer_inside_a_sub_ifd_is_not_copied(tmp_path):
+    # What a corrupt file whose Exif IFD points back at the main IFD looks like once read.
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    sub[ExifTags.Base.Orientation] = 6
+    sub[ExifTags.Base.DateTimeOriginal] = "1923:05:01 10:00:00"
+    sub[ExifTags.IFD.GPSInfo] = 1234
+    src = tmp_path / "odd.jpg"
+    grey_scan().save(src, exif=exif.tobytes())
+    meta = load_image(src).metadata
+    assert ExifTags.Base.Orientation not in meta.exif_ifd and ExifTags.IFD.GPSInfo not in meta.exif_ifd
+    save_image(tmp_path / "out.jpg", np.zeros((4, 4, 3), np.uint8), metadata=meta.with_software(NOTE))
+    written = Image.open(tmp_path / "out.jpg").getexif()
+    assert ExifTags.Base.Orientation not in written
+    assert written.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal) == "1923:05:01 10:00:00"
+    assert ExifTags.Base.Orientation not in written.get_ifd(ExifTags.IFD.Exif)
