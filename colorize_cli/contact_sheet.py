@@ -10,6 +10,7 @@ written to the given name, more to `review-1.jpg`, `review-2.jpg`, ... Pages go 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -46,21 +47,58 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
     """Write the sheets for (source, colouring) pairs; returns (pages written, problems).
 
     A pair whose files cannot be read is left out and reported in `problems`, never fatal.
+    Thumbnails are made one page at a time, so memory does not grow with the batch. Pages of an
+    earlier, longer sheet of this name that this run did not rewrite are removed.
     """
-    cells, problems = [], []
-    for source, coloured in pairs:
-        try:
-            cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
-        except ImageError as e:
-            problems.append(str(e))
-    pages = [cells[i:i + per_page] for i in range(0, len(cells), per_page)]
-    if len(pages) == 1:
-        names = [target]
-    else:
-        names = [target.with_name(f"{target.stem}-{k}{target.suffix}") for k in range(1, len(pages) + 1)]
-    for name, page in zip(names, pages):
-        save_image(name, np.asarray(_render(page)), overwrite=True, metadata=ImageMetadata(software=SHEET_NOTE))
-    return names[:len(pages)], problems
+    problems: list[str] = []
+    written: list[Path] = []
+    held: Image.Image | None = None  # page 1, kept until we know whether it is the only page
+
+    def numbered(k: int) -> Path:
+        return target.with_name(f"{target.stem}-{k}{target.suffix}")
+
+    def save(page: Image.Image, name: Path) -> None:
+        save_image(name, np.asarray(page), overwrite=True, metadata=ImageMetadata(software=SHEET_NOTE))
+        written.append(name)
+
+    cells: list[tuple[Image.Image, Image.Image, str]] = []
+    pending = iter(pairs)
+    done = False
+    while not done:
+        for source, coloured in pending:
+            try:
+                cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
+            except ImageError as e:
+                problems.append(str(e))
+            if len(cells) == per_page:
+                break
+        else:
+            done = True
+        if not cells:
+            break
+        page = _render(cells)
+        cells = []
+        if held is None and not written:
+            held = page
+            continue
+        if held is not None:
+            save(held, numbered(1))
+            held = None
+        save(page, numbered(len(written) + 1))
+    if held is not None:
+        save(held, target)
+    _remove_stale_pages(target, written)
+    return written, problems
+
+
+def _remove_stale_pages(target: Path, written: list[Path]) -> None:
+    """Pages of `target` that an earlier run wrote and this one did not (it had fewer photos)."""
+    if not target.parent.is_dir():
+        return
+    kept = {p.name for p in written}
+    for path in target.parent.iterdir():
+        if path.name not in kept and is_page_of(path, target) and is_contact_sheet(path):
+            path.unlink(missing_ok=True)
 
 
 def _thumbnail(path: Path) -> Image.Image:
@@ -86,7 +124,7 @@ def _render(cells: list[tuple[Image.Image, Image.Image, str]]) -> Image.Image:
     sheet = Image.new("RGB", (columns * cell_w + (columns + 1) * 2 * GAP, rows * cell_h + (rows + 1) * 2 * GAP),
                       "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=12)
+    font = _caption_font()
     for k, (before, after, caption) in enumerate(cells):
         x0 = 2 * GAP + (k % columns) * (cell_w + 2 * GAP)
         y0 = 2 * GAP + (k // columns) * (cell_h + 2 * GAP)
@@ -98,3 +136,19 @@ def _render(cells: list[tuple[Image.Image, Image.Image, str]]) -> Image.Image:
         except UnicodeEncodeError:  # Pillow's fallback bitmap font is Latin-1 only
             draw.text((x0, y0 + THUMB + 2), text.encode("latin-1", "replace").decode("latin-1"), fill=(40, 40, 40))
     return sheet
+
+
+# Fonts with wide Unicode coverage, tried in order; Pillow's own default draws only Latin letters,
+# so a caption like "Großmutter_写真.jpg" would come out as boxes.
+_UNICODE_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "Arial Unicode.ttf", "ArialUnicodeMS.ttf",
+                  "segoeui.ttf", "arial.ttf")
+
+
+@functools.lru_cache(maxsize=1)
+def _caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    for name in _UNICODE_FONTS:
+        try:
+            return ImageFont.truetype(name, 12)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=12)

@@ -55,6 +55,26 @@ def test_many_photos_make_numbered_pages_and_unreadable_ones_are_reported(tmp_pa
     assert [p.name for p in pages] == ["sheet-1.jpg", "sheet-2.jpg"]
     assert all(p.exists() for p in pages) and not (tmp_path / "sheet.jpg").exists()
     assert len(problems) == 1 and "out4.png" in problems[0]
+    # Fewer photos the next time: one page under the plain name, the old numbered pages gone
+    # (a file of that pattern that colorize did not make stays).
+    save_photo(tmp_path / "sheet-3.jpg", seed=9)
+    pages, problems = contact_sheet.write_contact_sheets(pairs[:2], tmp_path / "sheet.jpg", per_page=2)
+    assert [p.name for p in pages] == ["sheet.jpg"] and not problems
+    assert sorted(p.name for p in tmp_path.glob("sheet*.jpg")) == ["sheet-3.jpg", "sheet.jpg"]
+    # Exactly one full page is one page, not a numbered one.
+    pages, _ = contact_sheet.write_contact_sheets(pairs[:2] + pairs[4:], tmp_path / "sheet.jpg", per_page=2)
+    assert [p.name for p in pages] == ["sheet.jpg"]
+
+
+def test_captions_draw_letters_beyond_latin_when_a_unicode_font_is_installed():
+    font = contact_sheet._caption_font()
+    if not hasattr(font, "getmask2") or "DejaVu" not in str(getattr(font, "path", "")):
+        import pytest
+
+        pytest.skip("no DejaVu font on this machine")
+    box = font.getmask("\u0416")  # a Cyrillic letter: a glyph, not the font's empty box
+    missing = font.getmask("\uffff")
+    assert np.asarray(box).tobytes() != np.asarray(missing).tobytes()
 
 
 def test_sheets_that_would_be_coloured_or_replace_outputs_are_refused(tmp_path, tiny_weights):
