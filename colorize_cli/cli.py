@@ -475,6 +475,9 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
 
     if sheet.is_dir():
         raise fail(UsageError(f"--contact-sheet {sheet} is a folder; name a file, e.g. {sheet / 'review.jpg'}"))
+    if sheet.suffix.lower() in (".bmp", ".dib"):  # a rerun must know the pages it may replace
+        raise fail(UsageError(f"--contact-sheet {sheet}: a BMP cannot carry the note by which colorize knows "
+                              "its own pages; name a .jpg or .png"))
     resolved, folder, out_dir = sheet.resolve(), folder.resolve(), out_dir.resolve()
     # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
     nested_output = out_dir.is_relative_to(folder) and resolved.is_relative_to(out_dir)
