@@ -757,7 +757,7 @@ def train_cli(
     quiet: bool = QuietOpt,
 ) -> None:
     from .imageio import OutputError
-    from .train import TrainingError, train_command
+    from .train import MissingTrainingExtraError, TrainingError, train_command
 
     # On --resume, options left at their defaults keep the run's saved values (not the defaults).
     # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
@@ -778,6 +778,8 @@ def train_cli(
         stderr.print(printable(f"Error: interrupted; rerun with --resume {where} to continue from the last "
                                "checkpoint."), markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
+        raise fail(e) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
         raise fail(UsageError(error_message(e))) from None
     except (OutputError, OSError) as e:  # the run folder, its log or export cannot be written

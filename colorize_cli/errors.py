@@ -32,7 +32,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
     from .imageio import ImageError, OutputError, OutputExistsError, SameFileError, UnsupportedFormatError
     from .weights import WeightsError
 
-    if type(error).__name__ == "MissingExtraError":  # bench.backbones; checked by name to stay torch-free
+    # bench.backbones and train.data; checked by name to stay torch-free
+    if type(error).__name__ in ("MissingExtraError", "MissingTrainingExtraError"):
         return ExitCode.MISSING_EXTRA
     if type(error).__name__ == "UnknownModelError":  # a misspelt --model: an option is wrong, not weights
         return ExitCode.USAGE

@@ -666,3 +666,29 @@ def test_a_run_folder_that_cannot_be_written_is_an_output_error(few_dir, tmp_pat
                                       "0", "--quiet", "--data", str(few_dir), "--out", str(out)])
     assert result.exit_code == 5, result.output
     assert "Traceback" not in result.output and result.stderr.count("Error:") == 1
+
+
+@pytest.mark.parametrize("missing", ["encoder", "vgg16"])
+def test_a_missing_package_a_run_needs_is_exit_code_7_for_both_entry_points(few_dir, tmp_path, monkeypatch, missing):
+    from typer.testing import CliRunner
+
+    from colorize_cli.bench import backbones
+    from colorize_cli.cli import app
+    from colorize_cli.train import loop
+    from colorize_cli.train.__main__ import main as module_main
+
+    def not_installed(*args, **kwargs):
+        raise ImportError("the package is not installed: pip install it")
+
+    if missing == "encoder":
+        monkeypatch.setattr(loop, "load_pretrained_lite0", not_installed)
+        extra = ["--encoder", "efficientnet-lite0", "--perceptual-weight", "0"]
+    else:
+        monkeypatch.setattr(backbones, "vgg16_features", not_installed)
+        extra = ["--perceptual-weight", "0.1"]
+    args = ["--model", "unet", "--preset", "tiny", "--size", "16", "--batch-size", "4", "--steps", "1",
+            "--device", "cpu", "--workers", "0", *extra, "--data", str(few_dir)]
+    result = CliRunner().invoke(app, ["train", *args, "--quiet", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 7, result.output
+    assert result.stderr.count("Error:") == 1 and "not installed" in result.stderr
+    assert module_main([*args, "--no-progress", "--out", str(tmp_path / "b")]) == 7

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (isinstance(e, TrainingError) or is_expected(e)):
             raise
         print(f"Error: {error_message(e)}", file=sys.stderr)
-        return int(ExitCode.USAGE) if isinstance(e, TrainingError) else int(exit_code_for(e))
+        code = exit_code_for(e)  # MISSING_EXTRA for a missing package; any other TrainingError is USAGE
+        return int(code if code != ExitCode.FAILURE else ExitCode.USAGE)
     return 0
 
 

@@ -50,6 +50,11 @@ class TrainingError(Exception):
     """An error the user can cause (bad --data, no images, bad options); printed as one line."""
 
 
+class MissingTrainingExtraError(TrainingError):
+    """An optional package a run needs (the pretrained encoder, the VGG16 of the perceptual loss)
+    is not installed: exit code MISSING_EXTRA, as for bench metrics."""
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One image: a file (tar_index = -1) or a tar member read from `offset`, `size` bytes."""

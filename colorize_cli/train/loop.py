@@ -36,6 +36,7 @@ from ..models.zoo import ARCHITECTURES, ColorModel
 from . import checkpoint as ckpt
 from .data import (
     MIN_COLOURFULNESS,
+    MissingTrainingExtraError,
     StreamPosition,
     TrainingError,
     TrainStream,
@@ -261,7 +262,7 @@ def build(options: TrainOptions) -> ColorModel:
         try:
             load_pretrained_lite0(model.encoder)
         except ImportError as e:
-            raise TrainingError(str(e)) from e
+            raise MissingTrainingExtraError(str(e)) from e
     return model
 
 

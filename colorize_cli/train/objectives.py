@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .. import color
 from ..diffusion import NoiseSchedule
 from ..models.zoo import ColorModel, LabDDPM, LatentCold, OneStepUNet
-from .data import TrainingError
+from .data import MissingTrainingExtraError, TrainingError
 
 PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -158,10 +158,10 @@ class Perceptual(nn.Module):
             from ..bench.backbones import vgg16_features
             self.vgg = vgg16_features(PERCEPTUAL_LAYERS)
         except ImportError as e:  # the module or its weight package is missing
-            raise TrainingError(f"the perceptual loss needs the VGG16 weights ({e}); "
-                                "install them or pass --perceptual-weight 0") from e
+            raise MissingTrainingExtraError(f"the perceptual loss needs the VGG16 weights ({e}); "
+                                            "install them or pass --perceptual-weight 0") from e
         except RuntimeError as e:  # MissingExtraError
-            raise TrainingError(f"{e} (or pass --perceptual-weight 0)") from e
+            raise MissingTrainingExtraError(f"{e} (or pass --perceptual-weight 0)") from e
         mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
         std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
