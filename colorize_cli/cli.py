@@ -734,7 +734,7 @@ def train_cli(
     head: str = typer.Option("regression", "--head",
                              help="unet/unet-gan output: regression (ab) or bins (ab-cell scores, annealed mean)."),
     seed: int = typer.Option(0, "--seed", min=0),
-    device: Device = DeviceOpt,
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (one GPU of several) or mps."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the step (fixed shapes; GPU)."),
     val_every: int = typer.Option(1000, "--val-every", min=1),
     ckpt_every: int = typer.Option(1000, "--ckpt-every", min=1),
@@ -765,7 +765,7 @@ def train_cli(
     try:
         result = train_command(data=data or [], given=given, model=model, out=out, resume=resume, steps=steps,
                                batch_size=batch_size, lr=lr, size=size, preset=preset, encoder=encoder,
-                               prediction=prediction, schedule=schedule, head=head, seed=seed, device=device.value,
+                               prediction=prediction, schedule=schedule, head=head, seed=seed, device=device,
                                compile=compile,
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,

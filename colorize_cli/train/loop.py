@@ -144,6 +144,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
         device = torch.device(name)
     except RuntimeError as e:
         raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
                                      and torch.backends.mps.is_available()):
         raise TrainingError("--device mps was asked for but Apple's MPS backend is not available")
