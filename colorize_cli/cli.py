@@ -343,8 +343,9 @@ def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) 
 @app.command(DEFAULT_COMMAND, help="Colour photos (the default command: `colorize IMAGE... [-o OUT]`).")
 def color_command(
     images: List[Path] = typer.Argument(..., help="Input images.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several); "
-                                          "`-` writes a PNG to standard output (as the input `-` reads one)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several inputs, "
+                                          "or a name without an extension); `-` writes a PNG to standard output "
+                                          "(as the input `-` reads one)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt,
@@ -529,7 +530,7 @@ def batch_command(
     ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp, bmp, avif or heic (with pillow-heif)."),
     contact_sheet: Optional[Path] = typer.Option(
         None, "--contact-sheet", help="Also write every photo beside its colouring on review pages, e.g. "
-                                      "review.jpg (48 per page: review-1.jpg, ...)."),
+                                      "review.jpg (48 per page: one page is review.jpg, more are review-1.jpg, ...)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,

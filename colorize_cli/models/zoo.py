@@ -255,7 +255,7 @@ def load_model(config: ModelConfig | dict, state: dict[str, torch.Tensor]) -> Co
 
 # U-Net sizes: "small" is the GPU-trained size; "mini" a quarter of its FLOPs, for CPU training
 # and the fastest CPU inference; "tiny" is for tests (a few thousand parameters); "base" (28 M
-# parameters, too big to bundle) is the size of FIELD.md's H100 throughput reference.
+# parameters, too big to bundle) is the size of the field notes' H100 throughput reference (shared/docs/FIELD.md).
 PRESETS = {
     "tiny": UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=()),
     "mini": UNetConfig(base_channels=16, channel_mults=(1, 2, 4, 8), num_res_blocks=1, attention_levels=(3,)),
