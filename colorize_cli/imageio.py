@@ -553,8 +553,9 @@ def save_image(
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):  # e.g. the disk filled up, or a folder of that name appeared
             raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
-        if isinstance(e, (ValueError, RuntimeError)):  # the encoder refuses the picture: too wide for
-            # WebP (ValueError), or x265 cannot open for its size (pillow-heif's RuntimeError)
+        # The encoder refuses the picture: too wide for WebP (ValueError), or x265 cannot open for
+        # its size (pillow-heif's RuntimeError; any other RuntimeError is a bug and stays one).
+        if isinstance(e, ValueError) or (isinstance(e, RuntimeError) and fmt == "HEIF"):
             raise OutputError(f"Cannot write {path} as {fmt}: {' '.join(str(e).split())}.") from e
         raise
 
