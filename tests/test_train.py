@@ -707,3 +707,76 @@ def test_a_missing_package_a_run_needs_is_exit_code_7_for_both_entry_points(few_
     assert result.exit_code == 7, result.output
     assert result.stderr.count("Error:") == 1 and "not installed" in result.stderr
     assert module_main([*args, "--no-progress", "--out", str(tmp_path / "b")]) == 7
+
+
+# -- data: what an archive or folder may hold ------------------------------------------------------
+
+
+def test_sparse_tar_members_are_refused_not_read_as_garbage(tmp_path):
+    if shutil.which("tar") is None:
+        pytest.skip("no tar program to write a sparse member")
+    src = tmp_path / "src"
+    src.mkdir()
+    pixels = np.zeros((128, 128, 3), np.uint8)  # a black middle: holes on disk
+    pixels[:20, :, 0] = 255
+    pixels[108:, :, 2] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "BMP")
+    data = buffer.getvalue()
+    with open(src / "holes.bmp", "wb") as f:  # only the blocks that are not zero are written
+        f.truncate(len(data))
+        for at in range(0, len(data), 4096):
+            if data[at:at + 4096].strip(b"\0"):
+                f.seek(at)
+                f.write(data[at:at + 4096])
+    Image.fromarray(colourful(0)).save(src / "fine.png")
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(tmp_path / "s.tar"), "holes.bmp", "fine.png"],
+                   cwd=src, check=True)
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        if not tar.getmember("holes.bmp").issparse():
+            pytest.skip("this disk wrote no holes")
+    refs, refused = index_sources([tmp_path / "s.tar"])
+    assert [r.key for r in refs] == ["s.tar::fine.png"] and refused == 1
+
+
+def test_odd_names_unreadable_files_and_pipes_in_data(tmp_path):
+    from colorize_cli.train.data import ImageRef, TrainStream
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(colourful(1)).save(data / "fine.png")
+    Image.fromarray(colourful(2)).save(os.fsdecode(bytes(data / "caf") + b"\xe9.png"))  # not UTF-8
+    refs, _ = index_sources([data])
+    assert len(split(refs, 0.5)[0]) + len(split(refs, 0.5)[1]) == 2  # every name hashes
+    # The same tar shard named in capitals is a shard.
+    with tarfile.open(tmp_path / "SHARD.TAR", "w") as tar:
+        tar.add(data / "fine.png", arcname="a/fine.png")
+    assert [r.key for r in index_sources([tmp_path / "SHARD.TAR"])[0]] == ["SHARD.TAR::a/fine.png"]
+    # A file the disk will not give back is dropped like a corrupt one.
+    stream = TrainStream([ImageRef(str(tmp_path / "gone.png"), str(tmp_path / "gone.png"), key="gone.png")], SIZE, 1, 0)
+    assert stream.load(0, 0) is None
+    # A pipe given as --data would block the reader: refused.
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(TrainingError, match="neither a folder nor a regular file"):
+        index_sources([tmp_path / "pipe.png"])
+
+
+def test_an_image_reached_twice_keeps_one_key_whatever_the_order_and_links_keep_their_name(tmp_path, image_dir):
+    one = image_dir / "c0.png"
+    forward, _ = index_sources([image_dir, one])
+    backward, _ = index_sources([one, image_dir])
+    assert [r.key for r in forward] == [r.key for r in backward]
+    assert f"{image_dir.name}/c0.png" in [r.key for r in forward]
+    (tmp_path / "photos").symlink_to(image_dir)
+    linked, _ = index_sources([tmp_path / "photos"])
+    assert {r.key.split("/")[0] for r in linked} == {"photos"}
+
+
+def test_training_decodes_photos_upright(tmp_path):
+    from colorize_cli.train.data import decode
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, shown upright after a quarter turn
+    buffer = io.BytesIO()
+    Image.fromarray(colourful(3, 24)[:, :16]).save(buffer, "JPEG", exif=exif)
+    assert decode(buffer.getvalue()).size == (24, 16)

@@ -168,7 +168,9 @@ def train_command(
     created = _init_distributed(device)
     try:
         options = TrainOptions(
-            data=[str(Path(p).resolve()) for p in data], out=str(_shared_out(out, model)), model=model,
+            # absolute (a resume from another folder finds them), links kept: a folder's name is part
+            # of each image's split key, and a link's name is what the user gave
+            data=[os.path.abspath(p) for p in data], out=str(_shared_out(out, model)), model=model,
             steps=10_000 if steps is None else steps, batch_size=batch_size, lr=lr, size=size, preset=preset,
             encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, head=head,
             seed=seed, device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,

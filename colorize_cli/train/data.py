@@ -26,12 +26,13 @@ import math
 import os
 import signal
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..imageio import IMAGE_EXTENSIONS, in_marked_folder, readable_formats
 from torch.utils.data import IterableDataset, get_worker_info
@@ -89,6 +90,9 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
                 if not member.isreg() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
                     refused += not member.isdir()
                     continue
+                if member.issparse():  # its stored bytes are not the file: reading them would give garbage
+                    refused += 1
+                    continue
                 if not safe_member_name(member.name):
                     refused += 1
                     continue
@@ -115,22 +119,30 @@ def index_sources(paths: list[str | os.PathLike[str]],
         path = Path(raw)
         if not path.exists():
             raise TrainingError(f"--data path does not exist: {path}")
+        if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
+            raise TrainingError(f"--data {path} is neither a folder nor a regular file")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)
                  and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
         for file in files:
-            if file.name.endswith(TAR_SUFFIXES):
+            if file.name.lower().endswith(TAR_SUFFIXES):
                 found, bad = index_tar(file)
                 refs += found
                 refused += bad
             elif file.suffix.lower() in IMAGE_SUFFIXES:
-                key = (Path(path.resolve().name) / file.relative_to(path)).as_posix() if path.is_dir() else file.name
+                # The argument's own last name (not a link's target's): what the user called the folder
+                folder = Path(os.path.abspath(path)).name
+                key = (Path(folder) / file.relative_to(path)).as_posix() if path.is_dir() else file.name
                 refs.append(ImageRef(str(file), str(file), key=key))
             elif not path.is_dir():
                 raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}")
     # One entry per image even when two --data arguments reach it; ordered by key (then name,
     # for two shards of one file name) so the order does not depend on where the data lies.
-    refs = sorted({r.name: r for r in refs}.values(), key=lambda r: (r.key, r.name))
+    unique: dict[str, ImageRef] = {}
+    for ref in refs:  # reached twice (a folder and a file in it): the folder-relative key, whatever the order
+        if ref.name not in unique or len(ref.key) > len(unique[ref.name].key):
+            unique[ref.name] = ref
+    refs = sorted(unique.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
         raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
@@ -139,7 +151,8 @@ def index_sources(paths: list[str | os.PathLike[str]],
 
 def is_held_out(key: str, fraction: float) -> bool:
     """Deterministic held-out split by a hash of the image's key."""
-    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+    # surrogateescape: a name that is not UTF-8 (tarfile and pathlib keep its bytes as surrogates)
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big")
     return h / 2**64 < fraction
 
 
@@ -157,16 +170,27 @@ def colourfulness(rgb: np.ndarray) -> float:
     return float(math.sqrt(rg.var() + yb.var()) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
 
 
-def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
-    """Bytes -> RGB PIL image, or None when they are not a readable image."""
+def _read_or_none(ref: ImageRef) -> bytes:
+    """The image's bytes; none (so: not an image, dropped) when the disk refuses to give them."""
     try:
-        img = Image.open(io.BytesIO(data), formats=readable_formats(data))
-        if img.width * img.height > MAX_PIXELS:
-            return None
-        if draft_size and img.format == "JPEG":
-            # JPEG DCT scaling: decode big photos at >= 2x the crop size, much faster.
-            img.draft("RGB", (2 * draft_size, 2 * draft_size))
-        return img.convert("RGB")
+        return ref.read_bytes()
+    except OSError:
+        return b""
+
+
+def decode(data: bytes, draft_size: int | None = None) -> Image.Image | None:
+    """Bytes -> upright RGB PIL image, or None when they are not a readable image."""
+    try:
+        with warnings.catch_warnings():  # (a huge header's DecompressionBombWarning: refused below)
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=readable_formats(data))
+            if img.width * img.height > MAX_PIXELS:
+                return None
+            if draft_size and img.format == "JPEG":
+                # JPEG DCT scaling: decode big photos at >= 2x the crop size, much faster.
+                img.draft("RGB", (2 * draft_size, 2 * draft_size))
+            # Upright, as colouring sees photos (a phone's portrait shot is stored sideways).
+            return ImageOps.exif_transpose(img).convert("RGB")
     except Exception:  # noqa: BLE001 - any decoder's failure (some raise NotImplementedError) drops the image
         return None
 
@@ -207,7 +231,7 @@ def load_validation(refs: list[ImageRef], size: int, count: int,
     for ref in refs:
         if len(images) >= count:
             break
-        img = decode(ref.read_bytes(), size)
+        img = decode(_read_or_none(ref), size)
         if img is None:
             continue
         arr = center_crop(img, size)
@@ -256,7 +280,7 @@ class TrainStream(IterableDataset):
 
     def load(self, index: int, epoch: int) -> np.ndarray | None:
         """Image `index` cropped for `epoch`, or None when unreadable or near-grey."""
-        img = decode(self.refs[index].read_bytes(), self.size)
+        img = decode(_read_or_none(self.refs[index]), self.size)
         if img is None:
             return None
         # The crop depends only on (seed, epoch, image): resuming reproduces it without saved state.
@@ -290,8 +314,9 @@ class TrainStream(IterableDataset):
                     batch = []
             empty_epochs = 0 if kept else empty_epochs + 1
             if empty_epochs >= 2:
-                raise TrainingError("every training image of this data shard was unreadable or near-grey "
-                                    f"(colourfulness < {self.min_colourfulness})")
+                raise TrainingError(f"all {len(order)} training images of one loader process's share were unreadable "
+                                    f"or near-grey (colourfulness < {self.min_colourfulness}); with so few colour "
+                                    "photos, pass --workers 0 (or add colour photos)")
             epoch, pos = epoch + 1, 0
 
 
