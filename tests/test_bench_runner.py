@@ -164,6 +164,34 @@ def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
     assert len(third.calls) == 5
 
 
+def test_damaged_cached_colourings_are_coloured_again_and_an_interrupt_keeps_latencies(data_dir, tmp_path):
+    out = tmp_path / "out"
+    first = runner.run_bench(data_dir, [FakeEngine()], "psnr,cf", None, None, out, 0)
+    run_cache = next((out / "cache").iterdir())
+    a, b, c = sorted(run_cache.glob("[abc]-*.png"))
+    a.write_bytes(a.read_bytes()[: len(a.read_bytes()) // 2])  # cut short
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(b)  # another size
+    c.write_bytes(b"")
+    again = FakeEngine()
+    second = runner.run_bench(data_dir, [again], "psnr,cf", None, None, out, 0)
+    assert sum(call["n"] for call in again.calls) == 3 + 1  # the three, and the untimed warm-up call
+    assert [r["psnr"] for r in second.runs[0].per_image] == [r["psnr"] for r in first.runs[0].per_image]
+
+    class Interrupted(FakeEngine):
+        def colorize_pixels(self, pixels, **kwargs):
+            if len(self.calls) == 3:  # warm-up, image 1, image 2, then Ctrl-C
+                raise KeyboardInterrupt
+            return super().colorize_pixels(pixels, **kwargs)
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_bench(data_dir, [Interrupted()], "psnr", None, None, fresh, 0)
+    timings = json.loads((next((fresh / "cache").iterdir()) / "timings.json").read_text())
+    assert len(timings["latency_s"]) == 2
+    resumed = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, fresh, 0)
+    assert resumed.runs[0].speed.timed_images == 4
+
+
 def test_same_seed_and_data_give_the_same_numbers_without_a_cache(data_dir):
     a = runner.run_bench(data_dir, [FakeEngine(), runner.ColourPriorBaseline()], PIXEL, 3, None, None, 0)
     b = runner.run_bench(data_dir, [FakeEngine(), runner.ColourPriorBaseline()], PIXEL, 3, None, None, 0)

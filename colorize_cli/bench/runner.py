@@ -541,6 +541,24 @@ class _Colouring:
     memory_kind: str
 
 
+def _usable_cached(cached: Path, truth: Path) -> bool:
+    """A cached colouring that decodes whole at its photo's size; a damaged one is removed (and
+    the photo coloured again) instead of stopping the bench or being scored."""
+    if not cached.is_file():
+        return False
+    try:
+        with Image.open(truth, formats=readable_formats(truth)) as im:
+            size = im.size
+        with Image.open(cached, formats=("PNG",)) as im:
+            im.load()
+            if im.size == size:
+                return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        pass
+    cached.unlink(missing_ok=True)
+    return False
+
+
 def _colour_all(engine: Any, paths: Sequence[Path], keys: Sequence[str], run_cache: Path | None,
                 settings: dict[str, Any], seed: int, progress: Callable[[int, int], None],
                 notes: list[str], label: str) -> _Colouring:
@@ -554,29 +572,31 @@ def _colour_all(engine: Any, paths: Sequence[Path], keys: Sequence[str], run_cac
     outputs: dict[int, np.ndarray] = {}
     computed = 0
     with _PeakMemory(torch.device(engine_device)) as memory:
-        for index, (path, key) in enumerate(zip(paths, keys)):
-            progress(index, len(paths))
-            cached = run_cache / f"{key}.png" if run_cache is not None else None
-            if cached is not None and cached.is_file():
-                continue
-            grey = grey_input(read_rgb(path))
-            call = dict(settings, seeds=[seed + index], progress=None)
-            if computed == 0:  # the first call pays for lazy initialisation: keep it out of the latency
-                engine.colorize_pixels([grey], **call)
-            start = time.perf_counter()
-            output = np.asarray(engine.colorize_pixels([grey], **call)[0], dtype=np.uint8)
-            latencies[key] = time.perf_counter() - start
-            computed += 1
-            if cached is not None:
-                _write_png(cached, output)
+        try:
+            for index, (path, key) in enumerate(zip(paths, keys)):
+                progress(index, len(paths))
+                cached = run_cache / f"{key}.png" if run_cache is not None else None
+                if cached is not None and _usable_cached(cached, path):
+                    continue
+                grey = grey_input(read_rgb(path))
+                call = dict(settings, seeds=[seed + index], progress=None)
+                if computed == 0:  # the first call pays for lazy initialisation: keep it out of the latency
+                    engine.colorize_pixels([grey], **call)
+                start = time.perf_counter()
+                output = np.asarray(engine.colorize_pixels([grey], **call)[0], dtype=np.uint8)
+                latencies[key] = time.perf_counter() - start
+                computed += 1
+                if cached is not None:
+                    _write_png(cached, output)
+                else:
+                    outputs[index] = output
+        finally:  # also when interrupted: the colourings cached so far keep their latencies
+            if computed:  # a partly cached run keeps the larger of the two peaks
+                peak = max(memory.peak(), timings.get("peak_memory_bytes") or 0)
+                _save_timings(run_cache, {"device": engine_device, "memory_kind": memory.kind,
+                                          "peak_memory_bytes": peak, "latency_s": latencies})
             else:
-                outputs[index] = output
-        if computed:  # a partly cached run keeps the larger of the two peaks
-            peak = max(memory.peak(), timings.get("peak_memory_bytes") or 0)
-            _save_timings(run_cache, {"device": engine_device, "memory_kind": memory.kind,
-                                      "peak_memory_bytes": peak, "latency_s": latencies})
-        else:
-            peak = timings.get("peak_memory_bytes")
+                peak = timings.get("peak_memory_bytes")
     progress(len(paths), len(paths))
     kind = memory.kind if computed else timings.get("memory_kind", memory.kind)
     return _Colouring(outputs, latencies, peak, kind)
