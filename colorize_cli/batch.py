@@ -114,16 +114,20 @@ def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
     return sorted(found)
 
 
-def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int) -> list[Job]:
+def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int,
+               siblings: list[Path] = ()) -> list[Job]:
     """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
 
     Photos that would share an output (photo.jpg and photo.tif) all keep their own extension in
-    the name (photo.jpg.png, photo.tif.png): see `distinct_targets`.
+    the name (photo.jpg.png, photo.tif.png): see `distinct_targets`. `siblings`: the folder's
+    other photos, not coloured this time (a `--glob` leaves them out) but named as if they were,
+    so a photo's output name never depends on which photos a run selects.
     """
-    rels = [src.relative_to(root) for src in sources]
-    targets = distinct_targets([out_dir / rel.with_suffix(ext) for rel in rels],
-                               [out_dir / rel.with_name(rel.name + ext) for rel in rels])
-    return [Job(src, sample_paths(target, samples)) for src, target in zip(sources, targets)]
+    named = sorted(set(sources) | set(siblings))
+    rels = [src.relative_to(root) for src in named]
+    targets = dict(zip(named, distinct_targets([out_dir / rel.with_suffix(ext) for rel in rels],
+                                               [out_dir / rel.with_name(rel.name + ext) for rel in rels])))
+    return [Job(src, sample_paths(targets[src], samples)) for src in sources]
 
 
 def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:

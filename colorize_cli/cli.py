@@ -521,6 +521,18 @@ def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path,
     return rest
 
 
+def _leave_out_colorize_made(sources: list[Path], quiet: bool) -> list[Path]:
+    """Sources without the images colorize made (colourings and contact sheets of an earlier run,
+    known by their note): colouring them again would only recolour a colouring."""
+    from .metadata import made_by_colorize
+
+    made = [s for s in sources if made_by_colorize(s)]
+    if made and not quiet:
+        stderr.print(printable(f"Note: left out {len(made)} image(s) colorize made earlier (colourings or contact "
+                               f"sheets), e.g. {made[0]}"), markup=False)
+    return [s for s in sources if s not in set(made)] if made else sources
+
+
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
 def batch_command(
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
@@ -553,13 +565,16 @@ def batch_command(
             raise fail(UsageError(f"--contact-sheet {contact_sheet}: {problem}"))
     try:
         sources = discover(folder, recursive=recursive, pattern=glob)
+        siblings = discover(folder, recursive=recursive, pattern=None) if glob else []
     except UsageError as e:
         raise fail(e) from None
     if out_dir.resolve().is_relative_to(folder.resolve()):
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples)
+    sources = _leave_out_colorize_made(sources, quiet or as_json)
     if not sources:
-        raise fail(FileNotFoundError(f"no images found in {folder}" + ("" if recursive else " (try --recursive)")))
-    jobs = plan_batch(folder, out_dir, sources, suffix, samples)
+        hint = f" matching --glob {glob!r}" if glob else ""
+        raise fail(FileNotFoundError(f"no images{hint} found in {folder}" + ("" if recursive else " (try --recursive)")))
+    jobs = plan_batch(folder, out_dir, sources, suffix, samples, siblings)
     if contact_sheet is not None:
         _check_contact_sheet(contact_sheet, folder, out_dir, jobs, overwrite)
     _make_folder(out_dir)  # subfolders per file, as they are written: one in the way fails only its photos

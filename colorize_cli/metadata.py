@@ -109,7 +109,14 @@ def software_note(path: str | os.PathLike) -> str | None:
 
     try:  # with the formats colorize reads: HEIC needs pillow-heif's opener registered first
         with Image.open(path, formats=readable_formats(path)) as im:
-            note = im.getexif().get(ExifTags.Base.Software) or getattr(im, "text", {}).get("Software")
+            if im.format == "PNG":
+                # Header only: colorize writes its note before the pixels (tEXt/iTXt, eXIf), and a
+                # batch asks this of every photo in a folder; `im.text` would decode the image.
+                note = im.info.get("Software")
+                if not note and "exif" in im.info:
+                    note = im.getexif().get(ExifTags.Base.Software)
+            else:
+                note = im.getexif().get(ExifTags.Base.Software)
     except Exception:  # not an image, unreadable, corrupt EXIF: no note
         return None
     return note if isinstance(note, str) else None

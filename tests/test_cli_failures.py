@@ -212,13 +212,44 @@ def test_a_resumed_batch_never_takes_another_photos_colouring_for_its_own(fake_r
     Image.fromarray(np.full((24, 24), 220, np.uint8)).save(scans / "scan.jpg")
     assert run("batch", scans, "--glob", "*.tif", "-q").exit_code == 0
     out = tmp_path / "box-colorized"
-    assert [p.name for p in out.iterdir()] == ["scan.png"]
+    # Its name does not depend on the --glob: scan.jpg is in the folder, so scan.tif is qualified.
+    assert [p.name for p in out.iterdir()] == ["scan.tif.png"]
+    (out / "scan.tif.png").rename(out / "scan.png")  # what colorize before 2026-11-26 wrote
     result = run("batch", scans, "--json")
     assert result.exit_code == 0, result.stderr
     report = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
     assert report["scan.jpg"]["status"] == "done" and report["scan.tif"]["status"] == "done"
     assert np.asarray(Image.open(out / "scan.jpg.png").convert("L")).mean() > 150
     assert np.asarray(Image.open(out / "scan.tif.png").convert("L")).mean() < 60
+
+
+def test_a_glob_run_names_outputs_as_a_whole_run_would(fake_registry, tmp_path):
+    # scan.jpg coloured by a '*.jpg' run, then scan.png by a '*.png' run: each gets its own
+    # colouring, never "skipped: output exists" because of the other's.
+    scans = tmp_path / "g"
+    scans.mkdir()
+    Image.fromarray(np.full((24, 24), 30, np.uint8)).save(scans / "scan.jpg")
+    Image.fromarray(np.full((24, 24), 220, np.uint8)).save(scans / "scan.png")
+    assert run("batch", scans, "--glob", "*.jpg", "-q").exit_code == 0
+    result = run("batch", scans, "--glob", "*.png", "--json")
+    assert json.loads(result.stdout)["done"] == 1, result.stdout
+    out = tmp_path / "g-colorized"
+    assert sorted(p.name for p in out.iterdir()) == ["scan.jpg.png", "scan.png.png"]
+    assert np.asarray(Image.open(out / "scan.png.png").convert("L")).mean() > 150
+
+
+def test_earlier_colourings_and_sheets_in_the_input_are_left_out(fake_registry, tmp_path):
+    box = tmp_path / "r1"
+    (box / "sub").mkdir(parents=True)
+    save_photo(box / "a.png", "L")
+    save_photo(box / "sub" / "b.png", "L")
+    first = run("batch", box, "-r", "-o", box / "colour", "--contact-sheet", box / "colour" / "review.jpg")
+    assert first.exit_code == 0, first.stderr
+    second = run("batch", box, "-r", "--json")
+    assert second.exit_code == 0, second.stderr
+    assert sorted(Path(f["source"]).name for f in json.loads(second.stdout)["files"]) == ["a.png", "b.png"]
+    third = run("batch", box, "-r", "-o", tmp_path / "third")
+    assert "Note: left out 3 image(s) colorize made earlier" in third.stderr
 
 
 def test_names_that_look_like_another_photos_output_are_kept_apart(fake_registry, tmp_path):
