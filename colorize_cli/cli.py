@@ -8,6 +8,7 @@ subcommands. Heavy modules (torch, the models) are imported inside the commands,
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import shutil
@@ -63,6 +64,9 @@ class DefaultCommandGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:  # the reader of stdout went away (`| head`): its choice, not an error
+            _stdout_to_devnull()
+            raise typer.Exit(141) from None  # 128 + SIGPIPE, as the shell reports a closed pipe
         except Exception as e:  # what no command foresaw (an OS refusing a name, a bug): still one line
             raise fail(e) from None
 
@@ -203,6 +207,7 @@ class _Reporter:
                                  console=stderr, transient=True, disable=quiet or not stderr.is_terminal)
         self.task = self.progress.add_task("colouring", total=total)
         self.steps = self.progress.add_task("sampling", total=1, visible=False)
+        self.results: list = []  # so far: what an interrupted run still reports
 
     def __enter__(self):
         self.progress.__enter__()
@@ -216,12 +221,30 @@ class _Reporter:
         self.progress.update(self.steps, completed=done, total=total, visible=total > 1)
 
     def __call__(self, result) -> None:
+        self.results.append(result)
         self.progress.advance(self.task)
         if result.status == "failed":
             self.progress.console.print(error_line(str(result.reason)), markup=False)
         elif result.status == "done" and not self.as_json and self.list_outputs:
             for path in result.outputs:  # as they are (not through Rich): scripts read these lines
-                print(path, flush=True)
+                _print_line(str(path))
+
+
+def _print_line(text: str) -> None:
+    """A line on stdout; when the reader has gone (`| head -1`), the colouring goes on quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """Later writes (and Python's flush at exit) go nowhere instead of failing again."""
+    devnull = open(os.devnull, "w")
+    try:
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        sys.stdout = devnull
 
 
 def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
@@ -303,6 +326,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
                                  "--model lab-ddpm")
         except Exception as e:
             raise fail(e) from None
+    report = None
     try:
         with _Reporter(len(jobs), quiet, as_json, list_outputs) as report:
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
@@ -314,8 +338,15 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     except KeyboardInterrupt:
         message = "interrupted; finished outputs are kept, rerun to resume."
         stderr.print(f"Error: {message}", markup=False)
-        if as_json:
-            print(json.dumps({"error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+        finished = report.results if report is not None else []
+        done = sum(r.status == "done" for r in finished)
+        if as_json:  # what was finished, with the error: a script knows which files it has
+            print(json.dumps({"done": done, "skipped": sum(r.status == "skipped" for r in finished),
+                              "failed": sum(r.status == "failed" for r in finished),
+                              "files": [r.to_json() for r in finished],
+                              "error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+        elif not quiet and not single:
+            stderr.print(f"{done} done before the interrupt", markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     if contact_sheet is not None:
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)

@@ -476,3 +476,26 @@ def test_a_folder_where_an_output_goes_fails_that_photo_instead_of_being_skipped
         files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
         assert files["a.png"]["status"] == "failed" and "a folder" in files["a.png"]["reason"]
         assert (tmp_path / "out" / "a.png").is_dir() and (tmp_path / "out" / "b.png").is_file()
+
+
+def test_an_interrupted_batch_still_reports_the_files_it_finished(fake_registry, tmp_path, monkeypatch):
+    from colorize_cli import batch as batch_module
+
+    real = batch_module.run_jobs
+
+    def interrupted_after_one(engine, jobs, **kwargs):
+        real(engine, jobs[:1], **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_jobs", interrupted_after_one)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(3):
+        save_photo(scans / f"p{k}.png", "L", seed=k)
+    result = run("batch", scans, "--json")
+    assert result.exit_code == ExitCode.INTERRUPTED
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["exit_code"] == int(ExitCode.INTERRUPTED) and "interrupted" in report["error"]
+    assert [Path(f["source"]).name for f in report["files"]] == ["p0.png"]
+    plain = run("batch", scans, "-o", tmp_path / "plain")
+    assert "1 done before the interrupt" in plain.stderr

@@ -87,3 +87,21 @@ def test_standard_input_redirected_from_the_output_file_is_never_overwritten(tmp
     assert [line for line in proc.stderr.splitlines() if line.startswith("Error:")] == [
         f"Error: {src} is the photo on standard input; inputs are never overwritten"]
     assert src.read_bytes() == before
+
+
+def test_a_reader_that_stops_early_does_not_stop_the_batch(tmp_path):
+    import subprocess
+    import sys
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(3):
+        save_photo(scans / f"p{k}.png", "L", seed=k)
+    proc = subprocess.Popen([sys.executable, "-m", "colorize_cli", "batch", str(scans), "-o", str(tmp_path / "out"),
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert first.strip().endswith(b"p0.png") and "Error" not in stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png"]
