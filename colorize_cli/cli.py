@@ -642,12 +642,21 @@ def models_list(as_json: bool = JsonOpt) -> None:
     if as_json:
         stdout.print_json(json.dumps(rows))
         return
-    table = Table("model", "architecture", "params", "licence", "sampler", "steps", "size", "weights")
-    for r in rows:
-        table.add_row(r["name"] + (" (default)" if r["default"] else ""), r["architecture"],
-                      f"{r['params'] / 1e6:.1f}M" if r["params"] else "–", r["licence"], r["sampler"],
-                      str(r["steps"]), str(r["size"]), r["source"])
+    cells = [(r["name"] + (" (default)" if r["default"] else ""), r["architecture"],
+              f"{r['params'] / 1e6:.1f}M" if r["params"] else "–", r["licence"], r["sampler"], str(r["steps"]),
+              str(r["size"]), r["source"], r["description"]) for r in rows]
+    header = ("model", "architecture", "params", "licence", "sampler", "steps", "size", "weights", "description")
+    if not stdout.is_terminal:  # piped (`| grep`): whole names and fields, one line per model, tab-separated
+        _print_line("\t".join(("model", "default", *header[1:])))
+        for r, row in zip(rows, cells):
+            _print_line("\t".join((r["name"], "yes" if r["default"] else "no", *row[1:])))
+        return
+    table = Table(*header[:-1])
+    for row in cells:
+        table.add_row(*row[:-1])
     stdout.print(table)
+    for row in cells:
+        stdout.print(f"{row[0].split()[0]}: {row[-1]}", markup=False, highlight=False)
 
 
 @models_app.command("info", help="Everything the registry and the weights file say about one model.")

@@ -331,6 +331,11 @@ def test_models_list_info_verify(fake_registry):
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["tiny"]["default"] and rows["tiny"]["source"] == "bundled"
     assert rows["absent"]["source"] == "not available"
+    # Piped (not a terminal): whole names, one tab-separated line per model, grep-able.
+    lines = [line.split("\t") for line in run("models", "list").stdout.splitlines()]
+    assert lines[0][:3] == ["model", "default", "architecture"]
+    assert {line[0]: line[1] for line in lines[1:]} == {"tiny": "yes", "absent": "no"}
+    assert lines[1][-1] == "tiny test model" or lines[2][-1] == "tiny test model"
     info = json.loads(run("models", "info", "tiny", "--json").stdout)
     assert info["config"]["architecture"] == "lab-ddpm" and info["sha256_status"] == "ok"
     assert run("models", "verify", "tiny").exit_code == 0
