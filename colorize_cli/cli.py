@@ -103,7 +103,9 @@ class DefaultCommandGroup(TyperGroup):
 app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True, add_completion=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Bring colour back to black-and-white photographs.\n\n"
-                       "colorize photo.jpg -o out.png   ·   colorize batch ./scans   ·   colorize models list")
+                       "colorize photo.jpg -o out.png   ·   colorize batch ./scans   ·   colorize models list\n\n"
+                       "The options for colouring photos (-o, --model, --hint, --saturation, ...): "
+                       "colorize color --help.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, info, verify and download weights.")
 app.add_typer(models_app, name="models")
 
@@ -282,7 +284,8 @@ SamplesOpt = typer.Option(1, "--samples", min=1, max=64,
 SizeOpt = typer.Option(None, "--size", min=16, max=4096, help="Working resolution the model sees (longer side, px).")
 SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
                              help="Colour strength: 1 as the model predicts, above 1 more vivid (strong colours gain "
-                                  "most), below 1 more muted (default: the model's setting).")
+                                  "most; faint, unsure tints stay faint), below 1 more muted, 0 grey (default: the "
+                                  "model's setting). For vivid colour throughout, try --model lab-ddpm.")
 DeviceOpt = typer.Option(Device.auto, "--device", help="Where the model runs.")
 BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
@@ -589,7 +592,11 @@ def batch_command(
     problem = unwritable_reason(suffix)
     if problem is not None:
         raise fail(UsageError(f"unsupported --format {ext!r}: {problem.replace('extension', 'format')}"))
-    out_dir = output or folder.resolve().with_name(folder.resolve().name + "-colorized")  # also for `batch .`
+    # FOLDER-colorized beside it, as the user named it (relative stays relative); `batch .` and
+    # `batch ..` need the folder's real name.
+    plain = folder.name not in ("", ".", "..")
+    out_dir = output or (folder.with_name(folder.name + "-colorized") if plain
+                         else folder.resolve().with_name(folder.resolve().name + "-colorized"))
     if contact_sheet is not None:
         problem = unwritable_reason(contact_sheet.suffix)
         if problem is not None:

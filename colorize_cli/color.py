@@ -80,15 +80,18 @@ def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
 def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE) -> torch.Tensor:
     """Scale the chroma of a*b* (..., 2, H, W), in real Lab units, keeping each pixel's hue.
 
-    Chroma C becomes C * (1 + (saturation - 1) * C / (C + knee)): near-grey pixels barely move,
-    strong colours are scaled by up to `saturation` (1: unchanged; below 1: more muted). The
-    mapping is monotonic in C for any saturation >= 0, so colours keep their order of strength.
-    Results may leave the sRGB gamut; the full-resolution composition maps them back.
+    Above 1, chroma C becomes C * (1 + (saturation - 1) * C / (C + knee)): near-grey pixels
+    barely move, strong colours are scaled by up to `saturation`. Below 1, every chroma is scaled
+    by `saturation`, so 0 is grey (the knee would leave faint tints at 0). Monotonic in C, so
+    colours keep their order of strength. Results may leave the sRGB gamut; the full-resolution
+    composition maps them back.
     """
     if saturation == 1.0:
         return ab
     if saturation < 0:
         raise ValueError(f"saturation must be >= 0, not {saturation}")
+    if saturation < 1.0:
+        return ab * saturation
     chroma = torch.linalg.vector_norm(ab, dim=-3, keepdim=True)
     return ab * (1.0 + (saturation - 1.0) * chroma / (chroma + knee))
 

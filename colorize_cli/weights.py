@@ -64,7 +64,7 @@ class RegistryError(WeightsError):
     """weights.toml is missing or malformed."""
 
 
-class UnknownModelError(WeightsError):
+class UnknownModelError(WeightsError, ValueError):  # a bad setting, as every other one the API refuses
     def __init__(self, name: str, known: list[str]):
         self.name = name
         self.known = list(known)
