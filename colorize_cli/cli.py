@@ -353,6 +353,12 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     if contact_sheet is not None:
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)
+    kept = sum(r.status == "skipped" for r in results)
+    settings_given = any(v is not None for v in (model, weights, sampler, steps, size, saturation)) or seed != 0
+    if kept and skip_existing and settings_given and not (quiet or as_json):
+        stderr.print(f"Note: {kept} output(s) existed and were kept as an earlier run made them, perhaps with other "
+                     "settings; pass --overwrite to colour them again with these, or -o to write elsewhere",
+                     markup=False)
     _summarise(results, as_json, quiet, single)
 
 
@@ -555,6 +561,24 @@ def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path,
     return rest
 
 
+def _mention_subfolder_photos(folder: Path, out_dir: Path) -> None:
+    """Without --recursive, say how many photos the subfolders hold, so none is left out unknowingly."""
+    from .imageio import IMAGE_EXTENSIONS
+
+    count, example = 0, None
+    skip = out_dir.resolve()
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip]
+        if Path(here) == folder:
+            continue
+        found = [f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        count += len(found)
+        example = example or (Path(here) / found[0] if found else None)
+    if count:
+        stderr.print(printable(f"Note: {count} image(s) in subfolders are not included (e.g. {example}); "
+                               "add --recursive to colour them too"), markup=False)
+
+
 def _leave_out_colorize_made(sources: list[Path], quiet: bool) -> list[Path]:
     """Sources without the images colorize made (colourings and contact sheets of an earlier run,
     known by their note): colouring them again would only recolour a colouring."""
@@ -609,6 +633,8 @@ def batch_command(
     if out_dir.resolve().is_relative_to(folder.resolve()):
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples)
     sources = _leave_out_colorize_made(sources, quiet or as_json)
+    if not recursive and not (quiet or as_json):
+        _mention_subfolder_photos(folder, out_dir)
     if not sources:
         hint = f" matching --glob {glob!r}" if glob else ""
         raise fail(FileNotFoundError(f"no images{hint} found in {folder}" + ("" if recursive else " (try --recursive)")))

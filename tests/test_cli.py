@@ -448,3 +448,16 @@ def test_inputs_already_in_colour_are_noted_not_refused(tmp_path, tiny_weights):
     result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--json")
     flags = {Path(f["source"]).name: f["had_colour"] for f in json.loads(result.stdout)["files"]}
     assert flags == {"grey.png": False, "colour.png": True}
+
+
+def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
+    box = tmp_path / "box"
+    (box / "sub").mkdir(parents=True)
+    save_photo(box / "a.png", "L")
+    save_photo(box / "sub" / "b.png", "L")
+    first = run("batch", box)
+    assert "1 image(s) in subfolders are not included" in first.stderr and "--recursive" in first.stderr
+    assert "in subfolders" not in run("batch", box, "-r", "-o", tmp_path / "all").stderr
+    rerun = run("batch", box, "--saturation", "2")  # other settings: the kept output is said to be kept
+    assert "1 output(s) existed and were kept" in rerun.stderr and "--overwrite" in rerun.stderr
+    assert "existed and were kept" not in run("batch", box).stderr  # a plain rerun is a resume
