@@ -262,6 +262,10 @@ def test_network_metrics_per_set_and_the_truth_feature_cache(data_dir, tmp_path,
     assert result.runs[0].summary["fid"] != result.runs[1].summary["fid"]
     assert len(list((out / "cache").glob("truth-inception-*.npy"))) == 1
 
+    assert any("mean little" in note for note in result.notes)  # 3 images: FID/KID are flagged
+    assert "FID/KID" in R._caption(result) and "LPIPS at 256" in R._caption(result)
+    assert "FID" not in R._caption(runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr", 3, None, None, 0))
+
     TinyFeatures.calls = 0  # a rerun reads the truth's features from the cache: only outputs go through
     again = runner.run_bench(data_dir, [runner.GreyBaseline()], "fid", 3, None, out, 0)
     assert TinyFeatures.calls == 1

@@ -80,11 +80,15 @@ def table_rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
 
 def _caption(result: BenchResult) -> str:
     memory = {r.speed.memory_kind for r in result.runs}
-    return (
-        f"{len(result.images)} images from {result.data_dir} · input = L* of the truth, scored at the truth's size · "
-        f"LPIPS/DISTS at 256×256, FID/KID TF-Inception pool3 at 299×299 · latency: one image per call after a warm-up · "
-        f"memory: {', '.join(sorted(memory))} · seed {result.seed}"
-    )
+    how = [f"{len(result.images)} images from {result.data_dir}", "input = L* of the truth, scored at the truth's size"]
+    perceptual = [name for key, name in (("lpips", "LPIPS"), ("lpips-vgg", "LPIPS-VGG"), ("dists", "DISTS"))
+                  if key in result.metrics]
+    if perceptual:  # only what was measured
+        how.append(f"{'/'.join(perceptual)} at 256×256")
+    if {"fid", "kid"} & set(result.metrics):
+        how.append("FID/KID TF-Inception pool3 at 299×299")
+    how += ["latency: one image per call after a warm-up", f"memory: {', '.join(sorted(memory))}", f"seed {result.seed}"]
+    return " · ".join(how)
 
 
 def rich_table(result: BenchResult):

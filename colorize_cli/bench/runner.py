@@ -42,6 +42,8 @@ from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, in_marked_folder,
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
 PIXEL_METRICS = ("psnr", "ssim", "deltae", "cf")
+# Below this many images, FID and KID are reported with a note that they mean little.
+FEW_FOR_FID = 100
 NETWORK_METRICS = ("lpips", "lpips-vgg", "dists", "fid", "kid")
 ALL_METRICS = PIXEL_METRICS + NETWORK_METRICS
 DEFAULT_METRICS = ("psnr", "ssim", "deltae", "cf", "lpips", "fid", "kid")
@@ -765,6 +767,9 @@ def run_bench(
     truth_summary: dict[str, float | None] = {}
     if scorer.truth_cf:
         truth_summary["cf"] = float(np.mean(list(scorer.truth_cf.values())))
+    if {"fid", "kid"} & set(metric_names) and len(paths) < FEW_FOR_FID:
+        notes.append(f"FID and KID compare two distributions of Inception features; on {len(paths)} images they "
+                     f"mean little (KID may even be negative): use {FEW_FOR_FID} or more")
     return BenchResult(
         data_dir=str(data_dir),
         images=[p.relative_to(data_dir).as_posix() for p in paths],
