@@ -891,6 +891,10 @@ def main() -> None:
     # Pillow warns about a damaged EXIF block ("Corrupt EXIF data", "Tag data larger than file",
     # ...) and then reads the image anyway: so do we, without its raw warning lines on stderr.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    # A failed download gets our one `Error:` line; the Hub client's retry notes and warnings
+    # would only add noise to stderr (set here, for the command line: API users keep theirs).
+    warnings.filterwarnings("ignore", module=r"huggingface_hub\.")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -353,7 +353,7 @@ def resolve_weights(
     if entry is None:
         raise ValueError("resolve_weights needs a registry entry or a weights_path")
 
-    found = locate_weights(entry, cache_dir=cache_dir)
+    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
     if found is None:
         if entry.repo is None:
             raise WeightsNotFoundError(_how_to_get(entry, "it is not bundled and not on the Hub"))
@@ -363,10 +363,16 @@ def resolve_weights(
                 _how_to_get(entry, f"not bundled, not in the Hugging Face cache, and {reason}")
             )
         return _checked_download(entry, cache_dir)
-    if found.source == "hf-cache" and allow_download and not local_files_only:
+    if found.source == "hf-cache" and allow_download and not local_files_only and not _hub_offline():
         return _checked_cached_or_fetched(entry, found, cache_dir)
     _check(entry, found)
     return found
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
@@ -380,7 +386,10 @@ def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None)
             f"Model {entry.name!r} is not published on the Hugging Face Hub; "
             "pass --weights PATH to a .safetensors file instead."
         )
-    if found is not None and found.source == "hf-cache":
+    if found is not None and found.source == "hf-cache" and _hub_offline():
+        _check(entry, found)  # nothing can be fetched: the cached copy is what there is
+        resolved = found
+    elif found is not None and found.source == "hf-cache":
         resolved = _checked_cached_or_fetched(entry, found, cache_dir)
     else:
         resolved = _checked_download(entry, cache_dir)
@@ -398,11 +407,14 @@ _ADVICE: dict[str, str] = {
 def _check(entry: ModelEntry, found: ResolvedWeights) -> None:
     """Is `found` a safetensors file with the registry's hash? The message says what to do."""
     if not found.path.is_file():  # a folder or pipe where the file should be: never read it
-        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; "
-                           + _ADVICE.get(found.source, "remove it").format(name=entry.name) + ".")
+        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; {_advice(entry, found)}.")
     check_safetensors(found.path)
-    check_sha256(found.path, entry.sha256, _ADVICE.get(found.source, "delete it and download it again")
-                 .format(name=entry.name))
+    check_sha256(found.path, entry.sha256, _advice(entry, found))
+
+
+def _advice(entry: ModelEntry, found: ResolvedWeights) -> str:
+    """What to do about a damaged file, by where it came from."""
+    return _ADVICE.get(found.source, "delete it and download it again").format(name=entry.name)
 
 
 def _checked_cached_or_fetched(entry: ModelEntry, found: ResolvedWeights,
@@ -415,15 +427,18 @@ def _checked_cached_or_fetched(entry: ModelEntry, found: ResolvedWeights,
     try:
         _check(entry, found)
         return found
-    except WeightsError:
+    except WeightsError as damaged:
         _discard_cached(found.path)
-    return _checked_download(entry, cache_dir, force=True)
+        try:  # link and blob are gone: an ordinary download fetches the bytes again
+            return _checked_download(entry, cache_dir)
+        except WeightsNotFoundError as e:
+            raise WeightsNotFoundError(f"The cached copy of model {entry.name!r} was damaged ({damaged}) and was "
+                                       f"removed; fetching it again failed: {e}") from e
 
 
-def _checked_download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *,
-                      force: bool = False) -> ResolvedWeights:
+def _checked_download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None) -> ResolvedWeights:
     """Download and check; a file that fails the checks does not stay in the cache."""
-    fetched = ResolvedWeights(_fetch_from_hub(entry, cache_dir, force=force), "hub")
+    fetched = ResolvedWeights(_fetch_from_hub(entry, cache_dir), "hub")
     try:
         _check(entry, fetched)
     except WeightsError:
@@ -490,7 +505,7 @@ def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
         status = "ok"
     else:
         status = "mismatch"
-        problem = str(HashMismatchError(found.path, entry.sha256, actual))
+        problem = str(HashMismatchError(found.path, entry.sha256, actual, _advice(entry, found)))
     try:  # as colouring would load it: config, tensors, and a model built from them
         load_model_from_file(found.path, expected_architecture=entry.architecture)
     except WeightsError as e:
@@ -518,7 +533,7 @@ def locate_weights(
         if cached is not None:
             found = ResolvedWeights(cached, "hf-cache")
             if not broken_ok and not cached.is_file():  # a folder or pipe in the cache: never read it
-                _check(entry, found)
+                raise WeightsError(f"{cached} (model {entry.name!r}) is not a regular file; {_advice(entry, found)}.")
             return found
     return None
 
@@ -533,7 +548,7 @@ def _cached_hub_file(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None
         return None
 
 
-def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, force: bool = False) -> Path:
+def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None) -> Path:
     """Download into the Hugging Face cache, turning the hub client's errors into ours."""
     from huggingface_hub.utils import (
         EntryNotFoundError,
@@ -547,7 +562,7 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None,
 
     where = f"{entry.repo}@{entry.revision}/{entry.filename}"
     try:
-        return _hf_hub_download(entry, cache_dir, local_files_only=False, force=force)
+        return _hf_hub_download(entry, cache_dir, local_files_only=False)
     except LocalEntryNotFoundError as e:
         # The hub client's way of saying "could not reach the Hub (or may not), and not cached
         # either"; what the Hub actually answered, if it did, is the cause.
@@ -570,6 +585,8 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None,
     except HfHubHTTPError as e:
         raise WeightsNotFoundError(_how_to_get(entry, f"the Hub refused the download: {_http_status(e)}")) from e
     except _network_errors() as e:
+        raise WeightsNotFoundError(_how_to_get(entry, f"the download failed ({_first_line(e)})")) from e
+    except ValueError as e:  # the client's "Force download failed ..." and kin: still a failed download
         raise WeightsNotFoundError(_how_to_get(entry, f"the download failed ({_first_line(e)})")) from e
     except OSError as e:  # the cache cannot be written (full, read-only, no permission), or a short transfer
         if e.errno is not None:
@@ -594,28 +611,20 @@ def _first_line(error: BaseException) -> str:
 
 
 def _hf_hub_download(
-    entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, local_files_only: bool, force: bool = False
+    entry: ModelEntry, cache_dir: str | os.PathLike[str] | None, *, local_files_only: bool
 ) -> Path:
-    import warnings
-
     import huggingface_hub
-    from huggingface_hub.utils import logging as hub_logging
 
     assert entry.repo is not None and entry.filename is not None  # the registry guarantees both
-    # Our one `Error:` line says what failed; the library's retry notes and warnings are noise on stderr.
-    hub_logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Path(
-            huggingface_hub.hf_hub_download(
-                entry.repo,
-                entry.filename,
-                revision=entry.revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                force_download=force,
-            )
+    return Path(
+        huggingface_hub.hf_hub_download(
+            entry.repo,
+            entry.filename,
+            revision=entry.revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
         )
+    )
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

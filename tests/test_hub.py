@@ -145,3 +145,21 @@ def test_hub_errors_are_one_line_that_says_what_happened(hub, tmp_path, mode, me
     with pytest.raises(WeightsNotFoundError, match=message) as excinfo:
         download(entry(hub.sha256), cache_dir=tmp_path / "cache")
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_damaged_cached_copy_offline_is_refused_and_kept_and_a_failed_refetch_says_so(hub, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    path = download(entry(hub.sha256), cache_dir=cache).path
+    blob = path.resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")  # one byte changed on disk
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1: nothing can be fetched
+    with pytest.raises(HashMismatchError, match="colorize models download tiny"):
+        resolve_weights(entry(hub.sha256), cache_dir=cache)
+    with pytest.raises(HashMismatchError):
+        download(entry(hub.sha256), cache_dir=cache)
+    assert len(blobs(cache)) == 1 and hub.gets == 1  # left for `models download` to replace online
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub.mode = "get500"  # online, but the Hub fails: the damaged copy is gone, and the message says so
+    with pytest.raises(WeightsNotFoundError, match="was damaged .* and was removed; fetching it again failed"):
+        resolve_weights(entry(hub.sha256), cache_dir=cache)
+    assert blobs(cache) == []

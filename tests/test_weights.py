@@ -342,7 +342,7 @@ def test_hub_errors_become_weights_not_found(bundled, cache_dir, monkeypatch, er
 def test_hub_download_is_hash_checked(tmp_path, bundled, cache_dir, monkeypatch):
     published = make_weights(tmp_path / "published.safetensors")
 
-    def serve(repo_id, filename, *, revision, cache_dir, local_files_only, force_download):
+    def serve(repo_id, filename, *, revision, cache_dir, local_files_only):
         return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
 
     fake_hub(monkeypatch, serve)
@@ -359,7 +359,7 @@ def test_hub_download_is_hash_checked(tmp_path, bundled, cache_dir, monkeypatch)
 def test_a_download_of_another_architecture_is_refused(tmp_path, bundled, cache_dir, monkeypatch):
     published = make_weights(tmp_path / "published.safetensors", architecture="lab-ddpm")
 
-    def serve(repo_id, filename, *, revision, cache_dir, local_files_only, force_download):
+    def serve(repo_id, filename, *, revision, cache_dir, local_files_only):
         return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
 
     fake_hub(monkeypatch, serve)
