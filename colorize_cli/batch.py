@@ -115,7 +115,7 @@ def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
 
 
 def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int,
-               siblings: list[Path] = ()) -> list[Job]:
+               siblings: Sequence[Path] = ()) -> list[Job]:
     """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
 
     Photos that would share an output (photo.jpg and photo.tif) all keep their own extension in

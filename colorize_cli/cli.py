@@ -7,6 +7,7 @@ subcommands. Heavy modules (torch, the models) are imported inside the commands,
 
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import json
@@ -538,7 +539,7 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
 
 
 def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path, suffix: str,
-                               samples: int) -> list[Path]:
+                               samples: int, made_by_colorize) -> list[Path]:
     """Sources without the files under an output folder inside the input folder (`batch . -o out`).
 
     Those are earlier colourings (what this batch would write, or what carries colorize's note),
@@ -546,7 +547,6 @@ def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path,
     refuse instead.
     """
     from .batch import plan_batch
-    from .metadata import made_by_colorize
 
     inside = [s for s in sources if s.resolve().is_relative_to(out_dir.resolve())]
     if not inside:
@@ -579,16 +579,17 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path) -> None:
                                "add --recursive to colour them too"), markup=False)
 
 
-def _leave_out_colorize_made(sources: list[Path], quiet: bool) -> list[Path]:
+def _leave_out_colorize_made(sources: list[Path], quiet: bool, made_by_colorize) -> list[Path]:
     """Sources without the images colorize made (colourings and contact sheets of an earlier run,
     known by their note): colouring them again would only recolour a colouring."""
-    from .metadata import made_by_colorize
-
     made = [s for s in sources if made_by_colorize(s)]
-    if made and not quiet:
+    if not made:
+        return sources
+    if not quiet:
         stderr.print(printable(f"Note: left out {len(made)} image(s) colorize made earlier (colourings or contact "
                                f"sheets), e.g. {made[0]}"), markup=False)
-    return [s for s in sources if s not in set(made)] if made else sources
+    left_out = set(made)
+    return [s for s in sources if s not in left_out]
 
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
@@ -609,6 +610,7 @@ def batch_command(
 ) -> None:
     from .batch import discover, plan_batch
     from .imageio import unwritable_reason
+    from .metadata import made_by_colorize
 
     if not folder.is_dir():
         raise fail(FileNotFoundError(f"{folder} is not a folder"))
@@ -627,12 +629,15 @@ def batch_command(
             raise fail(UsageError(f"--contact-sheet {contact_sheet}: {problem}"))
     try:
         sources = discover(folder, recursive=recursive, pattern=glob)
-        siblings = discover(folder, recursive=recursive, pattern=None) if glob else []
+        everything = discover(folder, recursive=recursive, pattern=None) if glob else []
     except UsageError as e:
         raise fail(e) from None
+    made = functools.lru_cache(maxsize=None)(made_by_colorize)  # each file's note read once
     if out_dir.resolve().is_relative_to(folder.resolve()):
-        sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples)
-    sources = _leave_out_colorize_made(sources, quiet or as_json)
+        sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)
+    sources = _leave_out_colorize_made(sources, quiet or as_json, made)
+    # The photos a whole run would colour: named as if coloured, so a --glob never changes a name.
+    siblings = [p for p in everything if not p.resolve().is_relative_to(out_dir.resolve()) and not made(p)]
     if not recursive and not (quiet or as_json):
         _mention_subfolder_photos(folder, out_dir)
     if not sources:

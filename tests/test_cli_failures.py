@@ -499,3 +499,14 @@ def test_an_interrupted_batch_still_reports_the_files_it_finished(fake_registry,
     assert [Path(f["source"]).name for f in report["files"]] == ["p0.png"]
     plain = run("batch", scans, "-o", tmp_path / "plain")
     assert "1 done before the interrupt" in plain.stderr
+
+
+def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
+    # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
+    box = tmp_path / "g"
+    box.mkdir()
+    save_photo(box / "photo.jpg", "L")
+    assert run(box / "photo.jpg", "-o", box / "photo.png", "-q").exit_code == 0
+    assert run("batch", box, "--glob", "*.jpg", "-o", tmp_path / "a", "-q").exit_code == 0
+    assert run("batch", box, "-o", tmp_path / "b", "-q").exit_code == 0
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [p.name for p in (tmp_path / "b").iterdir()] == ["photo.png"]
