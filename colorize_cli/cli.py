@@ -314,7 +314,7 @@ def _make_folder(path: Path) -> None:
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
          as_json, overwrite, skip_existing, single, strip_metadata, hints=(), contact_sheet=None,
-         root=None, list_outputs=True) -> None:
+         root=None, list_outputs=True, given_settings: dict[str, str] | None = None) -> None:
     from .batch import run_jobs, triage
 
     engine = None
@@ -354,13 +354,28 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     if contact_sheet is not None:
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)
-    kept = sum(r.status == "skipped" for r in results)
-    settings_given = any(v is not None for v in (model, weights, sampler, steps, size, saturation)) or seed != 0
-    if kept and skip_existing and settings_given and not (quiet or as_json):
-        stderr.print(f"Note: {kept} output(s) existed and were kept as an earlier run made them, perhaps with other "
-                     "settings; pass --overwrite to colour them again with these, or -o to write elsewhere",
-                     markup=False)
+    if skip_existing and given_settings and not (quiet or as_json):
+        _mention_outputs_made_otherwise(results, given_settings)
     _summarise(results, as_json, quiet, single)
+
+
+def _mention_outputs_made_otherwise(results, given: dict[str, str]) -> None:
+    """A rerun with other settings keeps the outputs an earlier run made (that is how a batch
+    resumes): say so when their notes record settings other than the ones given now."""
+    from .metadata import note_settings, software_note
+
+    other = []
+    for r in results:
+        if r.status == "skipped" and r.outputs:
+            made = note_settings(software_note(r.outputs[0]))
+            differ = [f"{key} {made[key]}" for key, value in given.items() if key in made and made[key] != value]
+            if differ:
+                other.append((r.outputs[0], differ))
+    if other:
+        path, differ = other[0]
+        stderr.print(printable(f"Note: {len(other)} output(s) were kept as an earlier run made them, with other "
+                               f"settings (e.g. {path}: {', '.join(differ)}); pass --overwrite to colour them again "
+                               "with these, or -o to write elsewhere"), markup=False)
 
 
 def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) -> None:
@@ -561,6 +576,17 @@ def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path,
     return rest
 
 
+def _given_settings(ctx: Optional[typer.Context], **values) -> dict[str, str]:
+    """The colouring settings typed on the command line, written as a colouring's note writes them."""
+    given = {}
+    for key, value in values.items():
+        # By name, as in train_cli: Typer may bring its own copy of click and its enum.
+        typed = ctx is not None and getattr(ctx.get_parameter_source(key), "name", "") == "COMMANDLINE"
+        if value is not None and (typed or key != "seed"):
+            given[key] = f"{value:g}" if key == "saturation" else str(value)
+    return given
+
+
 def _mention_subfolder_photos(folder: Path, out_dir: Path) -> None:
     """Without --recursive, say how many photos the subfolders hold, so none is left out unknowingly."""
     from .imageio import IMAGE_EXTENSIONS
@@ -606,7 +632,7 @@ def batch_command(
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = JsonOpt, ctx: typer.Context = None,  # (Typer fills it in)
 ) -> None:
     from .batch import discover, plan_batch
     from .imageio import unwritable_reason
@@ -650,7 +676,9 @@ def batch_command(
     _run(jobs, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed, samples=samples, size=size,
          saturation=saturation, device=device, batch_size=batch_size, quiet=quiet, as_json=as_json,
          overwrite=overwrite, skip_existing=True, single=False, strip_metadata=strip_metadata,
-         contact_sheet=contact_sheet, root=folder)
+         contact_sheet=contact_sheet, root=folder, given_settings=_given_settings(
+             ctx, model=model, sampler=sampler.value if sampler else None, steps=steps, size=size,
+             saturation=saturation, seed=seed))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,6 +122,19 @@ def software_note(path: str | os.PathLike) -> str | None:
     return note if isinstance(note, str) else None
 
 
+_NOTE_FIELDS = {"model": r"model (\S+)", "sampler": r"sampler (\w+)", "steps": r"steps (\d+)",
+                "size": r"size (\d+)", "saturation": r"saturation ([0-9.eE+-]+)", "seed": r"seed (\d+)"}
+
+
+def note_settings(note: str | None) -> dict[str, str]:
+    """The settings a colouring's note records (`Engine.provenance`): model, sampler, steps, size,
+    saturation, seed, as strings; {} for a note colorize did not write."""
+    if not note or not note.startswith("colorize "):
+        return {}
+    found = {key: re.search(pattern, note) for key, pattern in _NOTE_FIELDS.items()}
+    return {key: match.group(1) for key, match in found.items() if match}
+
+
 def made_by_colorize(path: str | os.PathLike) -> bool:
     """Whether colorize wrote the image at `path` (a colouring or a contact sheet: see `with_software`)."""
     note = software_note(path)

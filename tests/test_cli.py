@@ -459,5 +459,7 @@ def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
     assert "1 image(s) in subfolders are not included" in first.stderr and "--recursive" in first.stderr
     assert "in subfolders" not in run("batch", box, "-r", "-o", tmp_path / "all").stderr
     rerun = run("batch", box, "--saturation", "2")  # other settings: the kept output is said to be kept
-    assert "1 output(s) existed and were kept" in rerun.stderr and "--overwrite" in rerun.stderr
-    assert "existed and were kept" not in run("batch", box).stderr  # a plain rerun is a resume
+    assert "1 output(s) were kept as an earlier run made them, with other settings" in rerun.stderr
+    assert "saturation 1" in rerun.stderr and "--overwrite" in rerun.stderr
+    assert "were kept" not in run("batch", box).stderr  # a plain rerun is a resume
+    assert "were kept" not in run("batch", box, "--saturation", "1", "--seed", "0").stderr  # the same settings
