@@ -60,10 +60,10 @@ def error_message(error: BaseException) -> str:
     "Caught X in DataLoader worker process N." plus the worker's traceback: its last line
     ("module.X: the message") holds what the user needs; otherwise the first line does."""
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
-        name = str(error.filename)
-        if len(name) > 80:  # a name too long for the disk is too long for the message too
-            name = f"{name[:40]}…{name[-20:]}"
-        return f"{name}: {error.strerror}"
+        names = [str(n) for n in (error.filename, error.filename2) if n is not None]
+        if error.errno == errno.ENAMETOOLONG:  # a name too long for the disk is too long for the message too
+            names = [f"{n[:40]}…{n[-20:]}" if len(n) > 80 else n for n in names]
+        return f"{' -> '.join(names)}: {error.strerror}"
     text = str(error).strip()
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.splitlines()[-1]

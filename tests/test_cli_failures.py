@@ -510,3 +510,18 @@ def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fak
     assert run("batch", box, "--glob", "*.jpg", "-o", tmp_path / "a", "-q").exit_code == 0
     assert run("batch", box, "-o", tmp_path / "b", "-q").exit_code == 0
     assert [p.name for p in (tmp_path / "a").iterdir()] == [p.name for p in (tmp_path / "b").iterdir()] == ["photo.png"]
+
+
+def test_os_errors_name_their_files_and_only_names_too_long_are_shortened(tmp_path):
+    import errno
+
+    from colorize_cli.errors import error_message
+
+    deep = "/archive/" + "Grandmother_Collection/" * 5 + "scan.png"
+    assert error_message(PermissionError(errno.EACCES, "Permission denied", deep)) == f"{deep}: Permission denied"
+    long = "z" * 300
+    assert error_message(OSError(errno.ENAMETOOLONG, "File name too long", long)).startswith("z" * 40 + "…")
+    try:
+        os.rename(tmp_path / "missing.png", tmp_path / "b.png")
+    except OSError as e:
+        assert error_message(e) == f"{tmp_path / 'missing.png'} -> {tmp_path / 'b.png'}: No such file or directory"
