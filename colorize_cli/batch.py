@@ -63,7 +63,10 @@ def case_insensitive_glob(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
         ch = pattern[i]
-        end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1) if ch == "[" else -1
+        end = -1
+        if ch == "[":  # a `]` first in the class (after any `!`) belongs to it
+            first = i + 1 + (pattern[i + 1:i + 2] == "!")
+            end = pattern.find("]", first + (pattern[first:first + 1] == "]"))
         if end > 0:  # a class: its body, then both cases of each letter or letter range
             body = pattern[i + 1:end]
             neg = body[:1] == "!"

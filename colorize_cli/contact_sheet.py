@@ -87,7 +87,8 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
         save(page, numbered(len(written) + 1))
     if held is not None:
         save(held, target)
-    _remove_stale_pages(target, written)
+    if written:  # (nothing written, nothing replaces the earlier pages: they stay)
+        _remove_stale_pages(target, written)
     return written, problems
 
 

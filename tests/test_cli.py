@@ -463,3 +463,17 @@ def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
     assert "saturation 1" in rerun.stderr and "--overwrite" in rerun.stderr
     assert "were kept" not in run("batch", box).stderr  # a plain rerun is a resume
     assert "were kept" not in run("batch", box, "--saturation", "1", "--seed", "0").stderr  # the same settings
+
+
+@pytest.mark.parametrize("pattern, name, matches", [
+    ("*.jpg", "SCAN_1.JPG", True), ("scan_[0-9].tif", "Scan_7.TIF", True), ("[a-c]*.png", "B.PNG", True),
+    ("[a-c]*.png", "d.png", False), ("[!x]?.png", "X1.png", False), ("[!]x]*", "]a", False),
+    ("[!]x]*", "ab", True), ("[]x]*", "]", True), ("a[b", "A[B", True), ("ß*.png", "ß1.PNG", True),
+])
+def test_glob_patterns_match_as_fnmatch_does_but_without_case(pattern, name, matches):
+    import fnmatch
+
+    from colorize_cli.batch import case_insensitive_glob
+
+    assert fnmatch.fnmatchcase(name, case_insensitive_glob(pattern)) is matches
+    assert fnmatch.fnmatchcase(name.lower(), pattern.lower()) is matches  # what "without case" means
