@@ -58,11 +58,7 @@ class DefaultCommandGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            message = "interrupted"
-            stderr.print(f"Error: {message}", markup=False)
-            if _state.get("json"):
-                print(json.dumps({"error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            raise interrupted() from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except BrokenPipeError:  # the reader of stdout went away (`| head`): its choice, not an error
@@ -96,8 +92,7 @@ class DefaultCommandGroup(TyperGroup):
                 print(json.dumps({"error": message, "exit_code": code}), flush=True)
             sys.exit(code)
         except typer.Abort:  # end of input at a prompt
-            stderr.print("Error: interrupted", markup=False)
-            sys.exit(int(ExitCode.INTERRUPTED))
+            sys.exit(interrupted().exit_code)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -155,6 +150,21 @@ def error_line(message: str) -> str:
     for stand_in, name in _state.get("stand_ins", {}).items():  # temporary files shown as what they stand for
         message = message.replace(stand_in, name)
     return printable(f"Error: {message}")
+
+
+def interrupted(message: str = "interrupted", report: dict | None = None) -> "typer.Exit":
+    """Print the one `Error:` line of an interrupted run (and, under --json, `report` with the
+    error), and return the Exit to raise: every Ctrl-C or `kill` ends this way."""
+    stderr.print(printable(f"Error: {message}"), markup=False)
+    if _state.get("json"):
+        print(json.dumps({**(report or {}), "error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+    return typer.Exit(int(ExitCode.INTERRUPTED))
+
+
+def _summary(results) -> dict:
+    """What a run reports of its files (the --json summary)."""
+    return {"done": sum(r.status == "done" for r in results), "skipped": sum(r.status == "skipped" for r in results),
+            "failed": sum(r.status == "failed" for r in results), "files": [r.to_json() for r in results]}
 
 
 def fail(error: BaseException) -> "typer.Exit":
@@ -255,8 +265,7 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
     skipped = sum(r.status == "skipped" for r in results)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
-        stdout.print_json(json.dumps({"done": done, "skipped": skipped, "failed": len(failed),
-                                      "files": [r.to_json() for r in results]}))
+        stdout.print_json(json.dumps(_summary(results)))
     elif not quiet and not single:
         stderr.print(f"{done} done, {skipped} skipped, {len(failed)} failed", markup=False)
         for r in failed:
@@ -340,18 +349,11 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
                                on_result=report,
                                on_step=report.step)
     except KeyboardInterrupt:
-        message = "interrupted; finished outputs are kept, rerun to resume."
-        stderr.print(f"Error: {message}", markup=False)
-        finished = report.results if report is not None else []
-        done = sum(r.status == "done" for r in finished)
-        if as_json:  # what was finished, with the error: a script knows which files it has
-            print(json.dumps({"done": done, "skipped": sum(r.status == "skipped" for r in finished),
-                              "failed": sum(r.status == "failed" for r in finished),
-                              "files": [r.to_json() for r in finished],
-                              "error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
-        elif not quiet and not single:
-            stderr.print(f"{done} done before the interrupt", markup=False)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        finished = _summary(report.results if report is not None else [])
+        stop = interrupted("interrupted; finished outputs are kept, rerun to resume.", finished)  # (--json: the files)
+        if not (quiet or as_json or single):
+            stderr.print(f"{finished['done']} done before the interrupt", markup=False)
+        raise stop from None
     if contact_sheet is not None:
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)
     if skip_existing and given_settings and not (quiet or as_json):
@@ -897,9 +899,7 @@ def train_cli(
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage, show_progress=not quiet)
     except KeyboardInterrupt:
         where = f"--out {out}" if out is not None else "--out RUN_FOLDER (printed when the run started)"
-        stderr.print(printable(f"Error: interrupted; rerun with --resume {where} to continue from the last "
-                               "checkpoint."), markup=False)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        raise interrupted(f"interrupted; rerun with --resume {where} to continue from the last checkpoint.") from None
     except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
         raise fail(e) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
@@ -932,6 +932,5 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except KeyboardInterrupt:
-        stderr.print("Error: interrupted", markup=False)
-        sys.exit(int(ExitCode.INTERRUPTED))
+    except KeyboardInterrupt:  # before or after a command runs (e.g. while Python imports)
+        sys.exit(interrupted().exit_code)
