@@ -534,9 +534,12 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
 
     if sheet.is_dir():
         raise fail(UsageError(f"--contact-sheet {sheet} is a folder; name a file, e.g. {sheet / 'review.jpg'}"))
-    if sheet.suffix.lower() in (".bmp", ".dib"):  # a rerun must know the pages it may replace
-        raise fail(UsageError(f"--contact-sheet {sheet}: a BMP cannot carry the note by which colorize knows "
-                              "its own pages; name a .jpg or .png"))
+    from .imageio import output_format
+    from .metadata import NOTE_FORMATS
+
+    if output_format(sheet) not in NOTE_FORMATS:  # a rerun must know the pages it may replace
+        raise fail(UsageError(f"--contact-sheet {sheet}: a {output_format(sheet)} file cannot carry the note by "
+                              "which colorize knows its own pages; name a .jpg, .png, .tif or .webp"))
     resolved, folder, out_dir = sheet.resolve(), folder.resolve(), out_dir.resolve()
     # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
     nested_output = out_dir.is_relative_to(folder) and resolved.is_relative_to(out_dir)
@@ -589,17 +592,28 @@ def _given_settings(ctx: Optional[typer.Context], **values) -> dict[str, str]:
     return given
 
 
-def _mention_subfolder_photos(folder: Path, out_dir: Path) -> None:
-    """Without --recursive, say how many photos the subfolders hold, so none is left out unknowingly."""
+def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) -> None:
+    """Without --recursive, say how many photos (matching --glob) the subfolders hold, so none is
+    left out unknowingly."""
+    import fnmatch
+
+    from .batch import case_insensitive_glob
     from .imageio import IMAGE_EXTENSIONS
+
+    def wanted(name: str) -> bool:
+        if name.startswith("."):
+            return False
+        # the glob's last part, for the names one folder down as in the folder itself
+        return (fnmatch.fnmatchcase(name, case_insensitive_glob(glob.rsplit("/", 1)[-1])) if glob
+                else Path(name).suffix.lower() in IMAGE_EXTENSIONS)
 
     count, example = 0, None
     skip = out_dir.resolve()
     for here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip)
         if Path(here) == folder:
             continue
-        found = [f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found = sorted(f for f in files if wanted(f))
         count += len(found)
         example = example or (Path(here) / found[0] if found else None)
     if count:
@@ -667,7 +681,7 @@ def batch_command(
     # The photos a whole run would colour: named as if coloured, so a --glob never changes a name.
     siblings = [p for p in everything if not p.resolve().is_relative_to(out_dir.resolve()) and not made(p)]
     if not recursive and not (quiet or as_json):
-        _mention_subfolder_photos(folder, out_dir)
+        _mention_subfolder_photos(folder, out_dir, glob)
     if not sources:
         hint = f" matching --glob {glob!r}" if glob else ""
         raise fail(FileNotFoundError(f"no images{hint} found in {folder}" + ("" if recursive else " (try --recursive)")))
@@ -723,8 +737,8 @@ def models_list(as_json: bool = JsonOpt) -> None:
     for row in cells:
         table.add_row(*row[:-1])
     stdout.print(table)
-    for row in cells:
-        stdout.print(f"{row[0].split()[0]}: {row[-1]}", markup=False, highlight=False)
+    for r in rows:
+        stdout.print(f"{r['name']}: {r['description']}", markup=False, highlight=False)
 
 
 @models_app.command("info", help="Everything the registry and the weights file say about one model.")

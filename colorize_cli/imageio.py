@@ -427,7 +427,7 @@ def _transparent_where(samples: np.ndarray, key) -> np.ndarray | None:
         hit = (samples[:, :, :3] == np.array(key, samples.dtype)).all(axis=2)
     else:
         return None
-    return np.where(hit, 0, 65535).astype(np.uint16)
+    return np.where(hit, np.uint16(0), np.uint16(65535))  # (uint16 throughout: no int64 temporary)
 
 
 def _swap_byte_order(tile: tuple) -> tuple:

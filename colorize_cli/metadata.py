@@ -284,6 +284,11 @@ def png_text(meta: ImageMetadata) -> list[tuple[str, str]]:
     return items
 
 
+# The output formats whose files carry colorize's note (EXIF or PNG `Software`): only by it does a
+# rerun know a file colorize made. BMP holds no metadata at all.
+NOTE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP", "AVIF", "HEIF"})
+
+
 def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, int]) -> dict[str, Any]:
     """Keyword arguments for Pillow's `Image.save` in format `fmt` that write `meta`."""
     if meta is None:

@@ -87,7 +87,7 @@ def test_sheets_that_would_be_coloured_or_replace_outputs_are_refused(tmp_path, 
     bad = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.pdf")
     assert bad.exit_code == ExitCode.USAGE and "--contact-sheet" in bad.stderr
     bmp = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.bmp")
-    assert bmp.exit_code == ExitCode.USAGE and "BMP cannot carry" in bmp.stderr
+    assert bmp.exit_code == ExitCode.USAGE and "BMP file cannot carry" in bmp.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "box-colorized").exists()
 
 

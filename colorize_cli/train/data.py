@@ -124,14 +124,13 @@ def index_sources(paths: list[str | os.PathLike[str]],
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)
                  and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
+        folder = Path(os.path.abspath(path)).name  # the argument's own name, not a link target's
         for file in files:
             if file.name.lower().endswith(TAR_SUFFIXES):
                 found, bad = index_tar(file)
                 refs += found
                 refused += bad
             elif file.suffix.lower() in IMAGE_SUFFIXES:
-                # The argument's own last name (not a link's target's): what the user called the folder
-                folder = Path(os.path.abspath(path)).name
                 key = (Path(folder) / file.relative_to(path)).as_posix() if path.is_dir() else file.name
                 refs.append(ImageRef(str(file), str(file), key=key))
             elif not path.is_dir():
