@@ -83,6 +83,8 @@ class RichProgress:
             mfu = f" mfu={100 * event['mfu']:.1f}%" if event.get("mfu") else ""
             self.bar.update(self.task, stage=event["stage"],
                             status=f"{losses} {event['images_per_s']:.0f} img/s{mfu}")
+        elif kind == "note":
+            self.console.print(f"Note: {event['message']}", markup=False, highlight=False)
         elif kind == "val" and len(event) > 2:
             vals = " ".join(f"{k}={v:.4f}" for k, v in event.items() if k.startswith("val_"))
             self.console.print(f"step {event['step']}: {vals}")

@@ -41,6 +41,9 @@ RUN_CHECKPOINT = "checkpoint.safetensors"  # a run folder holds one (checkpoint.
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 TAR_SUFFIXES = (".tar",)
 MIN_COLOURFULNESS = 8.0
+# Which rule chose the held-out images: 2 = by key (the name relative to --data), since
+# 2026-11-26; checkpoints without it used the path as given. A resume across rules says so.
+SPLIT_VERSION = 2
 CROP_SCALE = (0.5, 1.0)      # random resized crop: fraction of the image area kept
 CROP_RATIO = (3 / 4, 4 / 3)  # and aspect-ratio range
 # An image decoded from an archive bigger than this many pixels is refused (decompression bombs).

@@ -36,6 +36,7 @@ from ..models.zoo import ARCHITECTURES, ColorModel
 from . import checkpoint as ckpt
 from .data import (
     MIN_COLOURFULNESS,
+    SPLIT_VERSION,
     MissingTrainingExtraError,
     StreamPosition,
     TrainingError,
@@ -339,6 +340,7 @@ class Trainer:
     def __init__(self, options: TrainOptions, progress: Progress | None = None):
         self.info = DistInfo.current()
         self.progress = progress if self.info.rank == 0 else None
+        self.notes: list[str] = []  # said at the start (and logged): e.g. what a resume cannot keep
         self.out = Path(options.out)
         ckpt_path = self.out / ckpt.FILENAME
         resume_tensors: dict[str, Tensor] | None = None
@@ -602,7 +604,7 @@ class Trainer:
                 positions.update(s["positions"])
             meta = {"step": self.step, "options": self.options.to_dict(), "config": self.model.config.to_dict(),
                     "optimizers": optim_meta, "data": {"world": self.info.world, "workers": max(self.workers, 1),
-                                                       "positions": positions},
+                                                       "positions": positions, "split": SPLIT_VERSION},
                     "flops": self.flops}
             ckpt.save_checkpoint(self.out / ckpt.FILENAME, tensors, meta)
             self.log.write({"event": "checkpoint", "step": self.step})
@@ -625,6 +627,10 @@ class Trainer:
             if self.device.type == "cuda" and f"rng.{r}.torch_cuda" in tensors:
                 torch.cuda.set_rng_state(tensors[f"rng.{r}.torch_cuda"], self.device)
         data = meta["data"]
+        if data.get("split") != SPLIT_VERSION:
+            self.notes.append("this run was started by a colorize that chose its held-out images by path; from "
+                              "here on they are chosen by name (docs/training.md), so some images it held out are "
+                              "now trained on and its validation losses are not comparable across the change")
         if data["world"] == self.info.world and data["workers"] == max(self.workers, 1):
             self.positions = {int(k): StreamPosition(*v) for k, v in data["positions"].items()}
         else:
@@ -660,7 +666,9 @@ class Trainer:
                         "train_images": self.n_train, "val_images": len(self.val_images),
                         "val_from_train": self.val_from_train, "skipped_members": self.refused,
                         "parameters": sum(p.numel() for p in self.model.parameters()),
-                        "options": o.to_dict()})
+                        "options": o.to_dict(), **({"notes": self.notes} if self.notes else {})})
+        for note in self.notes:
+            self.emit({"event": "note", "message": note})
         self.emit({"event": "start", "step": self.step, "steps": o.steps, "train_images": self.n_train,
                    "device": str(self.device), "world": self.info.world, "skipped_members": self.refused})
         peak = o.peak_tflops if o.peak_tflops is not None else default_peak(self.device)
