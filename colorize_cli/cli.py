@@ -676,13 +676,6 @@ def batch_command(
         raise fail(e) from None
     made = functools.lru_cache(maxsize=None)(made_by_colorize)  # each file's note read once
     if out_dir.resolve().is_relative_to(folder.resolve()):
-        from .imageio import output_format
-        from .metadata import NOTE_FORMATS
-
-        if output_format(Path("x" + suffix)) not in NOTE_FORMATS:  # they would be coloured as photos next time
-            raise fail(UsageError(f"--format {ext}: its files cannot carry the note by which colorize knows its "
-                                  f"own outputs, and {out_dir} is inside {folder}; choose png, or an output "
-                                  "folder outside the photos"))
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)
     sources = _leave_out_colorize_made(sources, quiet or as_json, made)
     # The photos a whole run would colour: named as if coloured, so a --glob never changes a name.

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import secrets
 import struct
 import sys
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
+from .atomic import temp_path_beside
 from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
 
 # A 100-megapixel scan must load; 200 MP of 16-bit RGB is already 1.2 GB of pixels.
@@ -609,11 +609,8 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
     Opened with mode 0o666 so the user's umask applies, as it would to a plain open().
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    # A name the disk just allows (255 bytes) must still be writable: the temporary name adds 18
-    # bytes, so it keeps at most the first 200 of the name.
-    stem = path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
     while True:
-        tmp = path.with_name(f".{stem}.{secrets.token_hex(6)}.tmp")
+        tmp = temp_path_beside(path)
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:

@@ -19,11 +19,12 @@ import os
 import re
 import struct
 import sys
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
+
+from .atomic import temp_path_beside
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -695,7 +696,7 @@ def save_model_file(
         tensors[name] = saved
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path_beside(path)
     try:
         # safetensors writes files as 0600; learn the mode a new file gets here (0666 minus the
         # umask) by creating the temp file ourselves, so exported weights stay readable to others.

@@ -128,9 +128,3 @@ def test_a_sheet_that_cannot_be_written_is_a_warning_after_the_batch(tmp_path, t
     folder_in_the_way = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "sheet.png")
     assert folder_in_the_way.exit_code == ExitCode.USAGE and "is a folder" in folder_in_the_way.stderr
 
-
-def test_bmp_outputs_inside_the_input_folder_are_refused(tmp_path, tiny_weights):
-    src = scans(tmp_path / "box", n=1)
-    inside = batch(src, "--weights", tiny_weights["unet"], "-o", src / "out", "--format", "bmp")
-    assert inside.exit_code == ExitCode.USAGE and "cannot carry the note" in inside.stderr
-    assert batch(src, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--format", "bmp").exit_code == 0

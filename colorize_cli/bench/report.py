@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 
 from colorize_cli.bench.runner import BenchResult, RunResult
 
+from ..atomic import temp_path_beside
+
 # (summary key, column title, format, better) in display order; only computed ones are shown.
 _QUALITY_COLUMNS = (
     ("psnr", "PSNR dB ↑", "{:.2f}"),
@@ -266,7 +268,7 @@ def contact_sheet_html(result: BenchResult, path: Path) -> None:
 
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path_beside(path)
     with open(tmp, "wb") as handle:
         write(handle)
     os.replace(tmp, path)

@@ -39,6 +39,8 @@ from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
 from colorize_cli.errors import UsageError
 from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, in_marked_folder, readable_formats
 
+from ..atomic import temp_path_beside
+
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
 PIXEL_METRICS = ("psnr", "ssim", "deltae", "cf")
@@ -414,7 +416,7 @@ def _ru_maxrss_bytes() -> int:
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path_beside(path)
     Image.fromarray(pixels).save(tmp, format="PNG")
     os.replace(tmp, path)
 
@@ -760,7 +762,7 @@ def run_bench(
 
     if truth_features_file is not None and not truth_features_file.is_file() and len(scorer.truth_features) == len(paths):
         cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = truth_features_file.with_name(f".{truth_features_file.name}.{os.getpid()}.tmp.npy")
+        tmp = temp_path_beside(truth_features_file, ".tmp.npy")
         np.save(tmp, np.stack([scorer.truth_features[i] for i in range(len(paths))]))
         os.replace(tmp, truth_features_file)
 
@@ -823,7 +825,7 @@ def _load_timings(run_cache: Path | None) -> dict[str, Any]:
 def _save_timings(run_cache: Path | None, timings: dict[str, Any]) -> None:
     if run_cache is None:
         return
-    tmp = run_cache / f".timings.json.{os.getpid()}.tmp"
+    tmp = temp_path_beside(run_cache / "timings.json")
     tmp.write_text(json.dumps(timings, indent=1, sort_keys=True))
     os.replace(tmp, run_cache / "timings.json")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..atomic import temp_path_beside
 from .data import RUN_CHECKPOINT, TrainingError
 
 META_KEY = "colorize.train"
@@ -31,7 +31,7 @@ def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], me
     path.parent.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage.
     out = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path_beside(path)
     try:
         save_file(out, str(tmp), metadata={META_KEY: json.dumps({"format": FORMAT, **meta}, sort_keys=True)})
         with tmp.open("rb") as f:

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch import Tensor, nn
 
+from ..atomic import temp_path_beside
 from .. import color
 from ..errors import error_message
 from ..imageio import make_folder
@@ -278,7 +279,7 @@ def sample_grid(grey: Tensor, pred: Tensor, truth: Tensor) -> Image.Image:
 
 def save_png_atomic(img: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path_beside(path)
     try:
         img.save(tmp, format="PNG")
         os.replace(tmp, path)
@@ -307,7 +308,7 @@ class JsonlLog:
                 late = False
             if not late:
                 kept.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = temp_path_beside(self.path)
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
 
