@@ -387,3 +387,14 @@ def test_two_weights_files_of_one_name_are_told_apart(data_dir):
     labels = [run.label for run in result.runs]
     assert f"fake@{'ab' * 4} ddim:10" in labels and f"fake@{'cd' * 4} ddim:10" in labels
     assert len(set(labels)) == len(labels)
+
+
+def test_photos_deep_in_folders_get_cache_names_the_disk_allows(tmp_path):
+    deep = tmp_path / "set" / "/".join(["a_rather_long_folder_name_of_an_archive"] * 5)
+    deep.mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(np.full((8, 8, 3), 60 + 40 * k, np.uint8)).save(deep / f"{'photo_' * 30}{k}.png")
+    result = runner.run_bench(tmp_path / "set", [runner.GreyBaseline()], "psnr", None, None, tmp_path / "out", 0)
+    names = [p.name for p in (tmp_path / "out" / "cache").rglob("*.png")]
+    assert len(result.runs[0].per_image) == 2 and len(names) == 2 and len(set(names)) == 2
+    assert max(len(n.encode()) for n in names) < 200

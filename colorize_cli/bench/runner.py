@@ -329,10 +329,18 @@ def _check_ssim_sizes(paths: Sequence[Path]) -> None:
                              f"{M.SSIM_WINDOW} (leave ssim out of --metrics, or the image out of the set)")
 
 
+# Cache names add a digest and the seed to the key: a key this long keeps its start and a digest
+# of the whole, so a deep folder's photo still has a name the disk allows (255 bytes).
+_MAX_KEY = 120
+
+
 def _image_key(path: Path, data_dir: Path) -> str:
     """A flat, filesystem-safe name for an image (its relative path without suffix)."""
     rel = path.relative_to(data_dir).with_suffix("").as_posix()
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
+    key = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
+    if len(key) > _MAX_KEY:
+        key = f"{key[:_MAX_KEY - 11]}-{hashlib.sha256(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+    return key
 
 
 def _image_keys(paths: Sequence[Path], data_dir: Path) -> list[str]:
