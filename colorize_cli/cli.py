@@ -115,10 +115,6 @@ class Sampler(str, Enum):
     oneshot = "oneshot"
 
 
-# Samplers that start from noise, so each of --samples K draws differs; the others are deterministic.
-RANDOM_SAMPLERS = ("ddpm", "ddim")
-
-
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -332,6 +328,8 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     if triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
         try:
             engine = _load_engine(model, weights, device)
+            from .diffusion import RANDOM_SAMPLERS
+
             chosen = engine.resolve_settings(sampler.value if sampler else None, steps, size, saturation)[0]
             if samples > 1 and chosen not in RANDOM_SAMPLERS:  # K identical files would look like K choices
                 raise UsageError(f"--samples {samples}: the {chosen} sampler of model {engine.name!r} gives one "

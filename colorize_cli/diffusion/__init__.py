@@ -35,9 +35,13 @@ SAMPLERS = {
     "cold": sample_cold,
     "oneshot": sample_oneshot,
 }
+# The samplers that start from noise: only they give a different colouring for each seed or
+# sample; cold and one-shot sampling are deterministic.
+RANDOM_SAMPLERS = frozenset({"ddpm", "ddim"})
 
 __all__ = [
     "PREDICTIONS",
+    "RANDOM_SAMPLERS",
     "SAMPLERS",
     "SCHEDULES",
     "Degradation",
