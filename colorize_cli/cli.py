@@ -287,7 +287,9 @@ StepsOpt = typer.Option(None, "--steps", min=1, help="Sampling steps (default: t
 SeedOpt = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same image.")
 SamplesOpt = typer.Option(1, "--samples", min=1, max=64,
                           help="Different colourings per input (diffusion samplers: ddpm, ddim).")
-SizeOpt = typer.Option(None, "--size", min=16, max=4096, help="Working resolution the model sees (longer side, px).")
+SizeOpt = typer.Option(None, "--size", min=16, max=4096,
+                       help="Working resolution the model sees (longer side, px; at most the photo's own size or the "
+                            "model's default, whichever is larger).")
 SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
                              help="Colour strength: 1 as the model predicts, above 1 more vivid (strong colours gain "
                                   "most; faint, unsure tints stay faint), below 1 more muted, 0 grey (default: the "

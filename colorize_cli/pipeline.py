@@ -209,7 +209,10 @@ class Engine:
         for p in pixels:
             if p.ndim != 3 or p.shape[2] != 3 or p.shape[0] < 1 or p.shape[1] < 1:
                 raise ValueError(f"expected (H, W, 3) pixels with H, W >= 1, got shape {p.shape}")
-        shapes = [working_shape(p.shape[0], p.shape[1], size, self.model.multiple) for p in pixels]
+        # A working size above both the photo's own and the model's default adds no detail, only
+        # time and memory (a 512-px photo at --size 2048: 23 s, 3.9 GB): it stops at the larger of them.
+        shapes = [working_shape(p.shape[0], p.shape[1], min(size, max(p.shape[0], p.shape[1], self.default_size)),
+                                self.model.multiple) for p in pixels]
         results: list[np.ndarray | None] = [None] * n
         done = 0
         by_shape: dict[tuple[int, int], list[int]] = {}

@@ -1,5 +1,6 @@
 """The model zoo: every architecture builds, colours, and round-trips through its config."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,24 @@ def test_cpu_engine_runs_channels_last_with_the_same_colours(arch, tiny_weights)
         want = reference.colorize(L, sampler=reference.samplers[0], steps=2, generators=make_generators(0, 1))
         got = engine.model.colorize(L, sampler=reference.samplers[0], steps=2, generators=make_generators(0, 1))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_a_working_size_above_the_photo_and_the_default_stops_at_the_larger(tiny_weights, monkeypatch):
+    from colorize_cli.pipeline import Engine
+
+    engine = Engine.load(weights=tiny_weights["unet"], device="cpu")
+    seen = []
+    real = engine.model.colorize
+
+    def recording(L, **kwargs):
+        seen.append(tuple(L.shape[-2:]))
+        return real(L, **kwargs)
+
+    monkeypatch.setattr(engine.model, "colorize", recording)
+    photo = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    huge = engine.colorize_pixels([photo], size=1024, seeds=[0])[0]
+    native = engine.colorize_pixels([photo], size=max(56, engine.default_size), seeds=[0])[0]
+    np.testing.assert_array_equal(huge, native)
+    assert seen[0] == seen[1] and max(seen[0]) <= max(56, engine.default_size) + engine.model.multiple
+    engine.colorize_pixels([photo], size=engine.default_size, seeds=[0])  # the default is never changed
+    assert max(seen[2]) >= engine.default_size - engine.model.multiple
