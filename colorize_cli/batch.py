@@ -221,7 +221,8 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, ov
         if skip_existing and len(existing) == len(job.outputs):
             return JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")
         if not skip_existing:
-            err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it.")
+            err = OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it "
+                                    "(overwrite=True from Python).")
             return JobResult(job.source, "failed", reason=str(err), error=err)
     return None
 

@@ -561,7 +561,8 @@ def save_image(
 
 
 def _exists(path: Path) -> OutputExistsError:
-    return OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite).")
+    return OutputExistsError(f"Refusing to overwrite {path}: the file exists (use --overwrite; overwrite=True from "
+                             "Python).")
 
 
 def _place_new(tmp: Path, path: Path) -> None:
