@@ -537,8 +537,9 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
     from .imageio import output_format
     from .metadata import NOTE_FORMATS
 
-    if output_format(sheet) not in NOTE_FORMATS:  # a rerun must know the pages it may replace
-        raise fail(UsageError(f"--contact-sheet {sheet}: a {output_format(sheet)} file cannot carry the note by "
+    fmt = output_format(sheet)
+    if fmt not in NOTE_FORMATS:  # a rerun must know the pages it may replace
+        raise fail(UsageError(f"--contact-sheet {sheet}: a {fmt} file cannot carry the note by "
                               "which colorize knows its own pages; name a .jpg, .png, .tif or .webp"))
     resolved, folder, out_dir = sheet.resolve(), folder.resolve(), out_dir.resolve()
     # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
@@ -679,7 +680,8 @@ def batch_command(
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)
     sources = _leave_out_colorize_made(sources, quiet or as_json, made)
     # The photos a whole run would colour: named as if coloured, so a --glob never changes a name.
-    siblings = [p for p in everything if not p.resolve().is_relative_to(out_dir.resolve()) and not made(p)]
+    outputs_root = out_dir.resolve()
+    siblings = [p for p in everything if not p.resolve().is_relative_to(outputs_root) and not made(p)]
     if not recursive and not (quiet or as_json):
         _mention_subfolder_photos(folder, out_dir, glob)
     if not sources:
@@ -712,7 +714,7 @@ def models_list(as_json: bool = JsonOpt) -> None:
         rows = []
         for name in registry.names:
             entry = registry.get(name)
-            status = locate_weights(entry, broken_ok=True)  # one broken cache entry spoils only its own row
+            status = locate_weights(entry)  # (no checks: one broken cache entry spoils only its own row)
             source = "not available" if status is None else (
                 status.source if status.path.is_file() else f"{status.source}: broken (see `models verify {name}`)")
             rows.append({"name": name, "default": name == registry.default, "architecture": entry.architecture,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,44 +53,37 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
     """
     problems: list[str] = []
     written: list[Path] = []
-    held: Image.Image | None = None  # page 1, kept until we know whether it is the only page
 
-    def numbered(k: int) -> Path:
-        return target.with_name(f"{target.stem}-{k}{target.suffix}")
-
-    def save(page: Image.Image, name: Path) -> None:
-        save_image(name, np.asarray(page), overwrite=True, metadata=ImageMetadata(software=SHEET_NOTE))
+    def save(cells: list, name: Path) -> None:
+        save_image(name, np.asarray(_render(cells)), overwrite=True, metadata=ImageMetadata(software=SHEET_NOTE))
         written.append(name)
 
-    cells: list[tuple[Image.Image, Image.Image, str]] = []
-    pending = iter(pairs)
-    done = False
-    while not done:
-        for source, coloured in pending:
-            try:
-                cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
-            except ImageError as e:
-                problems.append(str(e))
-            if len(cells) == per_page:
-                break
-        else:
-            done = True
-        if not cells:
-            break
-        page = _render(cells)
-        cells = []
-        if held is None and not written:
-            held = page
-            continue
-        if held is not None:
-            save(held, numbered(1))
-            held = None
-        save(page, numbered(len(written) + 1))
-    if held is not None:
-        save(held, target)
+    pages = _pages_of_cells(pairs, root, per_page, problems)
+    first, second = next(pages, None), next(pages, None)
+    if first is not None and second is None:  # one page: the name as given
+        save(first, target)
+    elif first is not None:  # more: review-1, review-2, ...
+        for k, cells in enumerate((first, second, *pages), start=1):
+            save(cells, target.with_name(f"{target.stem}-{k}{target.suffix}"))
     if written:  # (nothing written, nothing replaces the earlier pages: they stay)
         _remove_stale_pages(target, written)
     return written, problems
+
+
+def _pages_of_cells(pairs: list[tuple[Path, Path]], root: Path | None, per_page: int,
+                    problems: list[str]) -> Iterator[list[tuple[Image.Image, Image.Image, str]]]:
+    """The readable pairs' cells, `per_page` at a time (made as each page is asked for)."""
+    cells = []
+    for source, coloured in pairs:
+        try:
+            cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
+        except ImageError as e:
+            problems.append(str(e))
+        if len(cells) == per_page:
+            yield cells
+            cells = []
+    if cells:
+        yield cells
 
 
 def _remove_stale_pages(target: Path, written: list[Path]) -> None:

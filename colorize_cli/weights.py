@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 from collections.abc import Mapping
@@ -354,7 +355,7 @@ def resolve_weights(
     if entry is None:
         raise ValueError("resolve_weights needs a registry entry or a weights_path")
 
-    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
+    found = locate_weights(entry, cache_dir=cache_dir)
     if found is None:
         if entry.repo is None:
             raise WeightsNotFoundError(_how_to_get(entry, "it is not bundled and not on the Hub"))
@@ -379,7 +380,7 @@ def _hub_offline() -> bool:
 def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedWeights:
     """Fetch `entry` into the Hugging Face cache (a no-op when a good copy is there) and check
     it, architecture included; a damaged cached copy is replaced."""
-    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
+    found = locate_weights(entry, cache_dir=cache_dir)
     if entry.repo is None:
         if found is not None:  # bundled: nothing to fetch, just check it
             return resolve_weights(entry, cache_dir=cache_dir, allow_download=False)
@@ -455,8 +456,6 @@ def _discard_cached(path: Path) -> None:
     for item in (path, blob):
         try:
             if item.is_dir() and not item.is_symlink():
-                import shutil
-
                 shutil.rmtree(item)
             else:
                 item.unlink(missing_ok=True)
@@ -482,7 +481,7 @@ class VerifyResult:
 
 def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> VerifyResult:
     """Check the locally available weights of `entry` without downloading or raising."""
-    found = locate_weights(entry, cache_dir=cache_dir, broken_ok=True)
+    found = locate_weights(entry, cache_dir=cache_dir)
     if found is not None and not found.path.is_file():
         try:
             _check(entry, found)
@@ -517,13 +516,12 @@ def verify(entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
 
 
 def locate_weights(
-    entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None, broken_ok: bool = False
+    entry: ModelEntry, *, cache_dir: str | os.PathLike[str] | None = None
 ) -> ResolvedWeights | None:
     """Where `entry`'s weights are on this machine (bundled, else the Hugging Face cache), or None.
 
-    Cheap: no network, no hashing; for listings. resolve_weights() adds the checks. Something
-    that is not a regular file where the cached file should be is a WeightsError, unless
-    `broken_ok` (for the callers that report or repair it).
+    Cheap: no network, no hashing, no checks, for listings; what is found may even be a folder
+    in the cache. `_check` (through resolve_weights, download, verify) says what is wrong with it.
     """
     if entry.file is not None:
         bundled = bundled_dir() / entry.file
@@ -532,10 +530,7 @@ def locate_weights(
     if entry.repo is not None:
         cached = _cached_hub_file(entry, cache_dir)
         if cached is not None:
-            found = ResolvedWeights(cached, "hf-cache")
-            if not broken_ok and not cached.is_file():  # a folder or pipe in the cache: never read it
-                raise WeightsError(f"{cached} (model {entry.name!r}) is not a regular file; {_advice(entry, found)}.")
-            return found
+            return ResolvedWeights(cached, "hf-cache")
     return None
 
 

@@ -203,13 +203,18 @@ def test_batch_colours_photos_that_share_a_name(fake_registry, tmp_path):
     assert again.exit_code == 0 and '"skipped": 2' in again.stdout
 
 
+def dark_and_light(folder: Path, dark: str, light: str) -> Path:
+    """Two flat photos that share a stem; their colourings tell which photo made them."""
+    folder.mkdir()
+    Image.fromarray(np.full((24, 24), 30, np.uint8)).save(folder / dark)
+    Image.fromarray(np.full((24, 24), 220, np.uint8)).save(folder / light)
+    return folder
+
+
 def test_a_resumed_batch_never_takes_another_photos_colouring_for_its_own(fake_registry, tmp_path):
     # scan.tif coloured alone first (a --glob run), then the whole box: the light scan.jpg must be
     # coloured, not skipped because the dark scan.tif's colouring has the plain name scan.png.
-    scans = tmp_path / "box"
-    scans.mkdir()
-    Image.fromarray(np.full((24, 24), 30, np.uint8)).save(scans / "scan.tif")
-    Image.fromarray(np.full((24, 24), 220, np.uint8)).save(scans / "scan.jpg")
+    scans = dark_and_light(tmp_path / "box", "scan.tif", "scan.jpg")
     assert run("batch", scans, "--glob", "*.tif", "-q").exit_code == 0
     out = tmp_path / "box-colorized"
     # Its name does not depend on the --glob: scan.jpg is in the folder, so scan.tif is qualified.
@@ -226,10 +231,7 @@ def test_a_resumed_batch_never_takes_another_photos_colouring_for_its_own(fake_r
 def test_a_glob_run_names_outputs_as_a_whole_run_would(fake_registry, tmp_path):
     # scan.jpg coloured by a '*.jpg' run, then scan.png by a '*.png' run: each gets its own
     # colouring, never "skipped: output exists" because of the other's.
-    scans = tmp_path / "g"
-    scans.mkdir()
-    Image.fromarray(np.full((24, 24), 30, np.uint8)).save(scans / "scan.jpg")
-    Image.fromarray(np.full((24, 24), 220, np.uint8)).save(scans / "scan.png")
+    scans = dark_and_light(tmp_path / "g", "scan.jpg", "scan.png")
     assert run("batch", scans, "--glob", "*.jpg", "-q").exit_code == 0
     result = run("batch", scans, "--glob", "*.png", "--json")
     assert json.loads(result.stdout)["done"] == 1, result.stdout

@@ -554,17 +554,19 @@ class _Colouring:
 
 
 def _usable_cached(cached: Path, truth: Path) -> bool:
-    """A cached colouring that decodes whole at its photo's size; a damaged one is removed (and
-    the photo coloured again) instead of stopping the bench or being scored."""
+    """A cached colouring that is whole (every PNG chunk's checksum, up to its end) and at its
+    photo's size; a damaged one is removed (and the photo coloured again) instead of stopping the
+    bench or being scored. Headers and checksums only: scoring decodes the pixels once, later."""
     if not cached.is_file():
         return False
     try:
         with Image.open(truth, formats=readable_formats(truth)) as im:
             size = im.size
         with Image.open(cached, formats=("PNG",)) as im:
-            im.load()
-            if im.size == size:
-                return True
+            same_size = im.size == size
+            im.verify()
+        if same_size:
+            return True
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         pass
     cached.unlink(missing_ok=True)
