@@ -894,6 +894,8 @@ def train_cli(
     gan_start: float = typer.Option(0.3, "--gan-start", help="unet-gan: share of steps of regression warm-up."),
     vq_fraction: float = typer.Option(0.3, "--vq-fraction", help="latent-cold: share of steps for the VQ-VAE."),
     stage: str = typer.Option("auto", "--stage", help="latent-cold: auto, vq or cold."),
+    encoder_lr_scale: float = typer.Option(0.0, "--encoder-lr-scale",
+                                           help="Train the pretrained encoder too, at this share of --lr (0: frozen)."),
     quiet: bool = QuietOpt,
 ) -> None:
     from .imageio import OutputError
@@ -912,7 +914,8 @@ def train_cli(
                                adv_weight=adv_weight, time_limit=time_limit, log_every=log_every,
                                ema_decay=ema_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
                                val_fraction=val_fraction, peak_tflops=peak_tflops, channels_last=channels_last,
-                               gan_start=gan_start, vq_fraction=vq_fraction, stage=stage, show_progress=not quiet)
+                               gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
+                               encoder_lr_scale=encoder_lr_scale, show_progress=not quiet)
     except KeyboardInterrupt:
         where = f"--out {out}" if out is not None else "--out RUN_FOLDER (printed when the run started)"
         raise interrupted(f"interrupted; rerun with --resume {where} to continue from the last checkpoint.") from None

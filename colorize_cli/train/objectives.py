@@ -34,6 +34,7 @@ class ObjectiveOptions:
     gan_start: float = 0.3             # unet-gan: fraction of steps of L1 + perceptual warm-up
     vq_fraction: float = 0.3           # latent-cold: fraction of steps spent on the VQ-VAE
     stage: str = "auto"                # latent-cold: auto | vq | cold
+    encoder_lr_scale: float = 0.0      # the pretrained encoder's share of the learning rate (0: frozen)
 
 
 @dataclass
@@ -81,8 +82,7 @@ class DiffusionLoss(nn.Module):
     def forward(self, L, ab, extras, prev=None):
         noise, t = extras
         x_t = self.schedule.q_sample(ab, t, noise)
-        with torch.no_grad():
-            context = self.model.context(L)
+        context = self.model.context(L)  # a graph only when the encoder is trained (requires_grad)
         out = self.model.network(L, context)(x_t, t)
         target = self.schedule.training_target(ab, noise, t, self.model.config.prediction)
         loss = F.mse_loss(out.float(), target)
@@ -98,6 +98,18 @@ class Objective:
     def group_modules(self) -> dict[str, nn.Module]:
         """The modules whose parameters each group's optimizer owns."""
         return {"model": self.model}
+
+    @property
+    def trains_encoder(self) -> bool:
+        return self.options.encoder_lr_scale > 0 and self.model.encoder is not None
+
+    def group_parameters(self) -> dict[str, list[tuple[nn.Module, float]]]:
+        """Each group's modules with their share of the learning rate. A trained encoder belongs to
+        the "model" group (the one that uses its features), at --encoder-lr-scale of its rate."""
+        groups = {name: [(module, 1.0)] for name, module in self.group_modules().items()}
+        if self.trains_encoder and groups["model"][0][0] is not self.model:  # not already inside it
+            groups["model"].append((self.model.encoder, self.options.encoder_lr_scale))
+        return groups
 
     def stages(self) -> list[Stage]:
         return [Stage("train", 0, self.steps, ("model",), ("model",))]
@@ -124,7 +136,7 @@ class Objective:
         for name, module in modules.items():
             module.requires_grad_(name in stage.trainable)
         if self.model.encoder is not None:
-            self.model.encoder.requires_grad_(False)
+            self.model.encoder.requires_grad_(self.trains_encoder and "model" in stage.trainable)
 
 
 class LabDDPMObjective(Objective):
@@ -203,8 +215,7 @@ class RegressionLoss(nn.Module):
         self.adv_weight = adv_weight
 
     def forward(self, L, ab, extras, prev=None):
-        with torch.no_grad():
-            context = self.model.context(L)
+        context = self.model.context(L)  # a graph only when the encoder is trained (requires_grad)
         pred = self.model.unet(L, None, context).float()
         l1 = (pred - ab).abs().mean()
         loss, logs = l1, {"l1": l1.detach()}
@@ -278,8 +289,7 @@ class BinsLoss(nn.Module):
         return near_d2, index.gather(1, pos).clamp_min(0)
 
     def forward(self, L, ab, extras, prev=None):
-        with torch.no_grad():
-            context = self.model.context(L)
+        context = self.model.context(L)  # a graph only when the encoder is trained (requires_grad)
         scores = self.model.unet(L, None, context).float()
         with torch.no_grad():
             target = color.denormalize_ab(ab.float()).permute(0, 2, 3, 1).reshape(-1, 2)
@@ -419,7 +429,7 @@ class ColdLoss(nn.Module):
         with torch.no_grad():
             z0 = m.vqvae.quantize(m.vqvae.encode(L, ab))
             z_grey = m.grey_latent(L)
-            context = m.context(L)
+        context = m.context(L)  # a graph only when the encoder is trained (requires_grad)
         w = (s.to(z0.dtype) / T).view(-1, 1, 1, 1)
         z_s = (1 - w) * z0 + w * z_grey
         z_hat = m.restorer(L, context)(z_s, s).float()
