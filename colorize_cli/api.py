@@ -4,7 +4,7 @@
 
     colorizer = Colorizer()                          # the bundled default model, on the best device
     colour = colorizer.colorize(Image.open("photo.jpg"))     # a Pillow image in, a Pillow image out
-    array = colorizer.colorize(grey_array)           # numpy (H, W), (H, W, 3) or (H, W, 4) in, the same out
+    array = colorizer.colorize(grey_array)           # numpy (H, W), (H, W, 3) or (H, W, 4) in; RGB(A) out
     colorizer.colorize_file("scan.tif", "scan-colour.tif")  # what `colorize scan.tif -o ...` does
 
 Settings are fixed per `Colorizer` (as per command line) and checked when it is made; the seed
@@ -57,11 +57,12 @@ class Colorizer:
         return (f"Colorizer(model={self.engine.name!r}, device={str(self.engine.device)!r}, sampler={self.sampler!r}, "
                 f"steps={self.steps}, size={self.size}, saturation={self.saturation:g}, seed={self.seed})")
 
-    def colorize(self, image: ImageLike, *, hints: Sequence[HintLike] | str = (), sample: int = 0) -> ImageLike:
+    def colorize(self, image: ImageLike, *, hints: Sequence[HintLike] | HintLike | None = (),
+                 sample: int = 0) -> ImageLike:
         """One image, as a Pillow image or a numpy array; returns the same kind (see `colorize_many`)."""
         return self.colorize_many([image], hints=hints, samples=[sample])[0]
 
-    def colorize_many(self, images: Sequence[ImageLike], *, hints: Sequence[HintLike] | str = (),
+    def colorize_many(self, images: Sequence[ImageLike], *, hints: Sequence[HintLike] | HintLike | None = (),
                       samples: Sequence[int] | None = None, batch_size: int = 8) -> list[ImageLike]:
         """Colour several images (batched where their working shapes match).
 
@@ -83,18 +84,21 @@ class Colorizer:
         return [_from_pixels(out, alpha, kind) for out, (_, alpha, kind) in zip(outs, decoded)]
 
     def colorize_file(self, source: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                      hints: Sequence[HintLike] | str = (), overwrite: bool = False,
+                      hints: Sequence[HintLike] | HintLike | None = (), overwrite: bool = False,
                       keep_metadata: bool = True) -> Path:
         """Colour an image file as `colorize SOURCE -o OUTPUT` does (orientation, colour profile,
         16 bits, metadata and the provenance note; written atomically, never over the input).
-        `output` defaults to `NAME-colorized.png` beside the source. Returns the output's path;
-        raises the error the command line reports (ImageError, OutputExistsError, ...)."""
+        `output` defaults to `NAME-colorized.png` beside the source; a folder (one that exists, or
+        a name without an extension, made if needed) gets `NAME-colorized.png` inside it, as `-o`
+        does. Returns the output's path; raises the error the command line reports (ImageError,
+        OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
         source = Path(source)
         target = Path(output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
-        if not target.is_dir():
-            output_format(target)  # an extension no format has: say so before colouring
+        if target.is_dir() or not target.suffix:
+            target = target / f"{source.stem}-colorized.png"
+        output_format(target)  # an extension no format has: say so before colouring
         parsed = _parse_hints(hints)
         (result,) = run_jobs(self.engine, [Job(source, [target])], sampler=self.sampler, steps=self.steps,
                              size=self.size, seed=self.seed, samples=1, saturation=self.saturation, batch_size=1,
@@ -104,10 +108,17 @@ class Colorizer:
         return target
 
 
-def _parse_hints(hints: Sequence[HintLike] | str) -> list[Hint]:
+def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint]:
+    if hints is None:
+        return []
     if isinstance(hints, (str, Hint)):  # one hint given on its own
         hints = [hints]
-    return [parse_hint(h) if isinstance(h, str) else h for h in hints]
+    parsed = []
+    for hint in hints:
+        if not isinstance(hint, (str, Hint)):
+            raise TypeError(f"a hint is a string such as '45%,80%:#d9633c' or a Hint, not {type(hint).__name__}")
+        parsed.append(parse_hint(hint) if isinstance(hint, str) else hint)
+    return parsed
 
 
 def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
@@ -121,8 +132,9 @@ def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or min(array.shape[:2]) < 1:
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
     dtype = array.dtype
-    if dtype == np.uint8 or dtype == np.uint16:
-        work = array
+    if dtype.kind == "u" and dtype.itemsize in (1, 2):
+        dtype = dtype.newbyteorder("=")  # big-endian samples come back in the machine's order
+        work = array.astype(dtype, copy=False)
     elif np.issubdtype(dtype, np.floating):
         if not np.isfinite(array).all():
             raise ValueError("the image holds NaN or infinite values")

@@ -12,6 +12,7 @@ import gc
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -115,13 +116,6 @@ class Sampler(str, Enum):
     oneshot = "oneshot"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
 def _version(value: bool) -> None:
     if value:
         stdout.print(f"colorize {__version__}")
@@ -197,11 +191,11 @@ def _collector_paused():
             gc.enable()
 
 
-def _load_engine(model: Optional[str], weights: Optional[Path], device: Device):
+def _load_engine(model: Optional[str], weights: Optional[Path], device: str):
     with _collector_paused():
         from .pipeline import Engine
 
-        return Engine.load(model=model, weights=weights, device=device.value)
+        return Engine.load(model=model, weights=weights, device=device)
 
 
 class _Reporter:
@@ -294,7 +288,15 @@ SaturationOpt = typer.Option(None, "--saturation", min=0.0, max=8.0,
                              help="Colour strength: 1 as the model predicts, above 1 more vivid (strong colours gain "
                                   "most; faint, unsure tints stay faint), below 1 more muted, 0 grey (default: the "
                                   "model's setting). For vivid colour throughout, try --model lab-ddpm.")
-DeviceOpt = typer.Option(Device.auto, "--device", help="Where the model runs.")
+def _device_name(value: str) -> str:
+    """The form of --device, checked before any work (whether that device is present: at load)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+DeviceOpt = typer.Option("auto", "--device", callback=_device_name,
+                         help="Where the model runs: auto, cpu, cuda, cuda:N (one GPU of several) or mps.")
 BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 def _json_mode(value: bool) -> bool:
@@ -411,7 +413,7 @@ def color_command(
         None, "--hint", help="A colour you know: X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy "
                              "(pixels or percent of the photo; repeatable; one input only). It spreads over the "
                              "surface it is on and stops at edges."),
-    device: Device = DeviceOpt, batch_size: int = BatchOpt,
+    device: str = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -647,7 +649,7 @@ def batch_command(
                                       "review.jpg (48 per page: one page is review.jpg, more are review-1.jpg, ...)."),
     model: Optional[str] = ModelOpt, weights: Optional[Path] = WeightsOpt, sampler: Optional[Sampler] = SamplerOpt,
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
-    saturation: Optional[float] = SaturationOpt, device: Device = DeviceOpt, batch_size: int = BatchOpt,
+    saturation: Optional[float] = SaturationOpt, device: str = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
     as_json: bool = JsonOpt, ctx: typer.Context = None,  # (Typer fills it in)
 ) -> None:
@@ -836,7 +838,7 @@ def bench_cli(
                                           "(default: psnr,ssim,deltae,cf,lpips,fid,kid, leaving out any whose package is not installed)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (sorted by name)."),
     size: Optional[int] = typer.Option(None, "--size", min=16, max=4096, help="Working size (default: each model's)."),
-    device: Device = DeviceOpt,
+    device: str = DeviceOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write results.json, results.md and a contact sheet here."),
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
@@ -845,7 +847,7 @@ def bench_cli(
 
     try:
         bench_command(data, models=models, samplers=samplers, saturations=saturations, metrics=metrics, limit=limit,
-                      size=size, device=device.value, out=out, seed=seed, quiet=quiet,
+                      size=size, device=device, out=out, seed=seed, quiet=quiet,
                       command=["colorize", *sys.argv[1:]], engine_loader=_bench_engine)
     except Exception as e:
         raise fail(e) from None

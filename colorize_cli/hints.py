@@ -20,6 +20,7 @@ stays.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -50,6 +51,23 @@ class Hint:
     rgb: tuple[int, int, int]
     reach: float = DEFAULT_REACH  # fraction of the longer side
     text: str = ""  # as the user wrote it (for the output's note)
+
+    def __post_init__(self) -> None:
+        # The checks `parse_hint` makes on text, for a Hint made in Python: a zero reach would
+        # divide by zero (NaN colours), a colour outside 0..255 is no colour.
+        name = self.text or f"Hint({self.x!r}, {self.y!r})"
+        coords = (self.x, self.y)
+        if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
+                   for c in coords):
+            raise UsageError(f"hint {name}: x and y must be numbers >= 0")
+        if self.relative and max(coords) > 1:
+            raise UsageError(f"hint {name}: relative positions are fractions of the photo, at most 1")
+        if (not isinstance(self.rgb, (tuple, list)) or len(self.rgb) != 3
+                or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255 for c in self.rgb)):
+            raise UsageError(f"hint {name}: the colour must be three whole numbers 0..255, not {self.rgb!r}")
+        object.__setattr__(self, "rgb", tuple(int(c) for c in self.rgb))  # frozen: hashable, plain ints
+        if not (isinstance(self.reach, numbers.Real) and 0 < self.reach <= 1):
+            raise UsageError(f"hint {name}: the reach must be above 0 and at most 1 (a share of the longer side)")
 
     def position(self, width: int, height: int) -> tuple[float, float]:
         """(x, y) as fractions of a (width, height) photo: the centre of the pixel the hint names

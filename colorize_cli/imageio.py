@@ -441,23 +441,24 @@ def _swap_byte_order(tile: tuple) -> tuple:
 
 
 def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
-    """16/32-bit integer or float greyscale -> uint16.
+    """16/32-bit integer or float greyscale -> uint16, keeping the photo's lightness.
 
-    16-bit data is kept as is. 32-bit integers within 0..65535 are taken as 16-bit samples,
-    anything wider is stretched from its own min..max. Floats in 0..1 are scaled to 0..65535,
-    other floats are stretched from their min..max.
+    16-bit data is kept as is. 32-bit integers (Pillow's mode I) are read by their range: within
+    0..255 as 8-bit samples (what Pillow's L -> I gives), within 0..65535 as 16-bit ones. Floats
+    (mode F) likewise: within 0..1 as fractions, 0..255 as 8-bit and 0..65535 as 16-bit samples.
+    Only values outside all of these (negative, or wider) are stretched from their own min..max.
     """
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         return values.astype(np.uint16)  # also turns big-endian I;16B into native order
     if values.dtype.kind == "f":
-        values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(values.min()), float(values.max())
-        if lo >= 0.0 and hi <= 1.0:
-            return np.rint(values * 65535.0).astype(np.uint16)
-    else:
-        lo, hi = int(values.min()), int(values.max())
-        if lo >= 0 and hi <= 65535:
-            return values.astype(np.uint16)
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = values.min(), values.max()
+    if lo >= 0:
+        unit = 1.0 if values.dtype.kind == "f" else None
+        for full_scale in (unit, 255, 65535):
+            if full_scale is not None and hi <= full_scale:
+                return np.rint(values * (65535.0 / full_scale)).astype(np.uint16)
+    lo, hi = float(lo), float(hi)
     scale = 65535.0 / (hi - lo) if hi > lo else 0.0
     return np.rint((values.astype(np.float64) - lo) * scale).astype(np.uint16)
 

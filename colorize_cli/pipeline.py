@@ -28,21 +28,29 @@ Progress = Callable[[int, int], None]
 MAX_SATURATION = 8.0
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+def select_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; `cuda:N` one GPU of several."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA GPU is available (try --device cpu)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise UsageError(f"unknown device {str(name)!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available (try --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device} was asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise UsageError("--device mps was asked for, but Apple's MPS backend is not available (try --device cpu)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    return torch.device(name)
+    return device
 
 
 def _whole_number(name: str, value) -> int:
@@ -155,6 +163,11 @@ class Engine:
         steps = _whole_number("--steps", self.default_steps if steps is None else steps)
         if steps < 1:
             raise ValueError("--steps must be at least 1")
+        if sampler == "oneshot" and steps != 1:  # it would be ignored, and the output's note would say it
+            raise ValueError(f"sampler oneshot colours in one step; --steps {steps} does not apply to it")
+        if steps > self.model.config.timesteps:
+            raise ValueError(f"--steps must be at most {self.model.config.timesteps}, the number of noise "
+                             f"levels model {self.name!r} was trained with")
         size = _whole_number("--size", self.default_size if size is None else size)
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")

@@ -150,3 +150,71 @@ def test_an_output_name_no_format_has_is_refused_before_colouring(colorizer, tmp
     monkeypatch.setattr(colorizer.engine, "colorize_pixels", None)  # colouring would fail loudly
     with pytest.raises(ValueError, match="extension"):
         colorizer.colorize_file(src, tmp_path / "scan.xyz")
+
+
+def test_colorize_file_into_a_folder_names_the_output_as_the_command_line_does(colorizer, fake_registry, tmp_path):
+    src = save_photo(tmp_path / "scan.png", "L")
+    existing = tmp_path / "out"
+    existing.mkdir()
+    assert colorizer.colorize_file(src, existing) == existing / "scan-colorized.png"
+    assert colorizer.colorize_file(src, tmp_path / "new") == tmp_path / "new" / "scan-colorized.png"
+    assert run(src, "-o", tmp_path / "cli", "--size", "32", "--device", "cpu").exit_code == 0
+    np.testing.assert_array_equal(load_image(existing / "scan-colorized.png").pixels,
+                                  load_image(tmp_path / "cli" / "scan-colorized.png").pixels)
+
+
+def test_wide_pillow_modes_keep_the_photos_lightness(colorizer):
+    """Mode I and F images made from 8-bit ones (Pillow's convert) are read on the 8-bit scale,
+    not as dark 16-bit samples or stretched to full contrast."""
+    dark = _grey() // 3  # 0..85
+    reference = np.asarray(colorizer.colorize(Image.fromarray(dark))).astype(float).mean()
+    for mode in ("I", "F"):
+        wide = np.asarray(colorizer.colorize(Image.fromarray(dark).convert(mode))).astype(float).mean()
+        assert abs(wide - reference) < 1.0, mode
+    sixteen = Image.fromarray(dark.astype(np.int32) * 257)  # mode I holding 16-bit samples
+    assert abs(np.asarray(colorizer.colorize(sixteen)).astype(float).mean() - reference) < 1.0
+
+
+def test_big_endian_arrays_are_read_like_native_ones(colorizer):
+    wide = _grey().astype(np.uint16) * 257
+    np.testing.assert_array_equal(colorizer.colorize(wide.astype(">u2")), colorizer.colorize(wide))
+
+
+def test_hint_objects_are_checked_as_hint_text_is(colorizer):
+    from colorize_cli.hints import Hint
+
+    grey = np.full((40, 56), 128, np.uint8)
+    for bad in (dict(reach=0), dict(reach=float("nan")), dict(rgb=(300, -5, 0)), dict(rgb=(1, 2)),
+                dict(x=float("inf")), dict(x=-0.1), dict(x=1.5)):
+        kwargs = dict(x=0.5, y=0.5, relative=True, rgb=(255, 0, 0), reach=0.3) | bad
+        with pytest.raises(ValueError, match="hint"):
+            Hint(**kwargs)
+    listed = Hint(0.5, 0.5, True, [217, 99, 60])  # a list of numpy ints is a colour too
+    assert listed.rgb == (217, 99, 60)
+    np.testing.assert_array_equal(colorizer.colorize(grey, hints=listed),
+                                  colorizer.colorize(grey, hints="50%,50%:#d9633c"))
+    np.testing.assert_array_equal(colorizer.colorize(grey, hints=None), colorizer.colorize(grey))
+    with pytest.raises(TypeError, match="hint"):
+        colorizer.colorize(grey, hints=[b"1,1:red"])
+
+
+def test_steps_a_model_cannot_use_are_refused_not_ignored(fake_registry, tiny_weights):
+    with pytest.raises(ValueError, match="at most"):
+        Colorizer(steps=10**6, device="cpu")
+    with pytest.raises(ValueError, match="one step"):
+        Colorizer(weights=tiny_weights["unet"], steps=7, device="cpu")
+    assert Colorizer(weights=tiny_weights["unet"], steps=1, device="cpu").steps == 1
+
+
+def test_devices_by_index_and_as_torch_devices(fake_registry):
+    import torch
+
+    assert Colorizer(device=torch.device("cpu")).engine.device.type == "cpu"
+    for name in ("cuda:0", "cuda:7"):
+        if torch.cuda.is_available() and int(name[5:]) < torch.cuda.device_count():
+            continue
+        with pytest.raises(ValueError, match=name):
+            Colorizer(device=name)
+    for bad in ("cpu:1", "tpu", "cuda:x"):
+        with pytest.raises(ValueError, match="unknown device"):
+            Colorizer(device=bad)
