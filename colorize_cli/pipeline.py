@@ -156,7 +156,7 @@ class Engine:
     def resolve_settings(self, sampler: str | None, steps: int | None, size: int | None,
                          saturation: float | None = None) -> tuple[str, int, int, float]:
         """The settings a colouring will use (None: the model's default); ValueError if not valid."""
-        sampler = sampler or self.default_sampler
+        sampler = self.default_sampler if sampler is None else sampler
         if sampler not in self.supported_samplers:
             raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
                              f"{', '.join(self.supported_samplers)}, not {sampler!r}")
@@ -172,6 +172,8 @@ class Engine:
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
         try:
+            if isinstance(saturation, (bool, str, bytes)):  # a number, as --size and --steps must be
+                raise TypeError
             saturation = self.default_saturation if saturation is None else float(saturation)
         except (TypeError, ValueError):
             raise ValueError(f"--saturation must be a number, not {saturation!r}") from None

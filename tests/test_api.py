@@ -134,7 +134,8 @@ def test_bad_calls_are_value_errors_before_any_work(fake_registry, colorizer):
         with pytest.raises(ValueError, match="shape"):
             colorizer.colorize(empty)
     for kwargs in ({"seed": -1}, {"seed": "a"}, {"seed": 1.5}, {"steps": 2.5}, {"steps": "3"}, {"size": 0},
-                   {"size": "64"}, {"device": "gpu"}, {"saturation": "lots"}):
+                   {"size": "64"}, {"device": "gpu"}, {"saturation": "lots"}, {"saturation": "2"},
+                   {"saturation": True}, {"sampler": ""}):
         with pytest.raises(ValueError):
             Colorizer(**kwargs)
 
