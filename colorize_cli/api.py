@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .hints import Hint, parse_hint
-from .imageio import decode_pillow_image, output_format, to_uint8
+from .imageio import ImageError, decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
 
 ImageLike = Union[Image.Image, np.ndarray]
@@ -70,7 +70,8 @@ class Colorizer:
         in their own dtype and layout: uint8 or uint16 0..max, or float 0..1 (as float32); (H, W)
         grey gives (H, W, 3), a fourth channel is kept as alpha. `hints` (`"45%,80%:#d9633c"` as
         `--hint` takes them, or `Hint`s) apply to every image; `samples[i]` picks image i's
-        random stream for the diffusion models (default 0).
+        random stream for the diffusion models (default 0). ValueError for arrays and hints it
+        cannot use; `ImageError` for a Pillow image whose file is truncated or damaged.
         """
         parsed = _parse_hints(hints)
         decoded = [_to_pixels(image) for image in images]
@@ -124,7 +125,10 @@ def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint]:
 def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
     """(H, W, 3) uint8/uint16 pixels, alpha or None, and how to give the result back."""
     if isinstance(image, Image.Image):
-        pixels, alpha, _ = decode_pillow_image(image)
+        try:
+            pixels, alpha, _ = decode_pillow_image(image)
+        except (OSError, SyntaxError) as e:  # Pillow's words for a truncated or damaged file
+            raise ImageError(f"the image cannot be decoded: {e}") from e
         return pixels, alpha, ("pil",)
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:

@@ -219,3 +219,12 @@ def test_devices_by_index_and_as_torch_devices(fake_registry):
     for bad in ("cpu:1", "tpu", "cuda:x"):
         with pytest.raises(ValueError, match="unknown device"):
             Colorizer(device=bad)
+
+
+def test_a_truncated_pillow_image_is_an_image_error(colorizer):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(_grey()).save(buf, format="PNG")
+    with pytest.raises(ImageError, match="decoded"):
+        colorizer.colorize(Image.open(io.BytesIO(buf.getvalue()[:-40])))
