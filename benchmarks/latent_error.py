@@ -1,6 +1,6 @@
 """latent-cold: how far the restored colour latent lands from the true one, one-shot vs improved.
 
-    python benchmarks/latent_error.py shared/data/eval/imagenet1k-256 --weights runs/latent-cold.safetensors
+    python benchmarks/latent_error.py ../shared/data/eval/imagenet1k-256 --weights runs/latent-cold.safetensors
 
 For each photo, z0 is the VQ-VAE's quantised latent of the true colour image (what the restorer
 is trained to reach) and z_hat the latent the sampler restores from the grey image's latent. The

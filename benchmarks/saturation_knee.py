@@ -1,7 +1,7 @@
 """How `color.saturate`'s knee was chosen: colourfulness bought against CIEDE2000 lost.
 
-    colorize bench shared/data/eval/bsds-val --models unet --metrics deltae,cf --out runs/sat/bsds
-    python benchmarks/saturation_knee.py runs/sat/bsds/cache/unet-*-oneshot-1-256-0 shared/data/eval/bsds-val
+    colorize bench ../shared/data/eval/bsds-val --models unet --metrics deltae,cf --out runs/sat/bsds
+    python benchmarks/saturation_knee.py runs/sat/bsds/cache/unet-*-oneshot-1-256-0-code* ../shared/data/eval/bsds-val
 
 Takes a bench cache of one model's outputs (at saturation 1) and the ground-truth folder, scales
 each output's chroma after the fact with the knee and saturation of every grid point (knee 0 is a

@@ -148,7 +148,7 @@ def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
     result1 = runner.run_bench(data_dir, [first], "psnr,cf", None, None, out, 0)
     assert len(first.calls) == 5
     cache_dirs = [p.name for p in (out / "cache").iterdir()]
-    assert cache_dirs == [f"fake-{'ab' * 6}-ddim-10-16-0"]
+    assert cache_dirs == [f"fake-{'ab' * 6}-ddim-10-16-0-code{runner.inference_code_fingerprint()}"]
     cached = sorted(p.name.rsplit("-", 2)[0] for p in (out / "cache" / cache_dirs[0]).glob("*.png"))
     assert cached == ["a", "b", "c", "sub__d"]  # each name carries its image's content digest and seed
 
@@ -162,6 +162,17 @@ def test_rerun_uses_the_cache_and_gives_identical_numbers(data_dir, tmp_path):
     third = FakeEngine()  # another seed is another cache entry
     runner.run_bench(data_dir, [third], "psnr", None, None, out, 1)
     assert len(third.calls) == 5
+
+
+def test_colourings_cached_by_other_inference_code_are_not_reused(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    fingerprint = runner.inference_code_fingerprint()
+    assert len(fingerprint) == 8 and fingerprint == runner.inference_code_fingerprint()
+    monkeypatch.setattr(runner, "inference_code_fingerprint", lambda: "0changed")  # pipeline.py edited, say
+    again = FakeEngine()
+    runner.run_bench(data_dir, [again], "psnr", None, None, out, 0)
+    assert len(again.calls) == 5  # coloured afresh (warm-up + four images), not read from the old cache
 
 
 def test_damaged_cached_colourings_are_coloured_again_and_an_interrupt_keeps_latencies(data_dir, tmp_path):
@@ -264,7 +275,14 @@ def test_network_metrics_per_set_and_the_truth_feature_cache(data_dir, tmp_path,
 
     assert any("mean little" in note for note in result.notes)  # 3 images: FID/KID are flagged
     assert "FID/KID" in R._caption(result) and "LPIPS at 256" in R._caption(result)
-    assert "FID" not in R._caption(runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr", 3, None, None, 0))
+    pixels_only = runner.run_bench(data_dir, [runner.GreyBaseline()], "psnr", 3, None, None, 0)
+    assert "FID/KID" not in R._caption(pixels_only)
+    assert "not measured (the protocol asks for them): ssim, deltae, cf, lpips, fid" in R._caption(pixels_only)
+    assert "not measured" not in R._caption(runner.run_bench(data_dir, [runner.GreyBaseline()],
+                                                             "psnr,ssim,deltae,cf,lpips,fid", 3, None, None, 0))
+    header, rows = R.table_rows(result)  # a baseline's speed and size are not a model's: no numbers
+    assert rows[0][0] == "grey (baseline)" and rows[0][1] == "–" and rows[0][-4:] == ["–"] * 4
+    assert rows[1][-1] != "–"
 
     TinyFeatures.calls = 0  # a rerun reads the truth's features from the cache: only outputs go through
     again = runner.run_bench(data_dir, [runner.GreyBaseline()], "fid", 3, None, out, 0)
@@ -336,7 +354,7 @@ def test_saturation_settings_expand_per_model_label_runs_and_cache_apart(data_di
     assert [run.label for run in result.runs] == ["grey", "prior", "fake ddim:5 sat 1", "fake ddim:5 sat 2"]
     assert {c["saturation"] for c in fake.calls if "saturation" in c} == {1.0, 2.0}
     caches = sorted(p.name for p in (tmp_path / "out" / "cache").iterdir() if p.name.startswith("fake"))
-    assert len(caches) == 2 and caches[1].endswith("-sat2")
+    assert len(caches) == 2 and "-sat2-" in caches[1]
 
 
 def test_a_photo_replaced_under_the_same_name_is_coloured_again(data_dir, tmp_path):

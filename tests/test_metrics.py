@@ -294,6 +294,9 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_shifted_sets():
     shifted, _ = M.kid_from_features(a, b + 1.0, subsets=20, subset_size=100)
     assert abs(same) < 0.01
     assert shifted > 10 * abs(same) + 0.01
+    whole, spread = M.kid_from_features(a[:50], b[:50], subsets=20, subset_size=100)  # every subset the whole set
+    assert spread is None and whole == M.kid_from_features(a[:50], b[:50], subsets=1, subset_size=50)[0]
+    assert M.kid_from_features(a, b, subsets=20, subset_size=100)[1] > 0
     # deterministic for a seed
     assert M.kid_from_features(a, b, subsets=5, subset_size=50, seed=3) == M.kid_from_features(a, b, subsets=5, subset_size=50, seed=3)
 

@@ -351,12 +351,13 @@ def kid_from_features(
     subsets: int = 100,
     subset_size: int = 1000,
     seed: int = 0,
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial
     kernel k(x, y) = (x·y / d + 1)³, averaged over random subsets. Returns (mean, std).
 
     ``subset_size`` is capped at the smaller set; subsets are drawn without replacement from a
-    seeded generator, so the number is deterministic.
+    seeded generator, so the number is deterministic. When a subset would hold all of both sets,
+    every draw is the same: one estimate is made and the std is None (not a misleading 0).
     """
     a = np.asarray(features_a, dtype=np.float64)
     b = np.asarray(features_b, dtype=np.float64)
@@ -365,8 +366,9 @@ def kid_from_features(
         raise ValueError("KID needs at least two images per set")
     dim = a.shape[1]
     rng = np.random.default_rng(seed)
+    whole = m == len(a) == len(b)
     estimates = []
-    for _ in range(subsets):
+    for _ in range(1 if whole else subsets):
         x = a[rng.choice(len(a), m, replace=False)]
         y = b[rng.choice(len(b), m, replace=False)]
         k_xx = (x @ x.T / dim + 1) ** 3
@@ -374,4 +376,4 @@ def kid_from_features(
         k_xy = (x @ y.T / dim + 1) ** 3
         within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
         estimates.append(within - 2 * k_xy.mean())
-    return float(np.mean(estimates)), float(np.std(estimates))
+    return float(np.mean(estimates)), None if whole else float(np.std(estimates))

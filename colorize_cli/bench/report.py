@@ -35,6 +35,8 @@ _QUALITY_COLUMNS = (
     ("kid", "KID×10³ ↓", "{:.2f}"),
 )
 _SPEED_COLUMNS = ("latency ms (med / p95)", "img/s", "peak MiB", "params M")
+# What shared/data/README.md's evaluation protocol reports for every set (`--metrics` names).
+PROTOCOL_METRICS = ("psnr", "ssim", "deltae", "cf", "lpips", "fid")
 THUMB = 160  # contact sheet tile size (px, longest side)
 
 
@@ -53,6 +55,8 @@ def _columns(result: BenchResult) -> list[tuple[str, str, str]]:
 
 def _speed_cells(run: RunResult) -> list[str]:
     s = run.speed
+    if run.baseline:  # a baseline is not a model: its "speed" is an array copy, meaningless beside one
+        return ["–", "–", "–", "–"]
     if s.latency_median_s is None:
         latency = "–"
     else:
@@ -72,7 +76,7 @@ def table_rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for run in result.runs:
         name = run.label + (" (baseline)" if run.baseline else "")
-        rows.append([name, str(run.size or "–"), *[_fmt(k, run.summary.get(k), f) for k, _, f in columns], *_speed_cells(run)])
+        rows.append([name, "–" if run.baseline else str(run.size or "–"), *[_fmt(k, run.summary.get(k), f) for k, _, f in columns], *_speed_cells(run)])
     if "cf" in result.truth_summary:
         truth = ["ground truth", "–", *["–"] * len(columns), *["–"] * len(_SPEED_COLUMNS)]
         truth[2 + [k for k, _, _ in columns].index("cf")] = f"{result.truth_summary['cf']:.2f}"
@@ -90,6 +94,9 @@ def _caption(result: BenchResult) -> str:
     if {"fid", "kid"} & set(result.metrics):
         how.append("FID/KID TF-Inception pool3 at 299×299")
     how += ["latency: one image per call after a warm-up", f"memory: {', '.join(sorted(memory))}", f"seed {result.seed}"]
+    missing = [name for name in PROTOCOL_METRICS if name not in result.metrics]
+    if missing:  # the protocol asks for these on every set: say they are absent, not just leave them out
+        how.append(f"not measured (the protocol asks for them): {', '.join(missing)}")
     return " · ".join(how)
 
 
@@ -188,12 +195,14 @@ def result_to_dict(result: BenchResult, command: Sequence[str] | None = None) ->
                 "cf": "Hasler-Suesstrunk M3, signed, 0-255 RGB; delta_cf = |mean CF - mean CF(truth)|",
                 "lpips": "v0.1 linear heads, inputs [-1,1], at 256x256",
                 "dists": "VGG16 + L2 pooling, at 256x256",
-                "fid_kid": "TF-Inception 2015-12-05 pool3, 299x299 bilinear; KID cubic kernel, 100 subsets",
+                "fid_kid": "TF-Inception 2015-12-05 pool3, 299x299 bilinear; KID cubic kernel, 100 subsets "
+                           "of 1000 images (one estimate over the whole set when it has fewer)",
                 "latency": "wall time of one colorize_pixels call per image (batch 1), after one warm-up call",
             },
             "data_dir": result.data_dir,
             "images": result.images,
             "metrics": result.metrics,
+            "protocol_metrics_not_measured": [name for name in PROTOCOL_METRICS if name not in result.metrics],
             "seed": result.seed,
             "truth": result.truth_summary,
             "runs": runs,

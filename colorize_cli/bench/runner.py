@@ -703,7 +703,8 @@ def run_bench(
         run_cache = None
         if cache_root is not None:
             run_cache = cache_root / _safe(f"{engine.name}-{engine.weights_sha256[:12]}-{sampler or 'none'}-"
-                                           f"{steps or 'none'}-{work_size or 'default'}-{seed}{saturated}")
+                                           f"{steps or 'none'}-{work_size or 'default'}-{seed}{saturated}"
+                                           f"-code{inference_code_fingerprint()}")
             run_cache.mkdir(parents=True, exist_ok=True)
 
         colouring = _colour_all(engine, paths, cache_names, run_cache, settings, seed,
@@ -821,6 +822,21 @@ def _describe_sizes(sizes: Sequence[tuple[int, int]]) -> str:
     pixels = sorted(sizes, key=lambda s: s[0] * s[1])
     w, h = pixels[len(pixels) // 2]
     return f"mixed (median {w}x{h})"
+
+
+# The modules whose code decides a colouring's pixels: a change to any of them makes cached
+# colourings (and their timings) stale, so their hash is part of each cache folder's name.
+_INFERENCE_CODE = ("pipeline.py", "upsample.py", "color.py", "hints.py", "models", "diffusion")
+
+
+def inference_code_fingerprint() -> str:
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in _INFERENCE_CODE:
+        path = package / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:8]
 
 
 def _load_timings(run_cache: Path | None) -> dict[str, Any]:
