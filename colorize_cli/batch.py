@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
                       save_image)
@@ -248,6 +249,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     settled, todo = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
     for index, result in settled.items():
         finish(index, result)
+    remove_stale_temps(path for job in jobs for path in job.outputs)  # left by a killed earlier run
 
     index_of = {id(job): index for index, job in todo}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \

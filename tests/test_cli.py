@@ -303,6 +303,27 @@ def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path, mon
     assert result.exit_code == 0 and "0 done, 2 skipped, 0 failed" in result.stderr
 
 
+def test_a_batch_removes_what_a_killed_run_left_half_written_and_nothing_else(fake_registry, tmp_path):
+    from colorize_cli.atomic import temp_path_beside
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    out.mkdir()
+    stale = temp_path_beside(out / "a.png")        # a kill -9 an hour ago, mid-write
+    fresh = temp_path_beside(out / "a.png")        # another process writing it right now
+    other = temp_path_beside(out / "notes.txt")    # not an output of this batch
+    lookalike = out / ".a.png.backup.tmp"          # the user's, whatever its age
+    for path in (stale, fresh, other, lookalike):
+        path.write_bytes(b"half")
+    old = os.stat(stale).st_mtime - 7200
+    for path in (stale, other, lookalike):
+        os.utime(path, (old, old))
+    assert run("batch", scans, "-o", out).exit_code == 0
+    assert (out / "a.png").is_file() and not stale.exists()
+    assert fresh.exists() and other.exists() and lookalike.exists()
+
+
 def test_batch_without_recursive_and_with_glob(fake_registry, tmp_path):
     scans = tmp_path / "scans"
     (scans / "sub").mkdir(parents=True)
