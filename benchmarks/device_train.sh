@@ -57,11 +57,14 @@ declare -A ARGS=(
 # Where a fresh run starts: the earlier call's export, else the bundled file of that model, else the
 # bundled unet (its encoder, or all of it).
 declare -A BUNDLED=([ddpm]=lab-ddpm [gan]=unet-gan [unet]=unet [bins]=unet [cold]=latent-cold)
-# Exports travel without a frozen encoder (7 MB less upload): it is put back from the bundled unet.
+# Exports travel without a frozen encoder (7 MB less upload): it is put back from the bundled
+# lab-ddpm, whose encoder is the frozen ImageNet one every such run trained with (the bundled unet's
+# was fine-tuned with --encoder-lr-scale on 2026-11-26: see docs/training.md).
 # One a run trained (--encoder-lr-scale) must travel with its export: only a missing one is put back.
+ENCODER_DONOR=colorize_cli/weights/lab-ddpm.safetensors
 start_from() {
     if [ -f ".devinit/$1.safetensors" ]; then
-        python3 - ".devinit/$1.safetensors" "$BASE" "/root/init-$1.safetensors" <<'PY'
+        python3 - ".devinit/$1.safetensors" "$ENCODER_DONOR" "/root/init-$1.safetensors" <<'PY'
 import json, sys
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
