@@ -453,11 +453,10 @@ def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = values.min(), values.max()
-    if lo >= 0:
-        unit = 1.0 if values.dtype.kind == "f" else None
-        for full_scale in (unit, 255, 65535):
-            if full_scale is not None and hi <= full_scale:
-                return np.rint(values * (65535.0 / full_scale)).astype(np.uint16)
+    full_scales = ((1.0,) if values.dtype.kind == "f" else ()) + (255, 65535)
+    full_scale = next((full for full in full_scales if lo >= 0 and hi <= full), None)
+    if full_scale is not None:
+        return np.rint(values * (65535.0 / full_scale)).astype(np.uint16)
     lo, hi = float(lo), float(hi)
     scale = 65535.0 / (hi - lo) if hi > lo else 0.0
     return np.rint((values.astype(np.float64) - lo) * scale).astype(np.uint16)

@@ -84,6 +84,10 @@ def table_rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def protocol_metrics_not_measured(result: BenchResult) -> list[str]:
+    return [name for name in PROTOCOL_METRICS if name not in result.metrics]
+
+
 def _caption(result: BenchResult) -> str:
     memory = {r.speed.memory_kind for r in result.runs}
     how = [f"{len(result.images)} images from {result.data_dir}", "input = L* of the truth, scored at the truth's size"]
@@ -94,7 +98,7 @@ def _caption(result: BenchResult) -> str:
     if {"fid", "kid"} & set(result.metrics):
         how.append("FID/KID TF-Inception pool3 at 299×299")
     how += ["latency: one image per call after a warm-up", f"memory: {', '.join(sorted(memory))}", f"seed {result.seed}"]
-    missing = [name for name in PROTOCOL_METRICS if name not in result.metrics]
+    missing = protocol_metrics_not_measured(result)
     if missing:  # the protocol asks for these on every set: say they are absent, not just leave them out
         how.append(f"not measured (the protocol asks for them): {', '.join(missing)}")
     return " · ".join(how)
@@ -202,7 +206,7 @@ def result_to_dict(result: BenchResult, command: Sequence[str] | None = None) ->
             "data_dir": result.data_dir,
             "images": result.images,
             "metrics": result.metrics,
-            "protocol_metrics_not_measured": [name for name in PROTOCOL_METRICS if name not in result.metrics],
+            "protocol_metrics_not_measured": protocol_metrics_not_measured(result),
             "seed": result.seed,
             "truth": result.truth_summary,
             "runs": runs,

@@ -18,6 +18,7 @@ with one more metric re-scores without re-colouring. Engines are duck-typed: any
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -829,6 +830,7 @@ def _describe_sizes(sizes: Sequence[tuple[int, int]]) -> str:
 _INFERENCE_CODE = ("pipeline.py", "upsample.py", "color.py", "hints.py", "models", "diffusion")
 
 
+@functools.lru_cache(maxsize=1)  # the code does not change while the process runs: hash it once
 def inference_code_fingerprint() -> str:
     package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()

@@ -96,8 +96,9 @@ class Objective:
         self.model, self.steps, self.options = model, steps, options
 
     def group_modules(self) -> dict[str, nn.Module]:
-        """The modules whose parameters each group's optimizer owns."""
-        return {"model": self.model}
+        """The modules whose parameters each group's optimizer owns; a trained encoder joins
+        "model" in `group_parameters`."""
+        return {"model": self.model.unet}
 
     @property
     def trains_encoder(self) -> bool:
@@ -107,7 +108,7 @@ class Objective:
         """Each group's modules with their share of the learning rate. A trained encoder belongs to
         the "model" group (the one that uses its features), at --encoder-lr-scale of its rate."""
         groups = {name: [(module, 1.0)] for name, module in self.group_modules().items()}
-        if self.trains_encoder and groups["model"][0][0] is not self.model:  # not already inside it
+        if self.trains_encoder:
             groups["model"].append((self.model.encoder, self.options.encoder_lr_scale))
         return groups
 
@@ -143,9 +144,6 @@ class LabDDPMObjective(Objective):
     def __init__(self, model, steps, options):
         super().__init__(model, steps, options)
         self.loss = DiffusionLoss(model)
-
-    def group_modules(self):
-        return {"model": self.model.unet}
 
     def loss_modules(self, stage):
         return {"model": self.loss}
@@ -353,9 +351,6 @@ class UNetObjective(Objective):
             self.loss = BinsLoss(model, self.prior)
         else:
             self.loss = RegressionLoss(model, options.perceptual_weight)
-
-    def group_modules(self):
-        return {"model": self.model.unet}
 
     def extra_modules(self):
         return {"prior": self.prior} if self.prior is not None else {}
