@@ -58,17 +58,56 @@ def time_steps(trainer: Trainer, images: torch.Tensor, warmup: int, steps: int, 
     return samples
 
 
+# Kernel name fragments -> what the time is spent on. First match wins; the order matters (cuDNN's
+# layout transposes also live in its engines).
+KERNEL_KINDS = (
+    ("layout transposes (cuDNN NCHW<->NHWC)", ("nchwToNhwc", "nhwcToNchw")),
+    ("convolutions", ("conv", "xmma", "implicit_gemm", "cudnn")),
+    ("matrix products", ("gemm", "bmm", "cutlass")),
+    ("fused elementwise / norms (Triton)", ("triton",)),
+    ("optimizer", ("adam", "foreach", "multi_tensor")),
+)
+
+
+def kernel_breakdown(kernels: list[tuple[str, float]]) -> dict[str, float]:
+    """Device time (µs) per kind of kernel, from (kernel name, µs) pairs; unmatched ones are 'other'."""
+    totals: dict[str, float] = {}
+    for name, us in kernels:
+        lowered = name.lower()
+        kind = next((kind for kind, parts in KERNEL_KINDS if any(p.lower() in lowered for p in parts)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us
+    return totals
+
+
 def profile_steps(trainer: Trainer, images: torch.Tensor, steps: int, path: Path) -> None:
-    """Where a step's time goes: torch.profiler over `steps` steps, top operators by device time."""
+    """Where a step's time goes: torch.profiler over `steps` steps, top operators by device time, and
+    (CUDA) the kernels' time by kind against the wall time, which shows launch gaps too. The operator
+    table counts a kernel both on its own row and in the operator that launched it; the breakdown
+    counts each kernel once."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    sync(trainer.device)
+    t0 = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(steps):
             trainer.train_step(images)
         sync(trainer.device)
+    wall_us = (time.perf_counter() - t0) * 1e6
     key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
-    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    text = prof.key_averages().table(sort_by=key, row_limit=40)
+    kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    if kernels:
+        busy = sum(us for _, us in kernels)
+        lines = [f"{steps} steps: {wall_us / steps / 1e3:.1f} ms/step wall (profiler on), "
+                 f"kernels {busy / steps / 1e3:.1f} ms/step"]
+        for kind, us in sorted(kernel_breakdown(kernels).items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {kind:<40}{us / steps / 1e3:8.1f} ms/step {100 * us / busy:6.1f} % of kernel time")
+        summary = "\n".join(lines)
+        print(summary, file=sys.stderr)
+        text = summary + "\n\n" + text
+    path.write_text(text)
     print(f"profile of {steps} steps: {path}", file=sys.stderr)
 
 
@@ -92,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", default="auto", help="latent-cold: vq | cold (auto times the first stage)")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--channels-last", action="store_true", help="NHWC weights and activations")
+    p.add_argument("--channels-last", action="store_true", help="NHWC weights and activations (with --compile, inside the compiled graph too)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation happens here)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3)

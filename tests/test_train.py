@@ -306,6 +306,18 @@ def test_encoder_lr_scale_trains_the_encoder_but_keeps_its_statistics(few_dir, t
                       objective=ObjectiveOptions(perceptual_weight=0.0, encoder_lr_scale=0.5)))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_channels_last_keeps_nhwc_inside_the_graph(few_dir, tmp_path, monkeypatch, channels_last):
+    """Inductor's own heuristic keeps U-Nets NCHW (decoder convs halve their channels); asking for
+    NHWC must override it, and not asking must leave the compiler's choice alone."""
+    from colorize_cli.train.loop import Trainer
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)
+    trainer = Trainer(options([few_dir], tmp_path / "run", "lab-ddpm", compile=True, channels_last=channels_last))
+    trainer.enter_stage(trainer.objective.stage_at(0))  # wraps in torch.compile; compiles on first call only
+    assert inductor_config.force_layout_optimization is channels_last
+
+
 def test_init_weights_continues_from_an_export(few_dir, tmp_path):
     first = train(options([few_dir], tmp_path / "a", "unet", steps=3, objective=ObjectiveOptions(perceptual_weight=0)))
     exported = load_model_file(first.export)[0]
@@ -810,3 +822,22 @@ def test_training_decodes_photos_upright(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(colourful(3, 24)[:, :16]).save(buffer, "JPEG", exif=exif)
     assert decode(buffer.getvalue()).size == (24, 16)
+
+
+def test_throughput_profile_counts_cudnn_layout_transposes_apart_from_convolutions():
+    """The GPU profile's breakdown must not hide cuDNN's NCHW<->NHWC transposes among the convolutions
+    (they run inside cuDNN's engines, so their names match both)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from train_throughput import kernel_breakdown
+    finally:
+        sys.path.pop(0)
+    kinds = kernel_breakdown([
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>", 40.0),
+        ("void cudnn::engines_precompiled::nhwcToNchwKernel<__nv_bfloat16>", 20.0),
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 30.0),
+        ("triton_poi_fused__to_copy_add_mul_native_group_norm_0", 7.0),
+        ("void at::native::elementwise_kernel<128, 4>", 3.0),
+    ])
+    assert kinds == {"layout transposes (cuDNN NCHW<->NHWC)": 60.0, "convolutions": 30.0,
+                     "fused elementwise / norms (Triton)": 7.0, "other": 3.0}

@@ -484,6 +484,13 @@ class Trainer:
                         else "broadcast_buffers")
                 runner = DDP(module, device_ids=ids, **{sync: False})
             if self.options.compile:
+                if self.options.channels_last:
+                    # Inductor keeps a graph NCHW when any conv's input is >= 2x its output (every U-Net
+                    # decoder), and cuDNN then transposes each conv's tensors to NHWC and back: a quarter
+                    # of an H100 step's device time (docs/training.md, 2026-11-26). NHWC was asked for:
+                    # keep it through the compiled graph too.
+                    import torch._inductor.config as inductor_config
+                    inductor_config.force_layout_optimization = True
                 runner = torch.compile(runner, dynamic=False)
             self.runners[group] = runner
         if self.step < stage.end:
