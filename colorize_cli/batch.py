@@ -8,6 +8,7 @@ and the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -141,7 +142,9 @@ def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
     None of the sources that share a plain name gets it: a rerun skips the outputs that exist, so
     a plain name made when photo.tif was alone must never be taken for the colouring of a
     photo.jpg added later. A qualified name can be another source's plain name (photo.tif.png
-    for photo.tif.jpg): that source is qualified too.
+    for photo.tif.jpg): that source is qualified too. Names that still differ only in case
+    (Photo.jpg and photo.jpg) get a tag from the exact name too (Photo.jpg-1f3a9c.png): written to
+    a case-insensitive disk (macOS, Windows, exFAT cards), one would replace the other.
     """
     plain_keys = [str(p).lower() for p in plain]  # lower: one file on case-insensitive disks
     qualified_keys = [str(q).lower() for q in qualified]
@@ -156,7 +159,18 @@ def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
         for i, key in enumerate(plain_keys):
             if not own[i] and (owners[key] > 1 or key in claimed):
                 own[i] = changed = True
-    return [q if qualified_now else p for p, q, qualified_now in zip(plain, qualified, own)]
+    chosen = [q if qualified_now else p for p, q, qualified_now in zip(plain, qualified, own)]
+    seen: dict[str, int] = {}
+    for key in (str(c).lower() for c in chosen):
+        seen[key] = seen.get(key, 0) + 1
+    return [_case_tagged(c) if seen[str(c).lower()] > 1 else c for c in chosen]
+
+
+def _case_tagged(path: Path) -> Path:
+    """photo.jpg.png -> photo.jpg-<6 hex of the exact name>.png: stable across reruns, so a resumed
+    batch finds it again, and apart from a name that differs only in case."""
+    tag = hashlib.sha1(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return path.with_name(f"{path.stem}-{tag}{path.suffix}")
 
 
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:

@@ -527,3 +527,21 @@ def test_os_errors_name_their_files_and_only_names_too_long_are_shortened(tmp_pa
         os.rename(tmp_path / "missing.png", tmp_path / "b.png")
     except OSError as e:
         assert error_message(e) == f"{tmp_path / 'missing.png'} -> {tmp_path / 'b.png'}: No such file or directory"
+
+
+def test_names_that_differ_only_in_case_get_outputs_apart_on_any_disk(fake_registry, tmp_path):
+    """Photo.jpg and photo.jpg (a Linux folder) written to a case-insensitive disk must not share a
+    file: their outputs differ by more than case, and a rerun finds them both again."""
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "Photo.jpg", "L")
+    save_photo(scans / "photo.jpg", "L")
+    save_photo(scans / "other.jpg", "L")
+    assert run("batch", scans, "-q").exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "box-colorized").iterdir())
+    assert len(names) == 3 and "other.png" in names
+    assert len({n.lower() for n in names}) == 3, names
+    assert all(n.startswith(("Photo.jpg-", "photo.jpg-")) for n in names if n != "other.png")
+    again = run("batch", scans, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(f["status"] for f in json.loads(again.stdout)["files"]) == ["skipped"] * 3
