@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
-                      save_image)
+                      opens_as_image, save_image)
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -92,12 +92,15 @@ def case_insensitive_glob(pattern: str) -> str:
     return "".join(out)
 
 
-def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
+def discover(root: Path, *, recursive: bool, pattern: str | None,
+             not_images: list[Path] | None = None) -> list[Path]:
     """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob
     (matched without regard to case).
 
     Broken links to images and subfolders that cannot be read are listed too: loading them
-    fails, so the batch reports them instead of silently passing them over.
+    fails, so the batch reports them instead of silently passing them over. A file the glob
+    matches but whose extension is not an image's is taken only when it opens as an image;
+    otherwise (a sidecar: IMG_0001.AAE, photo.xmp) it is appended to `not_images`.
     """
     where = case_insensitive_glob(pattern) if pattern else "*"
     walker: Iterable[Path] = root.rglob(where) if recursive else root.glob(where)
@@ -110,9 +113,15 @@ def discover(root: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        wanted = pattern is not None or path.suffix.lower() in IMAGE_EXTENSIONS
-        if wanted and (path.is_file() or (path.is_symlink() and not path.exists())):
+        if not (path.is_file() or (path.is_symlink() and not path.exists())):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS or (pattern is not None and not path.exists()):
             found.add(path)
+        elif pattern is not None:
+            if opens_as_image(path):
+                found.add(path)
+            elif not_images is not None:
+                not_images.append(path)
     if recursive:  # glob passes over folders it cannot list without a word
         for _ in os.walk(root, onerror=lambda error: found.add(Path(error.filename))):
             pass

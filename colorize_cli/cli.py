@@ -673,10 +673,14 @@ def batch_command(
         if problem is not None:
             raise fail(UsageError(f"--contact-sheet {contact_sheet}: {problem}"))
     try:
-        sources = discover(folder, recursive=recursive, pattern=glob)
+        not_images: list[Path] = []
+        sources = discover(folder, recursive=recursive, pattern=glob, not_images=not_images)
         everything = discover(folder, recursive=recursive, pattern=None) if glob else []
     except UsageError as e:
         raise fail(e) from None
+    if not_images and not (quiet or as_json):
+        stderr.print(printable(f"Note: left out {len(not_images)} file(s) matching --glob {glob!r} that are not "
+                               f"images (e.g. {not_images[0]})"), markup=False)
     made = functools.lru_cache(maxsize=None)(made_by_colorize)  # each file's note read once
     if out_dir.resolve().is_relative_to(folder.resolve()):
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)

@@ -173,6 +173,21 @@ def _is_heif(source: str | os.PathLike | bytes) -> bool:
     return header[4:8] == b"ftyp" and header[8:12] in _HEIF_BRANDS
 
 
+def opens_as_image(path: str | os.PathLike) -> bool:
+    """Whether Pillow recognises the file as one of the formats colorize reads (the header only,
+    no pixels decoded). For files whose extension says nothing: a `--glob` match like IMG_0001.AAE
+    or photo.xmp (sidecars) is not a photo, while a JPEG saved without an extension is."""
+    try:
+        with Image.open(path, formats=readable_formats(path)):
+            return True
+    except UnidentifiedImageError:
+        return False
+    except PermissionError:  # cannot tell: taken, so that loading it reports the problem
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read an image file into sRGB pixels at its native bit depth.
 

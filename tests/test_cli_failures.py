@@ -545,3 +545,22 @@ def test_names_that_differ_only_in_case_get_outputs_apart_on_any_disk(fake_regis
     again = run("batch", scans, "--json")
     assert again.exit_code == 0, again.stderr
     assert sorted(f["status"] for f in json.loads(again.stdout)["files"]) == ["skipped"] * 3
+
+
+def test_a_glob_leaves_out_sidecars_but_takes_an_image_without_an_extension(fake_registry, tmp_path):
+    """`--glob 'IMG_*'` over an iPhone export must colour the photos, not fail on their .AAE/.xmp
+    sidecars; a JPEG saved without an extension is still a photo."""
+    from conftest import photo
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "IMG_0001.jpg", "L")
+    (scans / "IMG_0001.AAE").write_text('<?xml version="1.0"?><plist><dict/></plist>')
+    (scans / "IMG_0001.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    Image.fromarray(photo()).convert("L").save(scans / "IMG_0002", format="JPEG")
+    result = run("batch", scans, "--glob", "IMG_*")
+    assert result.exit_code == 0, result.stderr
+    assert "Note: left out 2 file(s) matching --glob 'IMG_*' that are not images" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "box-colorized").iterdir()) == ["IMG_0001.png", "IMG_0002.png"]
+    # Named, a file that is not an image is still an error: only a glob's matches are sorted out.
+    named = run(scans / "IMG_0001.AAE", "-o", tmp_path / "x.png")
+    assert named.exit_code != 0 and len(error_lines(named)) == 1
