@@ -239,6 +239,8 @@ def _falls(records: list[dict], key: str) -> tuple[float, float]:
     ("lab-ddpm", dict(steps=40, prediction="eps"), ["loss"]),
     ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.1)), ["l1", "perceptual"]),
     ("unet-gan", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.5)), ["l1"]),
+    ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, colourfulness_weight=0.1)),
+     ["l1", "cf_gap"]),
     ("latent-cold", dict(steps=80, objective=ObjectiveOptions(vq_fraction=0.5)), ["rec_l1", "dec_l1"]),
     ("unet", dict(steps=60, head="bins"), ["ce"]),
 ])
@@ -268,6 +270,79 @@ def test_each_model_overfits_a_handful_of_images(model, kw, keys, few_dir, tmp_p
     assert list((out / "samples").glob("step-*.png"))
     end = log_records(out, "end")[-1]
     assert end["images_per_s"] > 0 and end["mfu"] is None  # CPU: no peak, MFU n/a
+
+
+def test_training_colourfulness_is_the_bench_metric():
+    """The loss's colourfulness is the one `colorize bench` reports (M3 on 0-255 sRGB)."""
+    from colorize_cli.bench.metrics import colourfulness as bench_colourfulness
+    from colorize_cli.train.objectives import colourfulness
+
+    images = np.stack([colourful(0), colourful(1), grey()])
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    ours = colourfulness(batch)
+    assert ours.shape == (3,)
+    for value, image in zip(ours.tolist(), images):
+        assert value == pytest.approx(bench_colourfulness(image), abs=1e-2)
+    assert ours[2] < 0.1 < 20 < ours[0]
+
+
+class _SharedColour(torch.nn.Module):
+    """A 'model' that paints one ab field on every image: it cannot tell its inputs apart."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.ab = torch.nn.Parameter(torch.zeros(1, 2, size, size))
+
+    def context(self, L):
+        return None
+
+    def unet(self, L, t, context):
+        return self.ab.expand(L.shape[0], -1, -1, -1)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_the_colourfulness_term_commits_an_unsure_model_to_colour(weight):
+    """Two photos alike in grey, one red-left/green-right, the other the mirror: for one prediction
+    of both, L1 is lowest anywhere between the two colours, and from grey it stays grey (the muted
+    median). The colourfulness term makes it commit to colour at no cost in L1."""
+    from colorize_cli.color import normalize_ab
+    from colorize_cli.train.objectives import RegressionLoss, colourfulness, lab_norm_to_rgb
+
+    size = 8
+    red_green = torch.zeros(2, size, size)
+    red_green[0, :, : size // 2], red_green[0, :, size // 2:] = 40.0, -40.0   # a*: red | green
+    ab = normalize_ab(torch.stack([red_green, red_green.flip(-1)]))
+    L = torch.zeros(2, 1, size, size)  # mid grey (normalised L 0 = L* 50)
+    model = _SharedColour(size)
+    loss_fn = RegressionLoss(model, perceptual_weight=0.0, colourfulness_weight=weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.ab.add_(torch.randn_like(model.ab) * 1e-3)  # off the exact median, as real outputs are
+    for _ in range(150):
+        loss, logs, _ = loss_fn(L, ab, ())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    pred = model.ab.detach().expand(2, -1, -1, -1)
+    cf_pred = colourfulness(lab_norm_to_rgb(L, pred))
+    cf_true = colourfulness(lab_norm_to_rgb(L, ab))
+    l1 = (pred - ab).abs().mean()
+    grey_l1 = float(ab.abs().mean())
+    if weight == 0:
+        assert "cf_gap" not in logs and (cf_pred < 2).all() and l1 == pytest.approx(grey_l1, rel=0.02)
+    else:  # about as good as grey on L1 (a little b* and overshoot), and as colourful as the truth
+        assert float(logs["cf_gap"]) < 0.05 and (cf_pred > 0.9 * cf_true).all() and l1 < 1.12 * grey_l1
+
+
+def test_colourfulness_weight_is_refused_where_it_does_nothing(few_dir, tmp_path):
+    for model, head in (("lab-ddpm", "regression"), ("latent-cold", "regression"), ("unet", "bins")):
+        with pytest.raises(TrainingError, match="--colourfulness-weight is for the regression head"):
+            train(options([few_dir], tmp_path / model, model, steps=1, head=head,
+                          objective=ObjectiveOptions(colourfulness_weight=0.5)))
+    with pytest.raises(TrainingError, match="--colourfulness-weight must be a number >= 0"):
+        train(options([few_dir], tmp_path / "neg", "unet", steps=1,
+                      objective=ObjectiveOptions(colourfulness_weight=-1.0)))
 
 
 def test_export_carries_the_frozen_encoder(image_dir, tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 @dataclass
 class ObjectiveOptions:
     perceptual_weight: float = 0.1     # unet / unet-gan: weight of the VGG16 feature loss
+    colourfulness_weight: float = 0.0  # unet / unet-gan: weight of the per-image colourfulness match
     adv_weight: float = 0.01           # unet-gan: weight of the generator's adversarial loss
     gan_start: float = 0.3             # unet-gan: fraction of steps of L1 + perceptual warm-up
     vq_fraction: float = 0.3           # latent-cold: fraction of steps spent on the VQ-VAE
@@ -200,15 +201,34 @@ def lab_norm_to_rgb(L: Tensor, ab: Tensor) -> Tensor:
         return color.lab_to_rgb(lab)
 
 
+def colourfulness(rgb: Tensor) -> Tensor:
+    """Hasler & Süsstrunk's M3 of each image of a (B, 3, H, W) sRGB batch in [0, 1], on the 0-255
+    scale of the bench's `colourfulness` (population σ, signed opponent channels); differentiable."""
+    rgb = rgb.float().flatten(2) * 255.0
+    rg = rgb[:, 0] - rgb[:, 1]
+    yb = 0.5 * (rgb[:, 0] + rgb[:, 1]) - rgb[:, 2]
+    spread = (rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False) + 1e-6).sqrt()
+    offset = (rg.mean(dim=1).square() + yb.mean(dim=1).square() + 1e-6).sqrt()
+    return spread + 0.3 * offset
+
+
 class RegressionLoss(nn.Module):
-    """L1 on ab + perceptual loss on the RGB image; with a discriminator, + adversarial term."""
+    """L1 on ab + perceptual loss on the RGB image; with a discriminator, + adversarial term.
+
+    L1 predicts the median of the plausible colours, which for an unsure pixel is close to grey, so
+    a regression model comes out muted. The colourfulness term (in the spirit of DDColor's
+    colourfulness loss, but matched to each photo's own colourfulness instead of maximised) asks
+    every image to be as colourful as its truth, |CF(pred) - CF(truth)| / 100, and leaves the model
+    to find where the colour costs the least L1.
+    """
 
     def __init__(self, model: OneStepUNet, perceptual_weight: float, disc: nn.Module | None = None,
-                 adv_weight: float = 0.0):
+                 adv_weight: float = 0.0, colourfulness_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.perceptual = Perceptual() if perceptual_weight > 0 else None
         self.perceptual_weight = perceptual_weight
+        self.colourfulness_weight = colourfulness_weight
         self._disc = _hidden(disc) if disc is not None else None
         self.adv_weight = adv_weight
 
@@ -217,11 +237,17 @@ class RegressionLoss(nn.Module):
         pred = self.model.unet(L, None, context).float()
         l1 = (pred - ab).abs().mean()
         loss, logs = l1, {"l1": l1.detach()}
-        if self.perceptual is not None:
+        if self.perceptual is not None or self.colourfulness_weight > 0:
             # ab outside [-1, 1] is clipped by the conversion: pull it back in with the L1 term.
-            p = self.perceptual(lab_norm_to_rgb(L, pred), lab_norm_to_rgb(L, ab))
+            rgb_pred, rgb_true = lab_norm_to_rgb(L, pred), lab_norm_to_rgb(L, ab)
+        if self.perceptual is not None:
+            p = self.perceptual(rgb_pred, rgb_true)
             loss = loss + self.perceptual_weight * p
             logs["perceptual"] = p.detach()
+        if self.colourfulness_weight > 0:
+            cf = (colourfulness(rgb_pred) - colourfulness(rgb_true)).abs().mean() / 100.0
+            loss = loss + self.colourfulness_weight * cf
+            logs["cf_gap"] = cf.detach()
         if self._disc is not None:
             adv = -self._disc[0](torch.cat([L, pred], dim=1)).float().mean()  # hinge generator loss
             loss = loss + self.adv_weight * adv
@@ -350,7 +376,8 @@ class UNetObjective(Objective):
             self.prior = BinPrior(model.ab_centres.float().cpu() * color.AB_SCALE)
             self.loss = BinsLoss(model, self.prior)
         else:
-            self.loss = RegressionLoss(model, options.perceptual_weight)
+            self.loss = RegressionLoss(model, options.perceptual_weight,
+                                       colourfulness_weight=options.colourfulness_weight)
 
     def extra_modules(self):
         return {"prior": self.prior} if self.prior is not None else {}
@@ -366,8 +393,10 @@ class UNetGANObjective(Objective):
             raise TrainingError("unet-gan trains the regression head; use --model unet for --head bins")
         small = model.config.unet.base_channels < 16
         self.disc = PatchDiscriminator(8 if small else 64)
-        self.warmup_loss = RegressionLoss(model, options.perceptual_weight)
-        self.gan_loss = RegressionLoss(model, options.perceptual_weight, self.disc, options.adv_weight)
+        self.warmup_loss = RegressionLoss(model, options.perceptual_weight,
+                                          colourfulness_weight=options.colourfulness_weight)
+        self.gan_loss = RegressionLoss(model, options.perceptual_weight, self.disc, options.adv_weight,
+                                       options.colourfulness_weight)
         self.disc_loss = DiscriminatorLoss(self.disc)
 
     def group_modules(self):
