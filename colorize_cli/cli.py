@@ -601,14 +601,17 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) 
     import fnmatch
 
     from .batch import case_insensitive_glob
-    from .imageio import IMAGE_EXTENSIONS
+    from .imageio import IMAGE_EXTENSIONS, opens_as_image
 
-    def wanted(name: str) -> bool:
+    def wanted(here: str, name: str) -> bool:
         if name.startswith("."):
             return False
-        # the glob's last part, for the names one folder down as in the folder itself
-        return (fnmatch.fnmatchcase(name, case_insensitive_glob(glob.rsplit("/", 1)[-1])) if glob
-                else Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+        if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            # the glob's last part, for the names one folder down as in the folder itself
+            return not glob or fnmatch.fnmatchcase(name, case_insensitive_glob(glob.rsplit("/", 1)[-1]))
+        # as --recursive would take them: a --glob match only if it is an image (not a sidecar)
+        return bool(glob) and fnmatch.fnmatchcase(name, case_insensitive_glob(glob.rsplit("/", 1)[-1])) \
+            and opens_as_image(Path(here) / name)
 
     count, example = 0, None
     skip = out_dir.resolve()
@@ -616,7 +619,7 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) 
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip)
         if Path(here) == folder:
             continue
-        found = sorted(f for f in files if wanted(f))
+        found = sorted(f for f in files if wanted(here, f))
         count += len(found)
         example = example or (Path(here) / found[0] if found else None)
     if count:

@@ -557,9 +557,13 @@ def test_a_glob_leaves_out_sidecars_but_takes_an_image_without_an_extension(fake
     (scans / "IMG_0001.AAE").write_text('<?xml version="1.0"?><plist><dict/></plist>')
     (scans / "IMG_0001.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
     Image.fromarray(photo()).convert("L").save(scans / "IMG_0002", format="JPEG")
+    (scans / "2025").mkdir()  # a subfolder, left out without --recursive: counted without its sidecar
+    save_photo(scans / "2025" / "IMG_0003.jpg", "L")
+    (scans / "2025" / "IMG_0003.AAE").write_text('<?xml version="1.0"?><plist><dict/></plist>')
     result = run("batch", scans, "--glob", "IMG_*")
     assert result.exit_code == 0, result.stderr
     assert "Note: left out 2 file(s) matching --glob 'IMG_*' that are not images" in result.stderr
+    assert "1 image(s) in subfolders are not included" in result.stderr
     assert sorted(p.name for p in (tmp_path / "box-colorized").iterdir()) == ["IMG_0001.png", "IMG_0002.png"]
     # Named, a file that is not an image is still an error: only a glob's matches are sorted out.
     named = run(scans / "IMG_0001.AAE", "-o", tmp_path / "x.png")
