@@ -894,6 +894,9 @@ def train_cli(
     colourfulness_weight: float = typer.Option(
         0.0, "--colourfulness-weight",
         help="unet/unet-gan: weight of the loss that matches each image's colourfulness to its truth's."),
+    chroma_weight: float = typer.Option(
+        0.0, "--chroma-weight",
+        help="unet/unet-gan: weight of the loss that matches each pixel's colour strength |ab| to its truth's."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.0,
                                                help="Minutes to train before a clean stop (resume later)."),
     log_every: int = typer.Option(50, "--log-every", min=1),
@@ -924,7 +927,7 @@ def train_cli(
                                val_every=val_every, ckpt_every=ckpt_every, workers=workers,
                                init_weights=init_weights, perceptual_weight=perceptual_weight,
                                adv_weight=adv_weight, colourfulness_weight=colourfulness_weight,
-                               time_limit=time_limit, log_every=log_every,
+                               chroma_weight=chroma_weight, time_limit=time_limit, log_every=log_every,
                                ema_decay=ema_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
                                val_fraction=val_fraction, peak_tflops=peak_tflops, channels_last=channels_last,
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,

@@ -241,6 +241,8 @@ def _falls(records: list[dict], key: str) -> tuple[float, float]:
     ("unet-gan", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, gan_start=0.5)), ["l1"]),
     ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, colourfulness_weight=0.1)),
      ["l1", "cf_gap"]),
+    ("unet", dict(steps=60, objective=ObjectiveOptions(perceptual_weight=0.0, chroma_weight=0.1)),
+     ["l1", "chroma_gap"]),
     ("latent-cold", dict(steps=80, objective=ObjectiveOptions(vq_fraction=0.5)), ["rec_l1", "dec_l1"]),
     ("unet", dict(steps=60, head="bins"), ["ce"]),
 ])
@@ -300,13 +302,14 @@ class _SharedColour(torch.nn.Module):
         return self.ab.expand(L.shape[0], -1, -1, -1)
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.3])
-def test_the_colourfulness_term_commits_an_unsure_model_to_colour(weight):
+@pytest.mark.parametrize("term, weight", [("colourfulness", 0.0), ("colourfulness", 0.3), ("chroma", 0.3)])
+def test_the_colour_terms_commit_an_unsure_model_to_colour(term, weight):
     """Two photos alike in grey, one red-left/green-right, the other the mirror: for one prediction
     of both, L1 is lowest anywhere between the two colours, and from grey it stays grey (the muted
-    median). The colourfulness term makes it commit to colour at no cost in L1."""
+    median). The colourfulness term (per image) and the chroma term (per pixel) each make it commit
+    to colour at no cost in L1."""
     from colorize_cli.color import normalize_ab
-    from colorize_cli.train.objectives import RegressionLoss, colourfulness, lab_norm_to_rgb
+    from colorize_cli.train.objectives import RegressionLoss, chroma_of, colourfulness, lab_norm_to_rgb
 
     size = 8
     red_green = torch.zeros(2, size, size)
@@ -314,7 +317,7 @@ def test_the_colourfulness_term_commits_an_unsure_model_to_colour(weight):
     ab = normalize_ab(torch.stack([red_green, red_green.flip(-1)]))
     L = torch.zeros(2, 1, size, size)  # mid grey (normalised L 0 = L* 50)
     model = _SharedColour(size)
-    loss_fn = RegressionLoss(model, perceptual_weight=0.0, colourfulness_weight=weight)
+    loss_fn = RegressionLoss(model, perceptual_weight=0.0, **{f"{term}_weight": weight})
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -330,19 +333,26 @@ def test_the_colourfulness_term_commits_an_unsure_model_to_colour(weight):
     l1 = (pred - ab).abs().mean()
     grey_l1 = float(ab.abs().mean())
     if weight == 0:
-        assert "cf_gap" not in logs and (cf_pred < 2).all() and l1 == pytest.approx(grey_l1, rel=0.02)
+        assert not {"cf_gap", "chroma_gap"} & set(logs) and (cf_pred < 2).all()
+        assert l1 == pytest.approx(grey_l1, rel=0.02)
     else:  # about as good as grey on L1 (a little b* and overshoot), and as colourful as the truth
-        assert float(logs["cf_gap"]) < 0.05 and (cf_pred > 0.9 * cf_true).all() and l1 < 1.12 * grey_l1
+        assert (cf_pred > 0.9 * cf_true).all() and l1 < 1.12 * grey_l1
+        if term == "colourfulness":
+            assert float(logs["cf_gap"]) < 0.05 and "chroma_gap" not in logs
+        else:  # every pixel as strong as its truth (whichever of the two hues it took)
+            assert "cf_gap" not in logs
+            assert torch.allclose(chroma_of(pred), chroma_of(ab), rtol=0.1)
 
 
-def test_colourfulness_weight_is_refused_where_it_does_nothing(few_dir, tmp_path):
+@pytest.mark.parametrize("flag", ["colourfulness_weight", "chroma_weight"])
+def test_colour_term_weights_are_refused_where_they_do_nothing(few_dir, tmp_path, flag):
+    name = "--" + flag.replace("_", "-")
     for model, head in (("lab-ddpm", "regression"), ("latent-cold", "regression"), ("unet", "bins")):
-        with pytest.raises(TrainingError, match="--colourfulness-weight is for the regression head"):
+        with pytest.raises(TrainingError, match=f"{name} is for the regression head"):
             train(options([few_dir], tmp_path / model, model, steps=1, head=head,
-                          objective=ObjectiveOptions(colourfulness_weight=0.5)))
-    with pytest.raises(TrainingError, match="--colourfulness-weight must be a number >= 0"):
-        train(options([few_dir], tmp_path / "neg", "unet", steps=1,
-                      objective=ObjectiveOptions(colourfulness_weight=-1.0)))
+                          objective=ObjectiveOptions(**{flag: 0.5})))
+    with pytest.raises(TrainingError, match=f"{name} must be a number >= 0"):
+        train(options([few_dir], tmp_path / "neg", "unet", steps=1, objective=ObjectiveOptions(**{flag: -1.0})))
 
 
 def test_export_carries_the_frozen_encoder(image_dir, tmp_path, monkeypatch):

@@ -144,6 +144,7 @@ def train_command(
     perceptual_weight: float = 0.1,
     adv_weight: float = 0.01,
     colourfulness_weight: float = 0.0,
+    chroma_weight: float = 0.0,
     gan_start: float = 0.3,
     vq_fraction: float = 0.3,
     stage: str = "auto",
@@ -182,7 +183,7 @@ def train_command(
             warmup_steps=warmup_steps, ema_decay=ema_decay, grad_clip=grad_clip, val_fraction=val_fraction,
             peak_tflops=peak_tflops, time_limit=time_limit, channels_last=channels_last,
             objective=ObjectiveOptions(perceptual_weight=perceptual_weight, adv_weight=adv_weight,
-                                       colourfulness_weight=colourfulness_weight,
+                                       colourfulness_weight=colourfulness_weight, chroma_weight=chroma_weight,
                                        gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
                                        encoder_lr_scale=encoder_lr_scale))
         if resume:

@@ -450,12 +450,13 @@ class Trainer:
         for name in ("gan_start", "vq_fraction"):
             if not 0 <= getattr(j, name) <= 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be between 0 and 1 (a share of --steps)")
-        for name in ("perceptual_weight", "adv_weight", "encoder_lr_scale", "colourfulness_weight"):
+        for name in ("perceptual_weight", "adv_weight", "encoder_lr_scale", "colourfulness_weight", "chroma_weight"):
             if not 0 <= getattr(j, name) < float("inf"):
                 raise TrainingError(f"--{name.replace('_', '-')} must be a number >= 0")
-        if j.colourfulness_weight > 0 and (o.model not in ("unet", "unet-gan") or o.head != "regression"):
-            raise TrainingError("--colourfulness-weight is for the regression head of unet and unet-gan "
-                                "(diffusion and the bins head already sample colourful images)")
+        for name in ("colourfulness_weight", "chroma_weight"):
+            if getattr(j, name) > 0 and (o.model not in ("unet", "unet-gan") or o.head != "regression"):
+                raise TrainingError(f"--{name.replace('_', '-')} is for the regression head of unet and unet-gan "
+                                    "(diffusion and the bins head already sample colourful images)")
         if j.stage not in ("auto", "vq", "cold") or (j.stage != "auto" and o.model != "latent-cold"):
             raise TrainingError(f"--stage {j.stage!r}: auto for every model; vq or cold for latent-cold only")
         if o.warmup_steps < 0 or not o.grad_clip >= 0:

@@ -31,6 +31,7 @@ PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 class ObjectiveOptions:
     perceptual_weight: float = 0.1     # unet / unet-gan: weight of the VGG16 feature loss
     colourfulness_weight: float = 0.0  # unet / unet-gan: weight of the per-image colourfulness match
+    chroma_weight: float = 0.0         # unet / unet-gan: weight of the per-pixel chroma match
     adv_weight: float = 0.01           # unet-gan: weight of the generator's adversarial loss
     gan_start: float = 0.3             # unet-gan: fraction of steps of L1 + perceptual warm-up
     vq_fraction: float = 0.3           # latent-cold: fraction of steps spent on the VQ-VAE
@@ -212,6 +213,11 @@ def colourfulness(rgb: Tensor) -> Tensor:
     return spread + 0.3 * offset
 
 
+def chroma_of(ab: Tensor) -> Tensor:
+    """|ab| per pixel of a (B, 2, H, W) batch; the epsilon keeps the gradient finite at grey."""
+    return (ab.float().square().sum(dim=1) + 1e-6).sqrt()
+
+
 class RegressionLoss(nn.Module):
     """L1 on ab + perceptual loss on the RGB image; with a discriminator, + adversarial term.
 
@@ -219,16 +225,19 @@ class RegressionLoss(nn.Module):
     a regression model comes out muted. The colourfulness term (in the spirit of DDColor's
     colourfulness loss, but matched to each photo's own colourfulness instead of maximised) asks
     every image to be as colourful as its truth, |CF(pred) - CF(truth)| / 100, and leaves the model
-    to find where the colour costs the least L1.
+    to find where the colour costs the least L1. The chroma term asks the same of every pixel,
+    |C(pred) - C(truth)| with C = |ab| (normalised): how strong a colour is, not which hue, which
+    is far easier to tell from grey than the hue is, and it keeps the colour where it belongs.
     """
 
     def __init__(self, model: OneStepUNet, perceptual_weight: float, disc: nn.Module | None = None,
-                 adv_weight: float = 0.0, colourfulness_weight: float = 0.0):
+                 adv_weight: float = 0.0, colourfulness_weight: float = 0.0, chroma_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.perceptual = Perceptual() if perceptual_weight > 0 else None
         self.perceptual_weight = perceptual_weight
         self.colourfulness_weight = colourfulness_weight
+        self.chroma_weight = chroma_weight
         self._disc = _hidden(disc) if disc is not None else None
         self.adv_weight = adv_weight
 
@@ -248,6 +257,10 @@ class RegressionLoss(nn.Module):
             cf = (colourfulness(rgb_pred) - colourfulness(rgb_true)).abs().mean() / 100.0
             loss = loss + self.colourfulness_weight * cf
             logs["cf_gap"] = cf.detach()
+        if self.chroma_weight > 0:
+            chroma = (chroma_of(pred) - chroma_of(ab)).abs().mean()
+            loss = loss + self.chroma_weight * chroma
+            logs["chroma_gap"] = chroma.detach()
         if self._disc is not None:
             adv = -self._disc[0](torch.cat([L, pred], dim=1)).float().mean()  # hinge generator loss
             loss = loss + self.adv_weight * adv
@@ -377,7 +390,8 @@ class UNetObjective(Objective):
             self.loss = BinsLoss(model, self.prior)
         else:
             self.loss = RegressionLoss(model, options.perceptual_weight,
-                                       colourfulness_weight=options.colourfulness_weight)
+                                       colourfulness_weight=options.colourfulness_weight,
+                                       chroma_weight=options.chroma_weight)
 
     def extra_modules(self):
         return {"prior": self.prior} if self.prior is not None else {}
@@ -394,9 +408,10 @@ class UNetGANObjective(Objective):
         small = model.config.unet.base_channels < 16
         self.disc = PatchDiscriminator(8 if small else 64)
         self.warmup_loss = RegressionLoss(model, options.perceptual_weight,
-                                          colourfulness_weight=options.colourfulness_weight)
+                                          colourfulness_weight=options.colourfulness_weight,
+                                          chroma_weight=options.chroma_weight)
         self.gan_loss = RegressionLoss(model, options.perceptual_weight, self.disc, options.adv_weight,
-                                       options.colourfulness_weight)
+                                       options.colourfulness_weight, options.chroma_weight)
         self.disc_loss = DiscriminatorLoss(self.disc)
 
     def group_modules(self):
