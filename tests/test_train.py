@@ -209,9 +209,12 @@ def test_user_errors_are_training_errors(tmp_path, image_dir):
         train(options([image_dir], tmp_path / "o4", size=17))
     with pytest.raises(TrainingError, match="no checkpoint"):
         train(options([image_dir], tmp_path / "o5", resume=True))
-    for device in ("gpu", "meta"):
-        with pytest.raises(TrainingError, match="unknown --device"):
+    for device in ("gpu", "meta", "mps:1", "cpu:1"):
+        with pytest.raises(TrainingError, match="unknown device"):
             train(options([image_dir], tmp_path / "o6", device=device))
+    if torch.cuda.device_count() < 8:  # a GPU the machine does not have: said before any work starts
+        with pytest.raises(TrainingError, match="--device cuda:7 was asked for"):
+            train(options([image_dir], tmp_path / "o7", device="cuda:7"))
 
 
 def test_colorize_train_takes_a_numbered_gpu_as_the_module_entry_point_does(few_dir, tmp_path):

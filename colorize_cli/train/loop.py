@@ -138,24 +138,19 @@ class DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """The inference engine's device rules, but `auto` trains on CUDA or the CPU (MPS only when
+    asked), and a bare `cuda` under torchrun is this process's GPU (LOCAL_RANK)."""
+    from ..errors import UsageError
+    from ..pipeline import select_device
+
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", info.local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
-        raise TrainingError("--device mps was asked for but Apple's MPS backend is not available")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda was asked for but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+        device = select_device(name)
+    except UsageError as e:
+        raise TrainingError(str(e)) from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
     return device
 
 
