@@ -17,6 +17,7 @@ with their metadata).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -91,7 +92,7 @@ class Colorizer:
         16 bits, metadata and the provenance note; written atomically, never over the input).
         `output` defaults to `NAME-colorized.png` beside the source; a folder (one that exists, or
         a name without an extension, made if needed) gets `NAME-colorized.png` inside it, as `-o`
-        does. Returns the output's path; raises the error the command line reports (ImageError,
+        does. Of a multi-page TIFF only the first page is coloured (a UserWarning says so). Returns the output's path; raises the error the command line reports (ImageError,
         OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
@@ -106,6 +107,8 @@ class Colorizer:
                              overwrite=overwrite, skip_existing=False, keep_metadata=keep_metadata, hints=parsed)
         if result.status == "failed":
             raise result.error if result.error is not None else RuntimeError(result.reason)
+        if result.pages > 1:  # as the command line's note: the other pages are not in the output
+            warnings.warn(f"{source} has {result.pages} pages; only the first was coloured", stacklevel=2)
         return target
 
 

@@ -39,10 +39,11 @@ class JobResult:
     reason: str | None = None
     error: BaseException | None = None
     had_colour: bool = False     # the input was a toned or colour print, recoloured from its lightness
+    pages: int = 1               # the input's pages (multi-page TIFF) or frames; only the first is coloured
 
     def to_json(self) -> dict:
         return {"source": str(self.source), "status": self.status, "outputs": [str(p) for p in self.outputs],
-                "reason": self.reason, "had_colour": self.had_colour}
+                "reason": self.reason, "had_colour": self.had_colour, "pages": self.pages}
 
 
 def sample_paths(output: Path, samples: int) -> list[Path]:
@@ -322,21 +323,23 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                                    metadata=metadata)
                 futures.setdefault(id(job), []).append(fut)
             for job, image in batch:
-                saves.append((index_of[id(job)], job, futures[id(job)], not image.was_grey and has_colour(image.pixels)))
+                saves.append((index_of[id(job)], job, futures[id(job)],
+                              not image.was_grey and has_colour(image.pixels), image.pages))
             batch.clear()
             _collect(block=False)
 
         def _collect(block: bool) -> None:
             keep = []
-            for index, job, futs, had_colour in saves:
+            for index, job, futs, had_colour, pages in saves:
                 if not block and not all(f.done() for f in futs):
-                    keep.append((index, job, futs, had_colour))
+                    keep.append((index, job, futs, had_colour, pages))
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
                 if errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
-                    finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour))
+                    finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour,
+                                            pages=pages))
             saves[:] = keep
 
         for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):

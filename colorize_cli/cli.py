@@ -266,6 +266,16 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
         what = "it was" if len(coloured) == 1 else "they were"
         stderr.print(printable(f"Note: already in colour (a toned or colour print), so {what} recoloured from "
                                f"the lightness alone: {names}"), markup=False)
+    paged = [r for r in results if r.pages > 1]
+    if paged and not quiet and not as_json:  # a multi-page scan must not look fully done when it is not
+        if len(paged) == 1:
+            what = f"{paged[0].source} has {paged[0].pages} pages; only the first was coloured"
+        else:
+            names = ", ".join(f"{r.source} ({r.pages} pages)" for r in paged[:5])
+            names += f", ... ({len(paged) - 5} more)" if len(paged) > 5 else ""
+            what = f"only the first page was coloured of these multi-page files: {names}"
+        stderr.print(printable(f"Note: {what} (to colour every page, save each as its own image first, "
+                               "e.g. `magick scan.tif page-%d.tif`)"), markup=False)
     if failed:
         if single:
             raise typer.Exit(int(exit_code_for(failed[0].error)) if failed[0].error else int(ExitCode.PARTIAL))

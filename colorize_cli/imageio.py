@@ -132,6 +132,7 @@ class LoadedImage:
     format: str  # Pillow's format name: "JPEG", "PNG", "TIFF", ...
     was_grey: bool  # single-channel source, or all three channels identical
     metadata: ImageMetadata = field(default_factory=ImageMetadata)  # what a colouring carries over
+    pages: int = 1  # pages of a multi-page TIFF (frames of an animation); only the first is read
 
 
 # --------------------------------------------------------------------------- reading
@@ -219,6 +220,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             with open(path, "rb") as file, Image.open(file, formats=formats) as im:
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
+                pages = max(1, int(getattr(im, "n_frames", 1) or 1))
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
                 # for the resolution's axes.
                 tiff_orientation = _exif_orientation(im) if fmt == "TIFF" else 1
@@ -248,7 +250,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     alpha = None if alpha is None else _orient(alpha, orientation)
     was_grey = was_grey or _channels_equal(pixels)
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
-    return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey, metadata)
+    return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey, metadata, pages)
 
 
 def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -162,6 +163,17 @@ def test_colorize_file_into_a_folder_names_the_output_as_the_command_line_does(c
     assert run(src, "-o", tmp_path / "cli", "--size", "32", "--device", "cpu").exit_code == 0
     np.testing.assert_array_equal(load_image(existing / "scan-colorized.png").pixels,
                                   load_image(tmp_path / "cli" / "scan-colorized.png").pixels)
+
+
+def test_colorize_file_warns_that_only_the_first_page_of_a_multi_page_tiff_is_coloured(colorizer, tmp_path):
+    pages = [Image.fromarray(np.full((24, 32), 50 * (i + 1), np.uint8)) for i in range(2)]
+    pages[0].save(tmp_path / "album.tif", save_all=True, append_images=pages[1:])
+    with pytest.warns(UserWarning, match="album.tif has 2 pages; only the first was coloured"):
+        colorizer.colorize_file(tmp_path / "album.tif", tmp_path / "album.png")
+    save_photo(tmp_path / "one.tif", "L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        colorizer.colorize_file(tmp_path / "one.tif", tmp_path / "one.png")
 
 
 def test_wide_pillow_modes_keep_the_photos_lightness(colorizer):

@@ -471,6 +471,26 @@ def test_inputs_already_in_colour_are_noted_not_refused(tmp_path, tiny_weights):
     assert flags == {"grey.png": False, "colour.png": True}
 
 
+def test_a_multi_page_scan_says_that_only_its_first_page_was_coloured(tmp_path, tiny_weights):
+    """Pages beyond the first are not coloured: that must not pass as a finished scan."""
+    from PIL import Image
+
+    folder = tmp_path / "box"
+    folder.mkdir()
+    pages = [Image.fromarray(np.full((24, 32), 60 * (i + 1), np.uint8)) for i in range(3)]
+    pages[0].save(folder / "album.tif", save_all=True, append_images=pages[1:])
+    save_photo(folder / "single.tif", "L")
+    single = run(folder / "album.tif", "--weights", tiny_weights["unet"], "-o", tmp_path / "album.png")
+    assert single.exit_code == 0, single.stderr
+    assert "Note: " in single.stderr and "album.tif has 3 pages; only the first was coloured" in single.stderr
+    result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--json")
+    pages_of = {Path(f["source"]).name: f["pages"] for f in json.loads(result.stdout)["files"]}
+    assert pages_of == {"album.tif": 3, "single.tif": 1}
+    plain = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out2")
+    note = plain.stderr.split("Note: ")[-1]
+    assert "album.tif has 3 pages" in note and "single.tif" not in note
+
+
 def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
     box = tmp_path / "box"
     (box / "sub").mkdir(parents=True)
