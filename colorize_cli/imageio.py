@@ -132,7 +132,7 @@ class LoadedImage:
     format: str  # Pillow's format name: "JPEG", "PNG", "TIFF", ...
     was_grey: bool  # single-channel source, or all three channels identical
     metadata: ImageMetadata = field(default_factory=ImageMetadata)  # what a colouring carries over
-    pages: int = 1  # pages of a multi-page TIFF (frames of an animation); only the first is read
+    pages: int = 1  # full-size pages of a multi-page TIFF; only the first is read
 
 
 # --------------------------------------------------------------------------- reading
@@ -220,7 +220,6 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             with open(path, "rb") as file, Image.open(file, formats=formats) as im:
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
-                pages = max(1, int(getattr(im, "n_frames", 1) or 1))
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
                 # for the resolution's axes.
                 tiff_orientation = _exif_orientation(im) if fmt == "TIFF" else 1
@@ -228,6 +227,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                 # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
                 orientation = _exif_orientation(im)
                 metadata = read_metadata(im, orientation if orientation != 1 else tiff_orientation)
+                pages = _tiff_pages(im) if fmt == "TIFF" else 1  # last: it seeks through the file
         except (ImageError, MemoryError):
             raise
         except Image.DecompressionBombError as exc:
@@ -299,6 +299,20 @@ def _check_pixel_limit(path: Path, size: tuple[int, int], max_pixels: int | None
             f"Cannot read {path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
             f"over the limit of {max_pixels / 1e6:.1f} megapixels."
         )
+
+
+def _tiff_pages(im: Image.Image) -> int:
+    """Full-size pages of a TIFF: a scanner's reduced-resolution preview (NewSubfileType bit 0) is
+    not a page. Other formats' extra frames (a JPEG's MPO preview, an animation) are not counted.
+    A broken page directory ends the count: the first page was read, and that is what is coloured."""
+    pages = 0
+    try:
+        for index in range(int(getattr(im, "n_frames", 1) or 1)):
+            im.seek(index)
+            pages += not int(im.tag_v2.get(254, 0)) & 1
+    except Exception:  # Pillow raises many types on a corrupt directory
+        pass
+    return max(1, pages)
 
 
 def _exif_orientation(im: Image.Image) -> int:

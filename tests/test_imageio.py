@@ -484,3 +484,31 @@ def test_write_creates_parent_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / "nested" / "dir" / "o.png"
     save_image(path, _rgb8())
     assert os.listdir(path.parent) == ["o.png"]
+
+
+def _tiff_with_pages(path: Path, frames: list[tuple[Image.Image, dict]]) -> Path:
+    """A TIFF whose pages each carry their own tags (Pillow's save_all gives every page the same)."""
+    from PIL import TiffImagePlugin
+
+    with open(path, "w+b") as fp, TiffImagePlugin.AppendingTiffWriter(fp) as writer:
+        for frame, tags in frames:
+            frame.encoderinfo, frame.encoderconfig = {"tiffinfo": tags, "dpi": (300, 300)}, ()
+            TiffImagePlugin._save(frame, writer, str(path))
+            writer.newFrame()
+    return path
+
+
+def test_a_tiff_counts_its_full_size_pages_and_keeps_the_first_pages_pixels_and_tags(tmp_path):
+    first = Image.fromarray(np.tile(np.arange(60, dtype=np.uint8) * 4, (40, 1)))
+    second = Image.fromarray(np.full((40, 60), 200, np.uint8))
+    preview = first.resize((15, 10))
+    album = _tiff_with_pages(tmp_path / "album.tif",
+                             [(first, {270: "page one"}), (second, {270: "page two"}), (preview, {254: 1})])
+    loaded = imageio.load_image(album)
+    assert loaded.pages == 2  # the scanner's reduced-resolution preview is not a page
+    np.testing.assert_array_equal(loaded.pixels[..., 0], np.asarray(first))
+    assert loaded.metadata.dpi == (300, 300) and loaded.metadata.tags.get(270) == "page one"
+    single = _tiff_with_pages(tmp_path / "scan.tif", [(first, {}), (preview, {254: 1})])
+    assert imageio.load_image(single).pages == 1
+    first.save(tmp_path / "plain.png")
+    assert imageio.load_image(tmp_path / "plain.png").pages == 1
