@@ -92,7 +92,8 @@ class Colorizer:
         16 bits, metadata and the provenance note; written atomically, never over the input).
         `output` defaults to `NAME-colorized.png` beside the source; a folder (one that exists, or
         a name without an extension, made if needed) gets `NAME-colorized.png` inside it, as `-o`
-        does. Of a multi-page TIFF only the first page is coloured (a UserWarning says so). Returns the output's path; raises the error the command line reports (ImageError,
+        does. A multi-page TIFF has every page coloured into a TIFF output; into any other format,
+        only the first (a UserWarning says so). Returns the output's path; raises the error the command line reports (ImageError,
         OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
@@ -107,8 +108,9 @@ class Colorizer:
                              overwrite=overwrite, skip_existing=False, keep_metadata=keep_metadata, hints=parsed)
         if result.status == "failed":
             raise result.error if result.error is not None else RuntimeError(result.reason)
-        if result.pages > 1:  # as the command line's note: the other pages are not in the output
-            warnings.warn(f"{source} has {result.pages} pages; only the first was coloured", stacklevel=2)
+        if result.pages_coloured < result.pages:  # as the command line's note
+            warnings.warn(f"{source} has {result.pages} pages; only the first was coloured, as "
+                          f"{target.suffix} holds one page (a .tif output gets every page)", stacklevel=2)
         return target
 
 

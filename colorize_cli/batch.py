@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
-                      opens_as_image, save_image)
+                      opens_as_image, output_format, save_image)
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -39,11 +39,13 @@ class JobResult:
     reason: str | None = None
     error: BaseException | None = None
     had_colour: bool = False     # the input was a toned or colour print, recoloured from its lightness
-    pages: int = 1               # the input's pages (multi-page TIFF) or frames; only the first is coloured
+    pages: int = 1               # full-size pages of the input (a multi-page TIFF has several)
+    pages_coloured: int = 1      # all of them into a TIFF output; only the first into other formats
 
     def to_json(self) -> dict:
         return {"source": str(self.source), "status": self.status, "outputs": [str(p) for p in self.outputs],
-                "reason": self.reason, "had_colour": self.had_colour, "pages": self.pages}
+                "reason": self.reason, "had_colour": self.had_colour, "pages": self.pages,
+                "pages_coloured": self.pages_coloured}
 
 
 def sample_paths(output: Path, samples: int) -> list[Path]:
@@ -183,19 +185,28 @@ def _case_tagged(path: Path) -> Path:
     return path.with_name(f"{path.stem}-{tag}{path.suffix}")
 
 
+def load_job_pages(job: Job) -> list[LoadedImage]:
+    """The pages a job colours: every page of a multi-page TIFF when its outputs are TIFFs (which
+    hold pages), else the first (the run says so)."""
+    first = load_image(job.source)
+    if first.pages == 1 or any(output_format(p) != "TIFF" for p in job.outputs):
+        return [first]
+    return [first] + [load_image(job.source, page=i) for i in range(1, first.pages)]
+
+
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:
-    """Yield (job, future of its loaded image), keeping up to `ahead` loads in flight."""
+    """Yield (job, future of its loaded pages), keeping up to `ahead` loads in flight."""
     pending: list[tuple[Job, Future]] = []
     it = iter(jobs)
     for job in it:
-        pending.append((job, executor.submit(load_image, job.source)))
+        pending.append((job, executor.submit(load_job_pages, job)))
         if len(pending) >= ahead:
             break
     while pending:
         job, fut = pending.pop(0)
         nxt = next(it, None)
         if nxt is not None:
-            pending.append((nxt, executor.submit(load_image, nxt.source)))
+            pending.append((nxt, executor.submit(load_job_pages, nxt)))
         yield job, fut
 
 
@@ -278,16 +289,17 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     index_of = {id(job): index for index, job in todo}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
-        saves: list[tuple[int, Job, list[Future], bool]] = []
+        saves: list[tuple[int, Job, list[Future], bool, int, int]] = []
         notes: dict[int, str] = {}  # sample index -> the outputs' Software note
-        batch: list[tuple[Job, LoadedImage]] = []
+        batch: list[tuple[Job, list[LoadedImage]]] = []  # a job and its pages (see load_job_pages)
 
         def flush() -> None:
             if not batch:
                 return
-            pixels, seeds, sample_ids, owners = [], [], [], []
-            for job, image in list(batch):
-                try:
+            pixels, seeds, sample_ids, owners, page_hints = [], [], [], [], []
+            for job, pages in list(batch):
+                image = pages[0]
+                try:  # hints are for the first page (the photo they were given for)
                     for hint in hints:
                         hint.position(image.pixels.shape[1], image.pixels.shape[0])
                 except ValueError as e:
@@ -298,13 +310,15 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 for k in range(samples):
                     if skip_existing and not overwrite and job.outputs[k].exists():
                         continue  # a resumed batch keeps (and does not recolour) the samples already written
-                    pixels.append(image.pixels)
-                    seeds.append(seed)
-                    sample_ids.append(k)
-                    owners.append((job, image, k))
+                    for number, page in enumerate(pages):
+                        pixels.append(page.pixels)
+                        seeds.append(seed)
+                        sample_ids.append(k)
+                        owners.append((job, number, k))
+                        page_hints.append(hints if number == 0 else [])
             try:
                 outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, saturation=saturation,
-                                              seeds=seeds, samples=sample_ids, hints=[hints] * len(pixels),
+                                              seeds=seeds, samples=sample_ids, hints=page_hints,
                                               batch_size=batch_size * samples,
                                               step_progress=on_step)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
@@ -314,41 +328,51 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 return
             from .color import has_colour
 
+            coloured: dict[tuple[int, int], list] = {}  # (job, sample) -> its pages' colourings, in order
+            for (job, number, k), out in zip(owners, outs):
+                coloured.setdefault((id(job), k), []).append(out)
             futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
-            for (job, image, k), out in zip(owners, outs):
-                if k not in notes:  # the note depends on the sample only: make it once per run
-                    notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
-                metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(notes[k])
-                fut = saver.submit(save_image, job.outputs[k], out, image.alpha, overwrite=overwrite, source=job.source,
-                                   metadata=metadata)
-                futures.setdefault(id(job), []).append(fut)
-            for job, image in batch:
+            for job, pages in batch:
+                image = pages[0]
+                for k in range(samples):
+                    if (id(job), k) not in coloured:
+                        continue
+                    if k not in notes:  # the note depends on the sample only: make it once per run
+                        notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
+                    metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(notes[k])
+                    first, *more = coloured[(id(job), k)]
+                    fut = saver.submit(save_image, job.outputs[k], first, image.alpha, overwrite=overwrite,
+                                       source=job.source, metadata=metadata,
+                                       more_pages=[(out, page.alpha) for out, page in zip(more, pages[1:])])
+                    futures[id(job)].append(fut)
                 saves.append((index_of[id(job)], job, futures[id(job)],
-                              not image.was_grey and has_colour(image.pixels), image.pages))
+                              any(not page.was_grey and has_colour(page.pixels) for page in pages),
+                              image.pages, len(pages)))
             batch.clear()
             _collect(block=False)
 
         def _collect(block: bool) -> None:
             keep = []
-            for index, job, futs, had_colour, pages in saves:
+            for entry in saves:
+                index, job, futs, had_colour, pages, pages_coloured = entry
                 if not block and not all(f.done() for f in futs):
-                    keep.append((index, job, futs, had_colour, pages))
+                    keep.append(entry)
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
                 if errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
                     finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour,
-                                            pages=pages))
+                                            pages=pages, pages_coloured=pages_coloured))
             saves[:] = keep
 
         for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):
             try:
-                image = fut.result()
+                pages = fut.result()
             except Exception as e:  # recorded per file; the batch goes on
                 finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
                 continue
-            batch.append((job, image))
+            batch.append((job, pages))
             if len(batch) >= batch_size:
                 flush()
         flush()

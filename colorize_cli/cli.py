@@ -250,7 +250,7 @@ def _stdout_to_devnull() -> None:
         sys.stdout = devnull
 
 
-def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
+def _summarise(results, as_json: bool, quiet: bool, single: bool, tiff_how: str = "-o NAME.tif") -> None:
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
     failed = [r for r in results if r.status == "failed"]
@@ -266,7 +266,7 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
         what = "it was" if len(coloured) == 1 else "they were"
         stderr.print(printable(f"Note: already in colour (a toned or colour print), so {what} recoloured from "
                                f"the lightness alone: {names}"), markup=False)
-    paged = [r for r in results if r.pages > 1]
+    paged = [r for r in results if r.pages_coloured < r.pages]
     if paged and not quiet and not as_json:  # a multi-page scan must not look fully done when it is not
         if len(paged) == 1:
             what = f"{paged[0].source} has {paged[0].pages} pages; only the first was coloured"
@@ -274,8 +274,8 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool) -> None:
             names = ", ".join(f"{r.source} ({r.pages} pages)" for r in paged[:5])
             names += f", ... ({len(paged) - 5} more)" if len(paged) > 5 else ""
             what = f"only the first page was coloured of these multi-page files: {names}"
-        stderr.print(printable(f"Note: {what} (to colour every page, save each as its own image first, "
-                               "e.g. `magick scan.tif page-%d.tif`)"), markup=False)
+        stderr.print(printable(f"Note: {what}, as {paged[0].outputs[0].suffix or 'that format'} holds one "
+                               f"page; a TIFF output ({tiff_how}) gets every page coloured"), markup=False)
     if failed:
         if single:
             raise typer.Exit(int(exit_code_for(failed[0].error)) if failed[0].error else int(ExitCode.PARTIAL))
@@ -370,7 +370,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
         _write_contact_sheet(results, contact_sheet, root, quiet or as_json)
     if skip_existing and given_settings and not (quiet or as_json):
         _mention_outputs_made_otherwise(results, given_settings)
-    _summarise(results, as_json, quiet, single)
+    _summarise(results, as_json, quiet, single, tiff_how="--format tif" if skip_existing else "-o NAME.tif")
 
 
 def _mention_outputs_made_otherwise(results, given: dict[str, str]) -> None:

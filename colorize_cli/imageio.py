@@ -30,7 +30,7 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,8 +189,9 @@ def opens_as_image(path: str | os.PathLike) -> bool:
         return False
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read an image file into sRGB pixels at its native bit depth.
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, page: int = 0) -> LoadedImage:
+    """Read an image file into sRGB pixels at its native bit depth; of a multi-page TIFF, the
+    full-size page `page` (from 0; `pages` says how many there are).
 
     Raises ImageError for anything that is not a readable image and ImageTooLargeError when
     width * height exceeds `max_pixels` (None: no limit).
@@ -218,6 +219,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             # Through a file object: opened by name, Pillow memory-maps an uncompressed TIFF and
             # reads a turned one (orientation 5-8) with the turned size: stripes (Pillow 13).
             with open(path, "rb") as file, Image.open(file, formats=formats) as im:
+                if page:
+                    _seek_page(im, path, page)
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
@@ -301,18 +304,37 @@ def _check_pixel_limit(path: Path, size: tuple[int, int], max_pixels: int | None
         )
 
 
-def _tiff_pages(im: Image.Image) -> int:
-    """Full-size pages of a TIFF: a scanner's reduced-resolution preview (NewSubfileType bit 0) is
-    not a page. Other formats' extra frames (a JPEG's MPO preview, an animation) are not counted.
-    A broken page directory ends the count: the first page was read, and that is what is coloured."""
-    pages = 0
+def load_pages(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[LoadedImage]:
+    """Every full-size page of a multi-page TIFF (one image for any other file)."""
+    first = load_image(path, max_pixels)
+    return [first] + [load_image(path, max_pixels, page=i) for i in range(1, first.pages)]
+
+
+def _full_size_frames(im: Image.Image) -> list[int]:
+    """Frame numbers of a TIFF's full-size pages: a scanner's reduced-resolution preview
+    (NewSubfileType bit 0) is not a page. Ends at a broken page directory."""
+    frames = []
     try:
         for index in range(int(getattr(im, "n_frames", 1) or 1)):
             im.seek(index)
-            pages += not int(im.tag_v2.get(254, 0)) & 1
+            if not int(im.tag_v2.get(254, 0)) & 1:
+                frames.append(index)
     except Exception:  # Pillow raises many types on a corrupt directory
         pass
-    return max(1, pages)
+    return frames
+
+
+def _seek_page(im: Image.Image, path: Path, page: int) -> None:
+    frames = _full_size_frames(im) if im.format == "TIFF" else [0]
+    if page >= len(frames):
+        raise ImageError(f"Cannot read page {page + 1} of {path}: it has {max(1, len(frames))}.")
+    im.seek(frames[page])
+
+
+def _tiff_pages(im: Image.Image) -> int:
+    """Full-size pages of a TIFF (see `_full_size_frames`). Other formats' extra frames (a JPEG's
+    MPO preview, an animation) are not counted; the first page was read, so at least 1."""
+    return max(1, len(_full_size_frames(im)))
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -441,6 +463,8 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     im.load()
     high = np.asarray(im)
     with open(path, "rb") as file, Image.open(file, formats=(im.format,)) as again:  # no mmap: see load_image
+        if im.tell():
+            again.seek(im.tell())  # the same page of a multi-page TIFF
         again.tile = [_swap_byte_order(t) for t in tiles]
         again.load()
         low = np.asarray(again)
@@ -547,17 +571,22 @@ def save_image(
     overwrite: bool = False,
     source: str | os.PathLike | None = None,
     metadata: ImageMetadata | None = None,
+    more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = (),
 ) -> None:
     """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
 
     The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
     and rounded to 8 bits for the others. Alpha is kept for PNG, TIFF, WebP, AVIF and HEIF.
     `metadata` is written as far as the format holds it (see `metadata.py`).
-    Missing parent directories are created.
+    `more_pages` ((pixels, alpha) pairs) follow as pages 2, 3, ... of a TIFF (at 16 bits if the
+    first page is). Missing parent directories are created.
     """
     path = Path(path)
     fmt = output_format(path)
+    if more_pages and fmt != "TIFF":
+        raise ValueError(f"only a TIFF holds several pages, not {path.name}")
     pixels, alpha = _check_arrays(path, pixels, alpha)
+    more_pages = [_check_arrays(path, *page) for page in more_pages]
     if source is not None and _same_file(path, Path(source)):
         raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
     if path.exists() and not overwrite:
@@ -573,7 +602,7 @@ def save_image(
         raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
     try:
         with handle:
-            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata)
+            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata, more_pages)
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
@@ -651,13 +680,19 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
 
 
 def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
-            metadata: ImageMetadata | None) -> None:
+            metadata: ImageMetadata | None, more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
     if pixels.dtype == np.uint16 and fmt == "PNG":
         _write_png16(handle, pixels, alpha, metadata)
     elif pixels.dtype == np.uint16 and fmt == "TIFF":
-        _write_tiff16(handle, pixels, alpha, metadata)
+        _write_tiff16(handle, pixels, alpha, metadata, [(_to_uint16(p), None if a is None else _to_uint16(a))
+                                                        for p, a in more_pages])
     else:
-        _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
+        _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata,
+                      [(to_uint8(p), None if a is None else to_uint8(a)) for p, a in more_pages])
+
+
+def _to_uint16(values: np.ndarray) -> np.ndarray:
+    return values if values.dtype == np.uint16 else values.astype(np.uint16) * 257
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -668,11 +703,21 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
-                  metadata: ImageMetadata | None) -> None:
-    im = Image.fromarray(pixels)
-    if alpha is not None:
-        im.putalpha(Image.fromarray(alpha))
+                  metadata: ImageMetadata | None, more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
+    def pillow_image(page: np.ndarray, page_alpha: np.ndarray | None) -> Image.Image:
+        image = Image.fromarray(page)
+        if page_alpha is not None:
+            image.putalpha(Image.fromarray(page_alpha))
+        return image
+
+    im = pillow_image(pixels, alpha)
     options = pillow_save_options(fmt, metadata, im.size)
+    if more_pages:  # TIFF only (see save_image): every page gets the same tags
+        options.update(save_all=True, append_images=[pillow_image(p, a) for p, a in more_pages])
+        buffer = io.BytesIO()  # Pillow's page appender reads back what it wrote; the temp file is write-only
+        im.save(buffer, format=fmt, **options)
+        handle.write(buffer.getbuffer())
+        return
     if fmt in _QUALITY:
         options["quality"] = _QUALITY[fmt]
     if fmt == "PNG":
@@ -753,11 +798,36 @@ def _tiff_entry(tag: int, kind: int, values: list[int] | bytes) -> tuple[int, in
 
 
 def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
-                  metadata: ImageMetadata | None = None) -> None:
-    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip.
+                  metadata: ImageMetadata | None = None,
+                  more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
+    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip per page.
 
-    Of `metadata` it writes the resolution, the main IFD's text tags and XMP (no EXIF sub-IFDs).
+    Of `metadata` it writes the resolution, the main IFD's text tags and XMP (no EXIF sub-IFDs),
+    on every page.
     """
+    pages = [(pixels, alpha), *more_pages]
+    handle.write(b"II*\0" + struct.pack("<I", 8))
+    offset = 8
+    for number, (page, page_alpha) in enumerate(pages):
+        entries, values, strip_bytes = _tiff16_directory(page, page_alpha, metadata, offset)
+        end = offset + len(entries) + 4 + len(values) + strip_bytes
+        end += end % 2  # the next directory starts on a word boundary
+        if end >= 1 << 32:
+            raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
+        following = end if number + 1 < len(pages) else 0
+        handle.write(entries + struct.pack("<I", following) + values)
+        rows = _rows_per_block(page.shape[1])
+        for y in range(0, page.shape[0], rows):
+            block = _with_alpha(page[y : y + rows], page_alpha, y)
+            handle.write(np.ascontiguousarray(block, dtype="<u2").tobytes())
+        handle.write(b"\0" * (end - offset - len(entries) - 4 - len(values) - strip_bytes))
+        offset = end
+
+
+def _tiff16_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata | None,
+                      offset: int) -> tuple[bytes, bytes, int]:
+    """One page's IFD placed at `offset`: its entries, then (after the 4-byte next-IFD pointer the
+    caller writes) the values they point to, then its strip. Returns (entries, values, strip length)."""
     height, width, _ = pixels.shape
     channels = 3 if alpha is None else 4
     strip_bytes = width * height * channels * 2
@@ -785,8 +855,7 @@ def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarr
         entries.append(_tiff_entry(_TIFF_XMP, _BYTE, metadata.xmp))
     entries.sort(key=lambda e: e[0])  # TIFF requires ascending tag order
 
-    ifd_offset = 8
-    extra_offset = ifd_offset + 2 + 12 * len(entries) + 4
+    extra_offset = offset + 2 + 12 * len(entries) + 4
     placed, extra = [], b""
     for tag, kind, count, payload in entries:
         if len(payload) <= 4:
@@ -798,18 +867,7 @@ def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarr
     data_offset = extra_offset + len(extra)
     if data_offset + strip_bytes >= 1 << 32:
         raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
-    entries = [
-        (tag, kind, count, struct.pack("<I", data_offset) if tag == 273 else value)
-        for tag, kind, count, value in placed
-    ]
-
-    handle.write(b"II*\0" + struct.pack("<I", ifd_offset))
-    handle.write(struct.pack("<H", len(entries)))
-    for tag, kind, count, value in entries:
-        handle.write(struct.pack("<HHI", tag, kind, count) + value)
-    handle.write(struct.pack("<I", 0))  # no further IFDs
-    handle.write(extra)
-    rows = _rows_per_block(width)
-    for y in range(0, height, rows):
-        block = _with_alpha(pixels[y : y + rows], alpha, y)
-        handle.write(np.ascontiguousarray(block, dtype="<u2").tobytes())
+    ifd = struct.pack("<H", len(placed))
+    for tag, kind, count, value in placed:
+        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", data_offset) if tag == 273 else value)
+    return ifd, extra, strip_bytes

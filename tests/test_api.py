@@ -165,15 +165,17 @@ def test_colorize_file_into_a_folder_names_the_output_as_the_command_line_does(c
                                   load_image(tmp_path / "cli" / "scan-colorized.png").pixels)
 
 
-def test_colorize_file_warns_that_only_the_first_page_of_a_multi_page_tiff_is_coloured(colorizer, tmp_path):
+def test_colorize_file_colours_every_page_into_a_tiff_and_warns_when_the_output_holds_one(colorizer, tmp_path):
+    from colorize_cli.imageio import load_pages
+
     pages = [Image.fromarray(np.full((24, 32), 50 * (i + 1), np.uint8)) for i in range(2)]
     pages[0].save(tmp_path / "album.tif", save_all=True, append_images=pages[1:])
     with pytest.warns(UserWarning, match="album.tif has 2 pages; only the first was coloured"):
         colorizer.colorize_file(tmp_path / "album.tif", tmp_path / "album.png")
-    save_photo(tmp_path / "one.tif", "L")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        colorizer.colorize_file(tmp_path / "one.tif", tmp_path / "one.png")
+        colorizer.colorize_file(tmp_path / "album.tif", tmp_path / "album-colour.tif")
+    assert len(load_pages(tmp_path / "album-colour.tif")) == 2
 
 
 def test_wide_pillow_modes_keep_the_photos_lightness(colorizer):

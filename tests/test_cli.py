@@ -471,24 +471,43 @@ def test_inputs_already_in_colour_are_noted_not_refused(tmp_path, tiny_weights):
     assert flags == {"grey.png": False, "colour.png": True}
 
 
-def test_a_multi_page_scan_says_that_only_its_first_page_was_coloured(tmp_path, tiny_weights):
-    """Pages beyond the first are not coloured: that must not pass as a finished scan."""
+def test_a_multi_page_scan_is_coloured_page_by_page_into_a_tiff_and_says_so_into_other_formats(tmp_path,
+                                                                                               tiny_weights):
+    """A TIFF output holds every page coloured; a PNG holds one, and that must not pass as done."""
     from PIL import Image
+
+    from colorize_cli.imageio import load_pages
 
     folder = tmp_path / "box"
     folder.mkdir()
-    pages = [Image.fromarray(np.full((24, 32), 60 * (i + 1), np.uint8)) for i in range(3)]
-    pages[0].save(folder / "album.tif", save_all=True, append_images=pages[1:])
+    shades = [60, 120, 180]
+    pages = [Image.fromarray(np.full((24, 32 + 8 * i), shade, np.uint8)) for i, shade in enumerate(shades)]
+    pages[0].save(folder / "album.tif", save_all=True, append_images=pages[1:], dpi=(600, 600))
     save_photo(folder / "single.tif", "L")
-    single = run(folder / "album.tif", "--weights", tiny_weights["unet"], "-o", tmp_path / "album.png")
-    assert single.exit_code == 0, single.stderr
-    assert "Note: " in single.stderr and "album.tif has 3 pages; only the first was coloured" in single.stderr
+
+    whole = run(folder / "album.tif", "--weights", tiny_weights["unet"], "-o", tmp_path / "album.tif", "--json")
+    assert whole.exit_code == 0, whole.stderr
+    (entry,) = json.loads(whole.stdout)["files"]
+    assert entry["pages"] == entry["pages_coloured"] == 3 and "Note:" not in whole.stderr
+    coloured = load_pages(tmp_path / "album.tif")
+    assert [p.pixels.shape[:2] for p in coloured] == [(24, 32), (24, 40), (24, 48)]
+    assert coloured[0].metadata.dpi == (600, 600)
+    for page, shade in zip(coloured, shades):  # each page keeps its own lightness
+        assert abs(float(page.pixels.astype(float).mean()) - shade) < 12
+
+    first = run(folder / "album.tif", "--weights", tiny_weights["unet"], "-o", tmp_path / "album.png")
+    assert first.exit_code == 0, first.stderr
+    assert "album.tif has 3 pages; only the first was coloured" in first.stderr and "-o NAME.tif" in first.stderr
+
     result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--json")
-    pages_of = {Path(f["source"]).name: f["pages"] for f in json.loads(result.stdout)["files"]}
-    assert pages_of == {"album.tif": 3, "single.tif": 1}
+    counts = {Path(f["source"]).name: (f["pages"], f["pages_coloured"]) for f in json.loads(result.stdout)["files"]}
+    assert counts == {"album.tif": (3, 1), "single.tif": (1, 1)}
     plain = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out2")
     note = plain.stderr.split("Note: ")[-1]
-    assert "album.tif has 3 pages" in note and "single.tif" not in note
+    assert "album.tif has 3 pages" in note and "--format tif" in note and "single.tif" not in note
+    tiffs = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out3", "--format", "tif")
+    assert tiffs.exit_code == 0 and "Note:" not in tiffs.stderr
+    assert len(load_pages(tmp_path / "out3" / "album.tif")) == 3
 
 
 def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):

@@ -512,3 +512,29 @@ def test_a_tiff_counts_its_full_size_pages_and_keeps_the_first_pages_pixels_and_
     assert imageio.load_image(single).pages == 1
     first.save(tmp_path / "plain.png")
     assert imageio.load_image(tmp_path / "plain.png").pages == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pages_written_to_a_tiff_read_back_exactly(tmp_path, dtype):
+    from colorize_cli.metadata import ImageMetadata
+
+    rng = np.random.default_rng(0)
+    top = np.iinfo(dtype).max
+    first = rng.integers(0, top, (20, 30, 3), dtype=dtype, endpoint=True)
+    second = rng.integers(0, top, (25, 10, 3), dtype=dtype, endpoint=True)
+    second_alpha = rng.integers(0, top, (25, 10), dtype=dtype, endpoint=True)
+    third = rng.integers(0, top, (5, 7, 3), dtype=dtype, endpoint=True)
+    path = tmp_path / "pages.tif"
+    imageio.save_image(path, first, None, metadata=ImageMetadata(dpi=(300, 300)),
+                       more_pages=[(second, second_alpha), (third, None)])
+    pages = imageio.load_pages(path)
+    assert [p.pages for p in pages] == [3, 3, 3] and all(p.pixels.dtype == dtype for p in pages)
+    np.testing.assert_array_equal(pages[0].pixels, first)
+    np.testing.assert_array_equal(pages[1].pixels, second)
+    np.testing.assert_array_equal(pages[1].alpha, second_alpha)
+    np.testing.assert_array_equal(pages[2].pixels, third)
+    assert pages[0].alpha is None and pages[0].metadata.dpi == (300, 300)
+    with pytest.raises(imageio.ImageError, match="Cannot read page 4 of .*: it has 3"):
+        imageio.load_image(path, page=3)
+    with pytest.raises(ValueError, match="only a TIFF holds several pages"):
+        imageio.save_image(tmp_path / "pages.png", first, None, more_pages=[(third, None)])
