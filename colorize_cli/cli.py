@@ -132,13 +132,14 @@ def main_callback(
 
 
 def printable(text: str) -> str:
-    """`text` with control characters escaped, so a file name cannot drive the terminal."""
+    """`text` with control characters escaped, so a file name cannot drive the terminal, and the
+    temporary files that stand for `-` shown as what they stand for."""
+    for stand_in, name in _state.get("stand_ins", {}).items():
+        text = text.replace(stand_in, name)
     return text.translate(_ESCAPED)
 
 
 def error_line(message: str) -> str:
-    for stand_in, name in _state.get("stand_ins", {}).items():  # temporary files shown as what they stand for
-        message = message.replace(stand_in, name)
     return printable(f"Error: {message}")
 
 

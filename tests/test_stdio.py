@@ -105,3 +105,16 @@ def test_a_reader_that_stops_early_does_not_stop_the_batch(tmp_path):
     assert proc.wait(timeout=120) == 0, stderr
     assert first.strip().endswith(b"p0.png") and "Error" not in stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_notes_about_a_piped_photo_name_standard_input_not_a_temporary_file(fake_registry, tmp_path):
+    buffer = io.BytesIO()
+    pages = [Image.fromarray(np.full((24, 32), 80 * (i + 1), np.uint8)) for i in range(2)]
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:])
+    piped = invoke("-", "-o", "-", data=buffer.getvalue())
+    assert piped.exit_code == 0, piped.stderr
+    assert "Note: <standard input> has 2 pages; only the first was coloured" in piped.stderr
+    assert tempfile.gettempdir() not in piped.stderr
+    whole = invoke("-", "-o", tmp_path / "album.tif", data=buffer.getvalue())
+    assert whole.exit_code == 0 and "Note:" not in whole.stderr
+    assert Image.open(tmp_path / "album.tif").n_frames == 2
