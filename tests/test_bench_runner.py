@@ -416,3 +416,27 @@ def test_photos_deep_in_folders_get_cache_names_the_disk_allows(tmp_path):
     names = [p.name for p in (tmp_path / "out" / "cache").rglob("*.png")]
     assert len(result.runs[0].per_image) == 2 and len(names) == 2 and len(set(names)) == 2
     assert max(len(n.encode()) for n in names) < 200
+
+
+def test_cpu_peak_memory_starts_from_a_heap_that_gave_freed_memory_back():
+    """Memory freed by an earlier setting stays in the process until the C library hands it back;
+    unreturned, a later setting would reuse it and read as needing none."""
+    import ctypes
+    import gc
+
+    from colorize_cli.bench.runner import _release_freed_memory, _rss_bytes
+
+    try:
+        ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    if _rss_bytes("VmRSS") is None:
+        pytest.skip("no /proc/self/status")
+    blocks = [bytearray(2000) for _ in range(25_000)]  # ~50 MB of heap chunks, below mmap's threshold
+    pinned = bytearray(2000)  # allocated after them: the freed chunks are not at the heap's top
+    held = _rss_bytes("VmRSS")
+    del blocks
+    gc.collect()
+    _release_freed_memory()
+    assert _rss_bytes("VmRSS") < held - 30 * 2**20
+    del pinned

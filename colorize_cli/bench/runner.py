@@ -9,7 +9,8 @@ Speed: every image is coloured in its own ``colorize_pixels`` call (batch size 1
 untimed warm-up call per setting; latency is that call's wall time. Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA, and on CPU the rise of the process's peak resident
 set over its size at the start of the setting (Linux ``VmHWM`` after resetting it, else
-``getrusage`` ``ru_maxrss``).
+``getrusage`` ``ru_maxrss``), after handing memory freed by earlier settings back to the system
+(glibc ``malloc_trim``): else a setting that reuses it reads as needing none.
 
 Outputs are cached as PNG per (model, weights hash, sampler, steps, size, seed, image), so a rerun
 with one more metric re-scores without re-colouring. Engines are duck-typed: anything with the
@@ -18,12 +19,13 @@ with one more metric re-scores without re-colouring. Engines are duck-typed: any
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import hashlib
 import json
 import os
 import re
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -383,6 +385,7 @@ class _PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _release_freed_memory()
             self._start = _rss_bytes("VmRSS") if _reset_rss_peak() else _ru_maxrss_bytes()
         return self
 
@@ -396,6 +399,17 @@ class _PeakMemory:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def _release_freed_memory() -> None:
+    """Give the heap's free pages back to the system where the C library can (glibc)."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows)
+        return
+    trim(0)
 
 
 def _reset_rss_peak() -> bool:
@@ -420,6 +434,10 @@ def _rss_bytes(field_name: str) -> int | None:
 
 
 def _ru_maxrss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: no peak to read; the column shows the rise as 0
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
