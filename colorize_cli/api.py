@@ -93,8 +93,8 @@ class Colorizer:
         `output` defaults to `NAME-colorized.png` beside the source; a folder (one that exists, or
         a name without an extension, made if needed) gets `NAME-colorized.png` inside it, as `-o`
         does. A multi-page TIFF has every page coloured into a TIFF output; into any other format,
-        only the first (a UserWarning says so). Returns the output's path; raises the error the command line reports (ImageError,
-        OutputExistsError, ...)."""
+        only the first (a UserWarning says so). Returns the output's path; raises the error the
+        command line reports (ImageError, OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
         source = Path(source)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
-                      opens_as_image, output_format, save_image)
+                      load_pages, opens_as_image, output_format, save_image)
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -188,10 +188,9 @@ def _case_tagged(path: Path) -> Path:
 def load_job_pages(job: Job) -> list[LoadedImage]:
     """The pages a job colours: every page of a multi-page TIFF when its outputs are TIFFs (which
     hold pages), else the first (the run says so)."""
-    first = load_image(job.source)
-    if first.pages == 1 or any(output_format(p) != "TIFF" for p in job.outputs):
-        return [first]
-    return [first] + [load_image(job.source, page=i) for i in range(1, first.pages)]
+    if all(output_format(p) == "TIFF" for p in job.outputs):
+        return load_pages(job.source)
+    return [load_image(job.source)]
 
 
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:

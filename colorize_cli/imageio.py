@@ -219,8 +219,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             # Through a file object: opened by name, Pillow memory-maps an uncompressed TIFF and
             # reads a turned one (orientation 5-8) with the turned size: stripes (Pillow 13).
             with open(path, "rb") as file, Image.open(file, formats=formats) as im:
-                if page:
-                    _seek_page(im, path, page)
+                pages = _seek_page(im, path, page) if im.format == "TIFF" else 1
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
@@ -230,7 +229,6 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                 # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
                 orientation = _exif_orientation(im)
                 metadata = read_metadata(im, orientation if orientation != 1 else tiff_orientation)
-                pages = _tiff_pages(im) if fmt == "TIFF" else 1  # last: it seeks through the file
         except (ImageError, MemoryError):
             raise
         except Image.DecompressionBombError as exc:
@@ -324,17 +322,14 @@ def _full_size_frames(im: Image.Image) -> list[int]:
     return frames
 
 
-def _seek_page(im: Image.Image, path: Path, page: int) -> None:
-    frames = _full_size_frames(im) if im.format == "TIFF" else [0]
+def _seek_page(im: Image.Image, path: Path, page: int) -> int:
+    """Go to a TIFF's full-size page `page`; return how many there are. (Other formats' extra
+    frames, a JPEG's MPO preview or an animation, are not pages: they are never counted.)"""
+    frames = _full_size_frames(im) or [0]
     if page >= len(frames):
-        raise ImageError(f"Cannot read page {page + 1} of {path}: it has {max(1, len(frames))}.")
+        raise ImageError(f"Cannot read page {page + 1} of {path}: it has {len(frames)}.")
     im.seek(frames[page])
-
-
-def _tiff_pages(im: Image.Image) -> int:
-    """Full-size pages of a TIFF (see `_full_size_frames`). Other formats' extra frames (a JPEG's
-    MPO preview, an animation) are not counted; the first page was read, so at least 1."""
-    return max(1, len(_full_size_frames(im)))
+    return len(frames)
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -864,9 +859,7 @@ def _tiff16_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: Im
             placed.append((tag, kind, count, struct.pack("<I", extra_offset + len(extra))))
             extra += payload
             extra += b"\0" * (len(extra) % 2)  # keep offsets word-aligned
-    data_offset = extra_offset + len(extra)
-    if data_offset + strip_bytes >= 1 << 32:
-        raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
+    data_offset = extra_offset + len(extra)  # the caller checks that the page ends below 4 GB
     ifd = struct.pack("<H", len(placed))
     for tag, kind, count, value in placed:
         ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", data_offset) if tag == 273 else value)

@@ -226,8 +226,8 @@ class RegressionLoss(nn.Module):
     colourfulness loss, but matched to each photo's own colourfulness instead of maximised) asks
     every image to be as colourful as its truth, |CF(pred) - CF(truth)| / 100, and leaves the model
     to find where the colour costs the least L1. The chroma term asks the same of every pixel,
-    |C(pred) - C(truth)| with C = |ab| (normalised): how strong a colour is, not which hue, which
-    is far easier to tell from grey than the hue is, and it keeps the colour where it belongs.
+    |C(pred) - C(truth)| with C = |ab| (normalised): how strong a colour is, not which hue (often
+    easier to guess from grey than the hue), so the colour goes where the truth has it.
     """
 
     def __init__(self, model: OneStepUNet, perceptual_weight: float, disc: nn.Module | None = None,
