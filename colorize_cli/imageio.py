@@ -3,7 +3,8 @@
 `load_image` turns JPEG, PNG, TIFF, WebP, BMP and AVIF files (and HEIF/HEIC, the format phones
 save, when the optional pillow-heif package is installed) in any Pillow mode into an (H, W, 3)
 sRGB array at the file's own bit depth (8 or 16), plus alpha if there is one, with EXIF
-orientation applied and an embedded ICC profile converted to sRGB (8-bit images only), and
+orientation applied and an embedded ICC profile converted to sRGB (by LittleCMS at 8 bits; at
+16 bits by `icc.py`, for the matrix/TRC profiles scans are saved with), and
 the metadata a colouring carries over (`metadata.py`).
 
 `save_image` picks the format from the extension, keeps 16 bits where PNG and TIFF allow it
@@ -11,11 +12,13 @@ the metadata a colouring carries over (`metadata.py`).
 file behind: it writes a hidden temporary file next to the target and renames it into place.
 
 Limitations:
-- ICC profiles are applied to 8-bit images only; 16-bit images are assumed to be sRGB.
+- A 16-bit image's profile is applied only when it is a matrix/TRC profile (grey or RGB
+  working spaces); one built on lookup tables is ignored, the pixels read as sRGB.
 - 32-bit integer and float greyscale images are mapped to 16 bits (see `_wide_grey_to_uint16`).
 - 16-bit RGB(A) PNG/TIFF keep 16 bits, but 16-bit grey+alpha PNG is read at 8 bits (Pillow
   has no such mode).
-- Multi-frame files (multi-page TIFF, animated WebP) are read as their first frame.
+- Multi-frame files are read one page at a time: the full-size pages of a TIFF (`page`), the
+  first frame of anything else (an animated WebP, a camera MPO's preview).
 - Loading switches Pillow's global MAX_IMAGE_PIXELS off while any load runs (restored after),
   so the per-call `max_pixels` is the only limit; other threads opening images with Pillow
   directly at that moment are not limited either.
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
+from . import icc
 from .atomic import temp_path_beside
 from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
 
@@ -365,7 +369,19 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Pixels (H, W, 3), alpha (H, W) or None, and whether the source mode was greyscale."""
+    """Pixels (H, W, 3), alpha (H, W) or None, and whether the source mode was greyscale.
+
+    An embedded profile is applied here to 16-bit pixels (`icc.py`), by Pillow to 8-bit ones."""
+    pixels, alpha, was_grey = _decode_pixels(im, path)
+    profile = im.info.get("icc_profile")
+    if pixels.dtype == np.uint16 and profile:
+        converted = icc.to_srgb16(pixels, profile, grey=was_grey)
+        if converted is not None:  # else a profile it cannot apply: read as sRGB, as before
+            pixels = converted
+    return pixels, alpha, was_grey
+
+
+def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
     mode = im.mode
     if mode in ("RGB", "RGBA") and im.tile and _is_planar_16bit_tiff(im):
         # Stored plane by plane: Pillow gives each plane an 8-bit raw mode ('R', 'G', ...) and
