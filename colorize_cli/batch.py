@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
-                      load_pages, opens_as_image, output_format, save_image)
+                      opens_as_image, output_format, save_image)
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -185,27 +185,25 @@ def _case_tagged(path: Path) -> Path:
     return path.with_name(f"{path.stem}-{tag}{path.suffix}")
 
 
-def load_job_pages(job: Job) -> list[LoadedImage]:
-    """The pages a job colours: every page of a multi-page TIFF when its outputs are TIFFs (which
-    hold pages), else the first (the run says so)."""
-    if all(output_format(p) == "TIFF" for p in job.outputs):
-        return load_pages(job.source)
-    return [load_image(job.source)]
+def pages_to_colour(job: Job, image: LoadedImage) -> int:
+    """How many pages of the job's input it colours: every page of a multi-page TIFF when its
+    outputs are TIFFs (which hold pages), else the first (the run says so)."""
+    return image.pages if all(output_format(p) == "TIFF" for p in job.outputs) else 1
 
 
 def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:
-    """Yield (job, future of its loaded pages), keeping up to `ahead` loads in flight."""
+    """Yield (job, future of its loaded first page), keeping up to `ahead` loads in flight."""
     pending: list[tuple[Job, Future]] = []
     it = iter(jobs)
     for job in it:
-        pending.append((job, executor.submit(load_job_pages, job)))
+        pending.append((job, executor.submit(load_image, job.source)))
         if len(pending) >= ahead:
             break
     while pending:
         job, fut = pending.pop(0)
         nxt = next(it, None)
         if nxt is not None:
-            pending.append((nxt, executor.submit(load_job_pages, nxt)))
+            pending.append((nxt, executor.submit(load_image, nxt.source)))
         yield job, fut
 
 
@@ -272,6 +270,10 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     Each output carries its source's metadata (only the resolution unless `keep_metadata`) and
     a note naming the model and settings. `hints` apply to every image (a hint outside a photo
     fails that file). `engine` may be None when `triage` leaves nothing to colour.
+
+    First pages go through the model in batches. The further pages of a multi-page TIFF going
+    into a TIFF are loaded, coloured and written one at a time while its file is written (in
+    this thread, as the model runs here), so an album is never in memory whole.
     """
     results: dict[int, JobResult] = {}
 
@@ -288,16 +290,40 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
     index_of = {id(job): index for index, job in todo}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as loader, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
-        saves: list[tuple[int, Job, list[Future], bool, int, int]] = []
+        # (job index, job, its saves, [had colour], pages, pages coloured); had colour is a list as
+        # a multi-page save finds out about its later pages while it writes them
+        saves: list[tuple[int, Job, list[Future], list[bool], int, int]] = []
         notes: dict[int, str] = {}  # sample index -> the outputs' Software note
-        batch: list[tuple[Job, list[LoadedImage]]] = []  # a job and its pages (see load_job_pages)
+        batch: list[tuple[Job, LoadedImage]] = []  # a job and its first page
+
+        def later_pages(job: Job, count: int, sample: int, had_colour: list[bool]) -> Iterator[tuple]:
+            """Pages 2..count of the job's input, coloured, as (pixels, alpha), one at a time."""
+            from .color import has_colour
+
+            for number in range(1, count):
+                page = load_image(job.source, page=number)
+                had_colour[0] = had_colour[0] or (not page.was_grey and has_colour(page.pixels))
+                (out,) = engine.colorize_pixels([page.pixels], sampler=sampler, steps=steps, size=size,
+                                                saturation=saturation, seeds=[seed], samples=[sample], hints=[[]],
+                                                batch_size=1, step_progress=on_step)
+                yield out, page.alpha
+
+        def save_now(*args, **kwargs) -> Future:
+            """Run `save_image` here and now, its outcome held in a Future like the saver's."""
+            done: Future = Future()
+            try:
+                save_image(*args, **kwargs)
+            except Exception as e:
+                done.set_exception(e)
+            else:
+                done.set_result(None)
+            return done
 
         def flush() -> None:
             if not batch:
                 return
             pixels, seeds, sample_ids, owners, page_hints = [], [], [], [], []
-            for job, pages in list(batch):
-                image = pages[0]
+            for job, image in list(batch):
                 try:  # hints are for the first page (the photo they were given for)
                     for hint in hints:
                         hint.position(image.pixels.shape[1], image.pixels.shape[0])
@@ -309,12 +335,11 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 for k in range(samples):
                     if skip_existing and not overwrite and job.outputs[k].exists():
                         continue  # a resumed batch keeps (and does not recolour) the samples already written
-                    for number, page in enumerate(pages):
-                        pixels.append(page.pixels)
-                        seeds.append(seed)
-                        sample_ids.append(k)
-                        owners.append((job, number, k))
-                        page_hints.append(hints if number == 0 else [])
+                    pixels.append(image.pixels)
+                    seeds.append(seed)
+                    sample_ids.append(k)
+                    owners.append((job, k))
+                    page_hints.append(hints)
             try:
                 outs = engine.colorize_pixels(pixels, sampler=sampler, steps=steps, size=size, saturation=saturation,
                                               seeds=seeds, samples=sample_ids, hints=page_hints,
@@ -327,26 +352,24 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 return
             from .color import has_colour
 
-            coloured: dict[tuple[int, int], list] = {}  # (job, sample) -> its pages' colourings, in order
-            for (job, number, k), out in zip(owners, outs):
-                coloured.setdefault((id(job), k), []).append(out)
-            futures: dict[int, list[Future]] = {id(job): [] for job, _ in batch}
-            for job, pages in batch:
-                image = pages[0]
+            coloured = {(id(job), k): out for (job, k), out in zip(owners, outs)}
+            for job, image in batch:
+                count = pages_to_colour(job, image)
+                had_colour = [not image.was_grey and has_colour(image.pixels)]  # and of the pages to come
+                futures: list[Future] = []
                 for k in range(samples):
                     if (id(job), k) not in coloured:
                         continue
                     if k not in notes:  # the note depends on the sample only: make it once per run
                         notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
                     metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(notes[k])
-                    first, *more = coloured[(id(job), k)]
-                    fut = saver.submit(save_image, job.outputs[k], first, image.alpha, overwrite=overwrite,
-                                       source=job.source, metadata=metadata,
-                                       more_pages=[(out, page.alpha) for out, page in zip(more, pages[1:])])
-                    futures[id(job)].append(fut)
-                saves.append((index_of[id(job)], job, futures[id(job)],
-                              any(not page.was_grey and has_colour(page.pixels) for page in pages),
-                              image.pages, len(pages)))
+                    save = (job.outputs[k], coloured[(id(job), k)], image.alpha)
+                    options = dict(overwrite=overwrite, source=job.source, metadata=metadata)
+                    if count > 1:  # the model runs in this thread: so does the writing that pulls pages through it
+                        futures.append(save_now(*save, **options, more_pages=later_pages(job, count, k, had_colour)))
+                    else:
+                        futures.append(saver.submit(save_image, *save, **options))
+                saves.append((index_of[id(job)], job, futures, had_colour, image.pages, count))
             batch.clear()
             _collect(block=False)
 
@@ -361,17 +384,17 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 if errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
-                    finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour,
+                    finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour[0],
                                             pages=pages, pages_coloured=pages_coloured))
             saves[:] = keep
 
         for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):
             try:
-                pages = fut.result()
+                image = fut.result()
             except Exception as e:  # recorded per file; the batch goes on
                 finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
                 continue
-            batch.append((job, pages))
+            batch.append((job, image))
             if len(batch) >= batch_size:
                 flush()
         flush()

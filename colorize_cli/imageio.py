@@ -33,7 +33,7 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,7 +582,7 @@ def save_image(
     overwrite: bool = False,
     source: str | os.PathLike | None = None,
     metadata: ImageMetadata | None = None,
-    more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = (),
+    more_pages: Iterable[tuple[np.ndarray, np.ndarray | None]] = (),
 ) -> None:
     """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
 
@@ -590,14 +590,19 @@ def save_image(
     and rounded to 8 bits for the others. Alpha is kept for PNG, TIFF, WebP, AVIF and HEIF.
     `metadata` is written as far as the format holds it (see `metadata.py`).
     `more_pages` ((pixels, alpha) pairs) follow as pages 2, 3, ... of a TIFF (at 16 bits if the
-    first page is). Missing parent directories are created.
+    first page is). It may be a generator: each page is taken when it is written, so an album is
+    never all in memory at once; an exception it raises stops the write (nothing is left behind)
+    and comes out of `save_image` as it is. Missing parent directories are created.
     """
     path = Path(path)
     fmt = output_format(path)
-    if more_pages and fmt != "TIFF":
-        raise ValueError(f"only a TIFF holds several pages, not {path.name}")
     pixels, alpha = _check_arrays(path, pixels, alpha)
-    more_pages = [_check_arrays(path, *page) for page in more_pages]
+    more_pages = iter(more_pages)
+    if fmt != "TIFF":
+        if next(_PageSource(more_pages), None) is not None:
+            raise ValueError(f"only a TIFF holds several pages, not {path.name}")
+        more_pages = iter(())
+    pages = _PageSource(_check_arrays(path, *page) for page in more_pages)
     if source is not None and _same_file(path, Path(source)):
         raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
     if path.exists() and not overwrite:
@@ -613,7 +618,7 @@ def save_image(
         raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
     try:
         with handle:
-            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata, more_pages)
+            _encode(handle, fmt, pixels, alpha if fmt in _ALPHA_FORMATS else None, metadata, pages)
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
@@ -622,6 +627,8 @@ def save_image(
             _place_new(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, _PageFailed):  # making a page failed, not writing: its own error
+            raise e.error from None
         if isinstance(e, OSError):  # e.g. the disk filled up, or a folder of that name appeared
             raise OutputError(f"Cannot write {path}: {e.strerror or e}.") from e
         # The encoder refuses the picture: too wide for WebP (ValueError), or x265 cannot open for
@@ -629,6 +636,32 @@ def save_image(
         if isinstance(e, ValueError) or (isinstance(e, RuntimeError) and fmt == "HEIF"):
             raise OutputError(f"Cannot write {path} as {fmt}: {' '.join(str(e).split())}.") from e
         raise
+
+
+class _PageFailed(Exception):
+    """Carries an exception raised while the caller made a page, apart from the writer's own."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _PageSource:
+    """Iterates the caller's pages, wrapping what making one raises in `_PageFailed`."""
+
+    def __init__(self, pages: Iterator[tuple[np.ndarray, np.ndarray | None]]):
+        self._pages = pages
+
+    def __iter__(self) -> _PageSource:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray | None]:
+        try:
+            return next(self._pages)
+        except StopIteration:
+            raise
+        except Exception as e:
+            raise _PageFailed(e) from e
 
 
 def _exists(path: Path) -> OutputExistsError:
@@ -691,15 +724,35 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
 
 
 def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
-            metadata: ImageMetadata | None, more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
+            metadata: ImageMetadata | None, more_pages: Iterable[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
+    """Write the image; `more_pages` (TIFF only, checked by the caller) are taken one at a time."""
     if pixels.dtype == np.uint16 and fmt == "PNG":
         _write_png16(handle, pixels, alpha, metadata)
-    elif pixels.dtype == np.uint16 and fmt == "TIFF":
-        _write_tiff16(handle, pixels, alpha, metadata, [(_to_uint16(p), None if a is None else _to_uint16(a))
-                                                        for p, a in more_pages])
-    else:
-        _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata,
-                      [(to_uint8(p), None if a is None else to_uint8(a)) for p, a in more_pages])
+        return
+    depth = _to_uint16 if pixels.dtype == np.uint16 and fmt == "TIFF" else to_uint8
+    following = ((depth(p), None if a is None else depth(a)) for p, a in more_pages)
+    if depth is _to_uint16:
+        _write_tiff_pages(handle, _prepended((pixels, alpha), following), metadata)
+        return
+    second = next(following, None) if fmt == "TIFF" else None
+    if second is None:
+        _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
+        return
+    # The first page by Pillow (it keeps every kind of metadata, EXIF included; in memory, as
+    # the pages are linked from it), the others appended as they come: an album is never held whole.
+    buffer = io.BytesIO()
+    _write_pillow(buffer, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
+    pages, second = _prepended(second, following), None  # held only while it is written
+    _write_tiff_pages(handle, pages, metadata, after=buffer.getbuffer())
+
+
+def _prepended(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
+    """`first`, then `rest`, holding `first` no longer than until it is taken (itertools.chain
+    keeps its arguments, here a page of an album, for as long as it lives)."""
+    box = [first]
+    del first
+    yield box.pop()
+    yield from rest
 
 
 def _to_uint16(values: np.ndarray) -> np.ndarray:
@@ -713,22 +766,12 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
 
 
-def _write_pillow(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
-                  metadata: ImageMetadata | None, more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
-    def pillow_image(page: np.ndarray, page_alpha: np.ndarray | None) -> Image.Image:
-        image = Image.fromarray(page)
-        if page_alpha is not None:
-            image.putalpha(Image.fromarray(page_alpha))
-        return image
-
-    im = pillow_image(pixels, alpha)
+def _write_pillow(handle: io.BufferedWriter | io.BytesIO, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
+                  metadata: ImageMetadata | None) -> None:
+    im = Image.fromarray(pixels)
+    if alpha is not None:
+        im.putalpha(Image.fromarray(alpha))
     options = pillow_save_options(fmt, metadata, im.size)
-    if more_pages:  # TIFF only (see save_image): every page gets the same tags
-        options.update(save_all=True, append_images=[pillow_image(p, a) for p, a in more_pages])
-        buffer = io.BytesIO()  # Pillow's page appender reads back what it wrote; the temp file is write-only
-        im.save(buffer, format=fmt, **options)
-        handle.write(buffer.getbuffer())
-        return
     if fmt in _QUALITY:
         options["quality"] = _QUALITY[fmt]
     if fmt == "PNG":
@@ -808,46 +851,71 @@ def _tiff_entry(tag: int, kind: int, values: list[int] | bytes) -> tuple[int, in
     return tag, kind, len(values) // 2 if kind == _RATIONAL else len(values), payload
 
 
-def _write_tiff16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
-                  metadata: ImageMetadata | None = None,
-                  more_pages: Sequence[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
-    """Baseline little-endian TIFF, uncompressed, 16 bits per sample, one strip per page.
+def _write_tiff_pages(handle: io.BufferedWriter, pages: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                      metadata: ImageMetadata | None = None, *, after: bytes | memoryview | None = None) -> None:
+    """Baseline little-endian TIFF pages, uncompressed, one strip each, 8 or 16 bits per sample as
+    each page's dtype says.
 
-    Of `metadata` it writes the resolution, the main IFD's text tags and XMP (no EXIF sub-IFDs),
-    on every page.
+    Pages are taken from `pages` one at a time and each is linked from the directory before it
+    as it is written, so only one page is ever held here. `after`: a finished little-endian
+    TIFF (Pillow's one-page file) to write first and append the pages to; without it the file
+    starts here. Of `metadata` each page gets the resolution, the main IFD's text tags and XMP
+    (no EXIF sub-IFDs).
     """
-    pages = [(pixels, alpha), *more_pages]
-    handle.write(b"II*\0" + struct.pack("<I", 8))
-    offset = 8
-    for number, (page, page_alpha) in enumerate(pages):
-        entries, values, strip_bytes = _tiff16_directory(page, page_alpha, metadata, offset)
+    if after is None:
+        handle.write(b"II*\0" + struct.pack("<I", 8))
+        link, offset = 4, 8  # the header's pointer to the first directory
+    else:
+        link = _last_directory_link(after)
+        handle.write(after)
+        offset = len(after)
+    for page, page_alpha in pages:
+        if offset % 2:  # a directory starts on a word boundary
+            handle.write(b"\0")
+            offset += 1
+        entries, values, strip_bytes = _tiff_directory(page, page_alpha, metadata, offset)
         end = offset + len(entries) + 4 + len(values) + strip_bytes
-        end += end % 2  # the next directory starts on a word boundary
         if end >= 1 << 32:
-            raise ImageError("Cannot write a 16-bit TIFF over 4 GB; save as PNG instead.")
-        following = end if number + 1 < len(pages) else 0
-        handle.write(entries + struct.pack("<I", following) + values)
+            raise ImageError("Cannot write a TIFF over 4 GB; save as PNG instead.")
+        handle.seek(link)
+        handle.write(struct.pack("<I", offset))
+        handle.seek(offset)
+        handle.write(entries + struct.pack("<I", 0) + values)
+        link = offset + len(entries)
         rows = _rows_per_block(page.shape[1])
+        sample = "<u2" if page.dtype == np.uint16 else "u1"
         for y in range(0, page.shape[0], rows):
             block = _with_alpha(page[y : y + rows], page_alpha, y)
-            handle.write(np.ascontiguousarray(block, dtype="<u2").tobytes())
-        handle.write(b"\0" * (end - offset - len(entries) - 4 - len(values) - strip_bytes))
+            handle.write(np.ascontiguousarray(block, dtype=sample).tobytes())
         offset = end
 
 
-def _tiff16_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata | None,
+def _last_directory_link(tiff: bytes | memoryview) -> int:
+    """Where a little-endian TIFF's last directory keeps the offset of the next one (0 now)."""
+    if bytes(tiff[:4]) != b"II*\0":
+        raise RuntimeError("expected a little-endian classic TIFF to append pages to")
+    directory = struct.unpack_from("<I", tiff, 4)[0]
+    for _ in range(65536):  # a chain of directories, never a loop in a file written here
+        link = directory + 2 + 12 * struct.unpack_from("<H", tiff, directory)[0]
+        directory = struct.unpack_from("<I", tiff, link)[0]
+        if directory == 0:
+            return link
+    raise RuntimeError("the TIFF's directories do not end")
+
+
+def _tiff_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata | None,
                       offset: int) -> tuple[bytes, bytes, int]:
     """One page's IFD placed at `offset`: its entries, then (after the 4-byte next-IFD pointer the
     caller writes) the values they point to, then its strip. Returns (entries, values, strip length)."""
     height, width, _ = pixels.shape
     channels = 3 if alpha is None else 4
-    strip_bytes = width * height * channels * 2
+    strip_bytes = width * height * channels * pixels.itemsize
     dpi = metadata.dpi if metadata is not None and metadata.dpi else (72, 72)
     resolution = [[round(d * 1000), 1000] for d in dpi]
     entries = [
         _tiff_entry(256, _LONG, [width]),
         _tiff_entry(257, _LONG, [height]),
-        _tiff_entry(258, _SHORT, [16] * channels),
+        _tiff_entry(258, _SHORT, [8 * pixels.itemsize] * channels),
         _tiff_entry(259, _SHORT, [1]),  # no compression
         _tiff_entry(262, _SHORT, [2]),  # RGB
         _tiff_entry(273, _LONG, [0]),  # strip offset, filled in below

@@ -510,6 +510,27 @@ def test_a_multi_page_scan_is_coloured_page_by_page_into_a_tiff_and_says_so_into
     assert len(load_pages(tmp_path / "out3" / "album.tif")) == 3
 
 
+def test_a_multi_page_scan_with_a_broken_later_page_fails_alone(tmp_path, tiny_weights):
+    """Later pages are read while the album's TIFF is written: a page that cannot be read fails
+    that album (no partial output), and the batch goes on."""
+    folder = tmp_path / "box"
+    folder.mkdir()
+    pages = [Image.fromarray(np.full((16, 16), shade, np.uint8)) for shade in (60, 120, 180)]
+    pages[0].save(folder / "album.tif", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    with Image.open(folder / "album.tif") as im:  # garble the third page's compressed data
+        im.seek(2)
+        start, length = im.tag_v2[273][0], im.tag_v2[279][0]
+    data = bytearray((folder / "album.tif").read_bytes())
+    data[start:start + length] = b"\xff" * length
+    (folder / "album.tif").write_bytes(bytes(data))
+    save_photo(folder / "single.png", "L")
+
+    result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--format", "tif")
+    assert result.exit_code == ExitCode.PARTIAL, result.stderr
+    assert "album.tif" in result.stderr and "corrupt" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["single.tif"]
+
+
 def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
     box = tmp_path / "box"
     (box / "sub").mkdir(parents=True)

@@ -515,6 +515,45 @@ def test_a_tiff_counts_its_full_size_pages_and_keeps_the_first_pages_pixels_and_
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pages_are_taken_one_at_a_time_while_the_tiff_is_written(tmp_path, dtype):
+    """An album is never held whole: when a page is asked for, the pages before the one just
+    written are gone."""
+    import gc
+    import weakref
+
+    alive: set[int] = set()
+    most_alive = 0
+
+    def pages():
+        nonlocal most_alive
+        for number in range(1, 6):
+            gc.collect()
+            most_alive = max(most_alive, len(alive))
+            page = np.full((30, 40 + number, 3), number * 40, dtype)
+            alive.add(number)
+            weakref.finalize(page, alive.discard, number)
+            yield page, None
+
+    first = np.zeros((30, 40, 3), dtype)
+    imageio.save_image(tmp_path / "album.tif", first, more_pages=pages())
+    loaded = imageio.load_pages(tmp_path / "album.tif")
+    assert [p.pixels.shape[1] for p in loaded] == [40, 41, 42, 43, 44, 45]
+    assert [int(p.pixels[0, 0, 0]) for p in loaded[1:]] == [40 * n for n in range(1, 6)]
+    assert most_alive <= 1  # the page just written, while the next one is made
+
+
+def test_a_page_that_cannot_be_made_stops_the_write_with_its_own_error(tmp_path):
+    def pages():
+        yield np.zeros((8, 8, 3), np.uint8), None
+        raise imageio.ImageError("Cannot read page 3 of album.tif: the file is corrupt")
+
+    target = tmp_path / "out.tif"
+    with pytest.raises(imageio.ImageError, match="page 3"):
+        imageio.save_image(target, np.zeros((8, 8, 3), np.uint8), more_pages=pages())
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_pages_written_to_a_tiff_read_back_exactly(tmp_path, dtype):
     from colorize_cli.metadata import ImageMetadata
 
