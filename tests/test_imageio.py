@@ -572,7 +572,7 @@ def test_pages_written_to_a_tiff_read_back_exactly(tmp_path, dtype):
     np.testing.assert_array_equal(pages[1].pixels, second)
     np.testing.assert_array_equal(pages[1].alpha, second_alpha)
     np.testing.assert_array_equal(pages[2].pixels, third)
-    assert pages[0].alpha is None and pages[0].metadata.dpi == (300, 300)
+    assert pages[0].alpha is None and all(p.metadata.dpi == (300, 300) for p in pages)
     with pytest.raises(imageio.ImageError, match="Cannot read page 4 of .*: it has 3"):
         imageio.load_image(path, page=3)
     with pytest.raises(ValueError, match="only a TIFF holds several pages"):
