@@ -162,29 +162,26 @@ def _linear_to_srgb16(linear: np.ndarray) -> np.ndarray:
     return _encoding_table()[index]
 
 
-def to_srgb16(pixels: np.ndarray, icc: bytes, *, grey: bool) -> np.ndarray | None:
+def to_srgb16(pixels: np.ndarray, icc: bytes, *, grey: bool, neutral: bool) -> np.ndarray | None:
     """(H, W, 3) uint16 pixels decoded from a file with profile `icc` -> sRGB uint16, or None when
     the profile is not one this module applies, or does not fit the pixels (`grey`: the file
     held one channel, which needs a GRAY profile; three channels need an RGB one).
 
-    Grey stays exactly grey: a grey file, and an RGB file whose three channels are equal and
-    whose three curves are the same, go through one 65536-entry table.
+    `neutral`: the three channels are equal (a grey file, or an RGB scan of a grey print). With
+    the same curve on every channel such pixels go through one 65536-entry table and stay
+    exactly grey, so the photo is not taken for a colour one.
     """
     profile = parse(icc)
     if profile is None or (profile.colour_space == "GRAY") != grey:
         return None
-    srgb = _srgb()
-    to_srgb = np.linalg.inv(srgb.matrix) @ profile.matrix if profile.matrix is not None else None
-    if to_srgb is not None:
-        # Both profiles map their white (R = G = B = 1) to D50 up to the 16-bit rounding of
-        # their tags; scaling each row to sum to 1 keeps a neutral pixel neutral.
-        to_srgb = to_srgb / to_srgb.sum(axis=1, keepdims=True)
     same_curves = all(np.array_equal(c, profile.curves[0]) for c in profile.curves[1:])
-    if profile.colour_space == "GRAY" or (same_curves and _channels_equal(pixels)):
-        table = _to_uint16(_encode_srgb(profile.curves[0]))
-        return table[pixels]
+    if profile.colour_space == "GRAY" or (neutral and same_curves):
+        return _to_uint16(_encode_srgb(profile.curves[0]))[pixels]
+    # Both profiles map their white (R = G = B = 1) to D50 up to the 16-bit rounding of their
+    # tags; scaling each row to sum to 1 keeps a neutral pixel neutral.
+    to_srgb = np.linalg.inv(_srgb().matrix) @ profile.matrix
+    matrix = (to_srgb / to_srgb.sum(axis=1, keepdims=True)).T.astype(np.float32)
     curves = [c.astype(np.float32) for c in profile.curves]
-    matrix = to_srgb.T.astype(np.float32)
     out = np.empty_like(pixels)
     rows = max(1, _BLOCK_PIXELS // max(1, pixels.shape[1]))
     for y in range(0, pixels.shape[0], rows):
@@ -192,7 +189,3 @@ def to_srgb16(pixels: np.ndarray, icc: bytes, *, grey: bool) -> np.ndarray | Non
         linear = np.stack([curves[c][block[..., c]] for c in range(3)], axis=-1)
         out[y:y + rows] = _linear_to_srgb16(linear @ matrix)
     return out
-
-
-def _channels_equal(pixels: np.ndarray) -> bool:
-    return bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2]))

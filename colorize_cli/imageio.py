@@ -372,13 +372,15 @@ def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None,
     """Pixels (H, W, 3), alpha (H, W) or None, and whether the source mode was greyscale.
 
     An embedded profile is applied here to 16-bit pixels (`icc.py`), by Pillow to 8-bit ones."""
-    pixels, alpha, was_grey = _decode_pixels(im, path)
+    pixels, alpha, one_channel = _decode_pixels(im, path)
     profile = im.info.get("icc_profile")
-    if pixels.dtype == np.uint16 and profile:
-        converted = icc.to_srgb16(pixels, profile, grey=was_grey)
-        if converted is not None:  # else a profile it cannot apply: read as sRGB, as before
-            pixels = converted
-    return pixels, alpha, was_grey
+    if pixels.dtype != np.uint16 or not profile:
+        return pixels, alpha, one_channel
+    # Neutral pixels stay neutral through the profile, so this is also `load_image`'s answer.
+    was_grey = one_channel or _channels_equal(pixels)
+    converted = icc.to_srgb16(pixels, profile, grey=one_channel, neutral=was_grey)
+    # (None: a profile it cannot apply; the pixels are read as sRGB, as before)
+    return (pixels if converted is None else converted), alpha, was_grey
 
 
 def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -599,7 +601,7 @@ def save_image(
     pixels, alpha = _check_arrays(path, pixels, alpha)
     more_pages = iter(more_pages)
     if fmt != "TIFF":
-        if next(_PageSource(more_pages), None) is not None:
+        if next(more_pages, None) is not None:
             raise ValueError(f"only a TIFF holds several pages, not {path.name}")
         more_pages = iter(())
     pages = _PageSource(_check_arrays(path, *page) for page in more_pages)
@@ -734,7 +736,7 @@ def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.n
     if depth is _to_uint16:
         _write_tiff_pages(handle, _prepended((pixels, alpha), following), metadata)
         return
-    second = next(following, None) if fmt == "TIFF" else None
+    second = next(following, None)  # (there are none but for a TIFF: see save_image)
     if second is None:
         _write_pillow(handle, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
         return

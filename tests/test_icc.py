@@ -118,7 +118,7 @@ def _to_8bit(pixels16: np.ndarray) -> np.ndarray:
 def test_grey_profile_matches_littlecms_on_every_code(name):
     codes = np.arange(256, dtype=np.uint8).reshape(16, 16)
     pixels8 = np.repeat(codes[..., None], 3, axis=2)
-    ours = icc.to_srgb16(pixels8.astype(np.uint16) * 257, GREY_PROFILES[name], grey=True)
+    ours = icc.to_srgb16(pixels8.astype(np.uint16) * 257, GREY_PROFILES[name], grey=True, neutral=True)
     assert ours is not None
     reference = _littlecms(pixels8, GREY_PROFILES[name], "L")
     assert np.abs(_to_8bit(ours) - reference).max() <= 1
@@ -130,7 +130,7 @@ def test_rgb_profile_matches_littlecms(name):
     rng = np.random.default_rng(7)
     pixels8 = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     pixels8[0, :16] = np.arange(0, 256, 16)[:, None]  # greys, and the extremes
-    ours = icc.to_srgb16(pixels8.astype(np.uint16) * 257, RGB_PROFILES[name], grey=False)
+    ours = icc.to_srgb16(pixels8.astype(np.uint16) * 257, RGB_PROFILES[name], grey=False, neutral=False)
     assert ours is not None
     reference = _littlecms(pixels8, RGB_PROFILES[name], "RGB")
     assert np.abs(_to_8bit(ours) - reference).max() <= 1
@@ -139,14 +139,14 @@ def test_rgb_profile_matches_littlecms(name):
 def test_the_change_is_the_one_expected():
     """Mid-grey (code 0.5) of a gamma-1.8 scan is linear 0.287, which sRGB encodes as 0.58, not 0.5."""
     mid = np.full((1, 1, 3), 32768, np.uint16)
-    out = icc.to_srgb16(mid, GREY_PROFILES["gray-gamma-1.8"], grey=True)
+    out = icc.to_srgb16(mid, GREY_PROFILES["gray-gamma-1.8"], grey=True, neutral=True)
     expected = 1.055 * (0.5 ** 1.8) ** (1 / 2.4) - 0.055
     assert abs(int(out[0, 0, 0]) / 65535 - expected) < 2e-4
 
 
 def test_neutral_rgb_stays_exactly_neutral():
     ramp = np.repeat(np.linspace(0, 65535, 300).astype(np.uint16)[None, :, None], 3, axis=2)
-    out = icc.to_srgb16(ramp, RGB_PROFILES["prophoto"], grey=False)
+    out = icc.to_srgb16(ramp, RGB_PROFILES["prophoto"], grey=False, neutral=True)
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
     assert (np.diff(out[0, :, 0].astype(int)) >= 0).all()  # and keeps the order of tones
 
@@ -154,7 +154,7 @@ def test_neutral_rgb_stays_exactly_neutral():
 def test_sixteen_bits_are_kept():
     """Neighbouring 16-bit codes stay apart: the conversion does not pass through 8 bits."""
     ramp = np.repeat(np.arange(30000, 30400, dtype=np.uint16)[None, :, None], 3, axis=2)
-    out = icc.to_srgb16(ramp, GREY_PROFILES["gray-gamma-2.2"], grey=True)
+    out = icc.to_srgb16(ramp, GREY_PROFILES["gray-gamma-2.2"], grey=True, neutral=True)
     assert len(np.unique(out[..., 0])) > 300
 
 
@@ -167,7 +167,7 @@ def test_sixteen_bits_are_kept():
 ])
 def test_profiles_it_cannot_apply_leave_the_pixels_alone(icc_bytes, grey):
     pixels = np.full((2, 2, 3), 1000, np.uint16)
-    assert icc.to_srgb16(pixels, icc_bytes, grey=grey) is None
+    assert icc.to_srgb16(pixels, icc_bytes, grey=grey, neutral=True) is None
 
 
 def test_lookup_table_profiles_are_not_taken_for_matrix_ones():
@@ -204,7 +204,7 @@ def test_a_16_bit_grey_scan_is_read_through_its_profile(tmp_path):
     path.write_bytes(_png16(values, GREY_PROFILES["gray-gamma-1.8"]))
     loaded = load_image(path)
     assert loaded.bit_depth == 16 and loaded.was_grey
-    expected = icc.to_srgb16(np.repeat(values[..., None], 3, axis=2), GREY_PROFILES["gray-gamma-1.8"], grey=True)
+    expected = icc.to_srgb16(np.repeat(values[..., None], 3, axis=2), GREY_PROFILES["gray-gamma-1.8"], grey=True, neutral=True)
     np.testing.assert_array_equal(loaded.pixels, expected)
     assert (loaded.pixels[4:8, :, 0].astype(int) > values[4:8] + 1500).all()  # gamma 1.8's mid-tones read lighter
 
@@ -216,7 +216,7 @@ def test_a_16_bit_rgb_scan_is_read_through_its_profile(tmp_path):
     path.write_bytes(_png16(values, RGB_PROFILES["prophoto"]))
     loaded = load_image(path)
     assert loaded.bit_depth == 16 and not loaded.was_grey
-    np.testing.assert_array_equal(loaded.pixels, icc.to_srgb16(values, RGB_PROFILES["prophoto"], grey=False))
+    np.testing.assert_array_equal(loaded.pixels, icc.to_srgb16(values, RGB_PROFILES["prophoto"], grey=False, neutral=False))
     assert not np.array_equal(loaded.pixels, values)
 
 
@@ -241,6 +241,6 @@ def test_a_16_bit_grey_tiff_is_read_through_its_profile(tmp_path):
     path = tmp_path / "scan.tif"
     Image.fromarray(values).save(path, icc_profile=GREY_PROFILES["gray-lstar-table"])  # I;16, tag 34675
     loaded = load_image(path)
-    expected = icc.to_srgb16(np.repeat(values[..., None], 3, axis=2), GREY_PROFILES["gray-lstar-table"], grey=True)
+    expected = icc.to_srgb16(np.repeat(values[..., None], 3, axis=2), GREY_PROFILES["gray-lstar-table"], grey=True, neutral=True)
     np.testing.assert_array_equal(loaded.pixels, expected)
     assert not np.array_equal(loaded.pixels[..., 0], values)
