@@ -11,7 +11,8 @@ so chroma edges snap to the luminance edges of the real photo instead of being s
 Colours that fall outside sRGB lose chroma (never lightness) until they fit.
 
 Everything after the low-resolution fit runs on row tiles, so a 100-megapixel photo needs
-memory for its pixels, the output, one float32 L* plane and one tile of temporaries (~2 GB).
+memory for its pixels, the output, one float32 L* plane and one tile of temporaries (~1.4 GB in
+all for the whole command, docs/benchmarks.md).
 
 Typical use, computing L* once:
 
@@ -22,32 +23,72 @@ Typical use, computing L* once:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_linear_rgb
 
-from colorize_cli.color import AB_MAX, AB_MIN, lab_to_rgb, rgb_to_luminance
+from colorize_cli.color import AB_MAX, AB_MIN, rgb_to_luminance
 
 # Guided-filter defaults for L* in 0..100 at a working size of a few hundred pixels.
 DEFAULT_RADIUS = 2  # box radius in low-resolution pixels (5x5 window)
 DEFAULT_EPS = 10.0  # L*^2: windows whose L* varies by more than ~3 units count as edges
-# Pixels per row tile; each tile needs roughly 100 bytes of temporaries per pixel.
+# Pixels per row tile of the L* computation (a colour tile needs ~16 bytes of temporaries per pixel).
 _TILE_PIXELS = 1 << 21
 _GAMUT_CHUNK = 1 << 18  # pixels per gamut-mapping chunk
+# Pixels per tile of the final colour conversion: its ~20 float32 temporaries stay in cache.
+_COMPOSE_TILE_PIXELS = 1 << 18
 _GAMUT_STEPS = 8  # bisection steps on the chroma factor: within 1/256 of the gamut boundary
 _GAMUT_TOL = 1e-6  # linear-RGB overshoot still counted as in gamut (float32 error; below 1/65535 in sRGB)
 
 
 def luminance(pixels: np.ndarray, *, tile_rows: int | None = None) -> np.ndarray:
-    """CIE L* (float32, (H, W), 0..100) of (H, W, 3) uint8/uint16 sRGB pixels, row tile by row tile."""
+    """CIE L* (float32, (H, W), 0..100) of (H, W, 3) uint8/uint16 sRGB pixels, row tile by row tile.
+
+    Looked up per code value rather than converted pixel by pixel: a grey tile (all three
+    channels equal, as in most scans) takes one table lookup per pixel; a colour tile one
+    lookup per channel for its share of Y, then L* from Y (not the a*, b* a full Lab conversion
+    computes). Elementwise throughout, so the answer does not depend on the tile size.
+    """
     height, width, _ = pixels.shape
-    scale = float(np.iinfo(pixels.dtype).max)
+    weighted, grey_L = _code_tables(np.dtype(pixels.dtype).str)
     out = np.empty((height, width), np.float32)
     rows = _tile_rows(width, tile_rows)
     for y in range(0, height, rows):
-        rgb = torch.from_numpy(pixels[y : y + rows].astype(np.float32)).permute(2, 0, 1) / scale
-        out[y : y + rows] = rgb_to_luminance(rgb)[0].numpy()
+        tile = pixels[y : y + rows]
+        if np.array_equal(tile[..., 0], tile[..., 1]) and np.array_equal(tile[..., 1], tile[..., 2]):
+            # A contiguous copy of the channel first: lookups from a strided view are 2x slower.
+            np.take(grey_L, np.ascontiguousarray(tile[..., 0]), out=out[y : y + rows])
+        else:
+            Y = weighted[0].take(tile[..., 0])
+            Y += weighted[1].take(tile[..., 1])
+            Y += weighted[2].take(tile[..., 2])
+            out[y : y + rows] = _L_from_Y(torch.from_numpy(Y)).numpy()
     return out
+
+
+# kornia's sRGB -> XYZ row for Y (D65, white Y = 1), so L* here agrees with color.rgb_to_lab.
+_Y_FROM_LINEAR_RGB = (0.212671, 0.715160, 0.072169)
+
+
+@lru_cache(maxsize=None)
+def _code_tables(dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """For every code of a uint8/uint16 channel: its share of Y in R, G and B ((3, codes)),
+    and the L* of the grey pixel (v, v, v); float32, by color.rgb_to_lab's own arithmetic."""
+    top = np.iinfo(np.dtype(dtype)).max
+    codes = torch.arange(top + 1, dtype=torch.float32) / top
+    linear = rgb_to_linear_rgb(codes.expand(3, 1, -1))[:, 0]
+    weighted = linear * torch.tensor(_Y_FROM_LINEAR_RGB)[:, None]
+    grey_L = rgb_to_luminance(codes.expand(3, 1, -1))[0, 0]
+    return weighted.numpy().copy(), grey_L.numpy().copy()
+
+
+def _L_from_Y(Y: torch.Tensor) -> torch.Tensor:
+    """CIE L* of relative luminance Y (white = 1), as kornia's Lab conversion computes it."""
+    f = torch.where(Y > 0.008856, Y.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * Y + 4.0 / 29.0)
+    return f.mul_(116.0).sub_(16.0)
 
 
 def working_L(
@@ -108,11 +149,18 @@ def _source_index(
 
 
 def _upsample_rows(coef: torch.Tensor, out_h: int, out_w: int, y0: int, y1: int, cols) -> torch.Tensor:
-    """Rows y0..y1-1 of `coef` (C, h, w) bilinearly resized to (C, out_h, out_w)."""
+    """Rows y0..y1-1 of `coef` (C, h, w) bilinearly resized to (C, out_h, out_w).
+
+    Across first, on the few low-resolution rows the tile draws on, then down: the costly
+    full-resolution pass is one interpolation instead of two. Each low-resolution row is
+    widened the same way whatever the tile, so tiles stay seamless.
+    """
     y_lo, y_hi, wy = _source_index(out_h, coef.shape[1], y0, y1)
+    first, last = int(y_lo[0]), int(y_hi[-1])
     x_lo, x_hi, wx = cols
-    rows = coef[:, y_lo] * (1.0 - wy)[None, :, None] + coef[:, y_hi] * wy[None, :, None]
-    return rows[:, :, x_lo] * (1.0 - wx) + rows[:, :, x_hi] * wx
+    band = coef[:, first : last + 1]
+    band = torch.lerp(band[:, :, x_lo], band[:, :, x_hi], wx)
+    return torch.lerp(band[:, y_lo - first], band[:, y_hi - first], wy[None, :, None])
 
 
 def guided_upsample(
@@ -146,15 +194,20 @@ def gamut_map(L: torch.Tensor, ab: torch.Tensor, steps: int = _GAMUT_STEPS) -> t
 
 
 def _chroma_factor(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """Per-pixel s in [0, 1] with (L, s*a, s*b) in gamut: 1 where already inside, else bisection.
-
-    s = 0 (neutral grey) is always inside, so `lo` stays a valid answer throughout.
-    """
+    """Per-pixel s in [0, 1] with (L, s*a, s*b) in gamut: 1 where already inside, else bisection."""
     factor = torch.ones_like(L)
     outside = (~_in_gamut(L, a, b)).nonzero().squeeze(1)
     if outside.numel() == 0:
         return factor
-    L, a, b = L[outside], a[outside], b[outside]
+    factor[outside] = _bisect_chroma(L[outside], a[outside], b[outside], steps)
+    return factor
+
+
+def _bisect_chroma(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """The chroma factor of out-of-gamut pixels, to within 2**-steps of the gamut boundary.
+
+    s = 0 (neutral grey) is always inside, so `lo` stays a valid answer throughout.
+    """
     lo = torch.zeros_like(L)
     hi = torch.ones_like(L)
     for _ in range(steps):
@@ -162,8 +215,7 @@ def _chroma_factor(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int
         fits = _in_gamut(L, a * mid, b * mid)
         lo = torch.where(fits, mid, lo)
         hi = torch.where(fits, hi, mid)
-    factor[outside] = lo
-    return factor
+    return lo
 
 
 # kornia's Lab -> linear RGB constants (D65), so the test agrees with color.lab_to_rgb.
@@ -176,20 +228,47 @@ _XYZ_TO_LINEAR_RGB = (
 
 
 def _in_gamut(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether each Lab colour is inside sRGB (same-shape tensors -> bool).
+    """Whether each Lab colour is inside sRGB (same-shape tensors -> bool)."""
+    return _inside(_lab_to_linear_rgb(L, a, b))
 
-    Tested in linear RGB, which is in [0, 1] exactly when sRGB is, and written elementwise:
-    this runs ~9 times per tile, and kornia's full conversion (gamma, stacking) would cost
-    several times more.
+
+def _inside(linear: torch.Tensor) -> torch.Tensor:
+    """Whether each linear-RGB colour (3, ...) is in [0, 1], which is exactly when sRGB is."""
+    return ((linear >= -_GAMUT_TOL) & (linear <= 1.0 + _GAMUT_TOL)).all(dim=0)
+
+
+def _lab_to_linear_rgb(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Lab (same-shape tensors) -> linear RGB (3, ...), unclipped; kornia's arithmetic, elementwise.
+
+    Runs ~9 times per out-of-gamut pixel during the gamut search, where kornia's full conversion
+    (stacking, gamma) would cost several times more.
     """
     fy = (L + 16.0) / 116.0
     f = (fy + a / 500.0, fy, (fy - b / 200.0).clamp_min(0.0))  # kornia clamps fz the same way
     xyz = [w * torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787) for t, w in zip(f, _D65_WHITE)]
-    inside = torch.ones_like(L, dtype=torch.bool)
-    for m0, m1, m2 in _XYZ_TO_LINEAR_RGB:
-        channel = m0 * xyz[0] + m1 * xyz[1] + m2 * xyz[2]
-        inside &= (channel >= -_GAMUT_TOL) & (channel <= 1.0 + _GAMUT_TOL)
-    return inside
+    return torch.stack([m0 * xyz[0] + m1 * xyz[1] + m2 * xyz[2] for m0, m1, m2 in _XYZ_TO_LINEAR_RGB])
+
+
+def _encode_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """Linear RGB -> sRGB in [0, 1] (kornia's linear_rgb_to_rgb followed by its clip), in place."""
+    linear = linear.clamp_(0.0, 1.0)
+    curve = linear.clamp_min(0.0031308).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055)
+    return torch.where(linear > 0.0031308, curve, linear.mul_(12.92))
+
+
+def _colour_tile(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sRGB (3, ...) in [0, 1] of Lab pixels; out-of-gamut ones first lose chroma until they fit.
+
+    The same as lab_to_rgb(L, gamut_map(L, ab)), with one conversion to linear RGB serving both
+    the gamut test and the output.
+    """
+    linear = _lab_to_linear_rgb(L, a, b)
+    outside = (~_inside(linear)).nonzero(as_tuple=True)
+    if outside[0].numel():
+        L_out, a_out, b_out = L[outside], a[outside], b[outside]
+        factor = _bisect_chroma(L_out, a_out, b_out, _GAMUT_STEPS)
+        linear[(slice(None), *outside)] = _lab_to_linear_rgb(L_out, a_out * factor, b_out * factor)
+    return _encode_srgb(linear)
 
 
 def compose_full_resolution(
@@ -216,7 +295,7 @@ def compose_full_resolution(
         raise ValueError(f"ab_low must be (2, h, w), got {tuple(ab_low.shape)}")
 
     height, width, _ = pixels.shape
-    L_full = luminance(pixels, tile_rows=tile_rows) if luminance_full is None else luminance_full
+    L_full = luminance(pixels) if luminance_full is None else luminance_full
     if L_full.shape != (height, width) or L_full.dtype != np.float32:
         raise ValueError(f"luminance_full must be float32 {(height, width)}, got {L_full.dtype} {L_full.shape}")
     L_low = _resize_L(torch.from_numpy(L_full), tuple(ab_low.shape[1:]))
@@ -226,21 +305,24 @@ def compose_full_resolution(
 
     maximum = float(np.iinfo(pixels.dtype).max)
     out = np.empty_like(pixels)
-    rows = _tile_rows(width, tile_rows)
+    rows = _tile_rows(width, tile_rows, _COMPOSE_TILE_PIXELS)
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
-        L = torch.from_numpy(L_full[y0:y1])[None]
+        L = torch.from_numpy(L_full[y0:y1]).clamp(0.0, 100.0)
         c = _upsample_rows(coef, height, width, y0, y1, cols)
-        ab = (c[:2] * L + c[2:]).clamp(AB_MIN, AB_MAX)
-        ab = gamut_map(L, ab)
-        rgb = lab_to_rgb(torch.cat([L, ab]))
-        out[y0:y1] = torch.round(rgb * maximum).permute(1, 2, 0).numpy().astype(pixels.dtype)
+        a = torch.addcmul(c[2], c[0], L).clamp_(AB_MIN, AB_MAX)
+        b = torch.addcmul(c[3], c[1], L).clamp_(AB_MIN, AB_MAX)
+        rgb = _colour_tile(L, a, b).mul_(maximum).round_().to(_TORCH_DTYPE[pixels.dtype.type])
+        torch.from_numpy(out[y0:y1]).copy_(rgb.permute(1, 2, 0))  # interleaving costs least as integers
     return out
 
 
-def _tile_rows(width: int, tile_rows: int | None) -> int:
+_TORCH_DTYPE = {np.uint8: torch.uint8, np.uint16: torch.uint16}
+
+
+def _tile_rows(width: int, tile_rows: int | None, pixels: int = _TILE_PIXELS) -> int:
     if tile_rows is not None:
         if tile_rows < 1:
             raise ValueError(f"tile_rows must be positive, got {tile_rows}")
         return tile_rows
-    return max(1, _TILE_PIXELS // max(1, width))
+    return max(1, pixels // max(1, width))

@@ -54,6 +54,27 @@ def test_plain_rgb_clipping_would_have_changed_luminance():
     assert (rgb_to_lab(mapped)[0] - L[0]).abs().max() < 0.05
 
 
+def test_one_pass_colour_conversion_equals_gamut_map_then_lab_to_rgb():
+    from colorize_cli.color import lab_to_rgb
+    from colorize_cli.upsample import _colour_tile
+
+    L = torch.from_numpy(RNG.uniform(0, 100, (1, 40, 50)).astype(np.float32))
+    ab = _random_ab(40, 50, limit=110.0)  # most far outside sRGB, some inside
+    expected = lab_to_rgb(torch.cat([L, gamut_map(L, ab)]))
+    torch.testing.assert_close(_colour_tile(L[0], ab[0], ab[1]), expected, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_luminance_by_lookup_tables_matches_the_lab_conversion(dtype):
+    top = np.iinfo(dtype).max
+    grey = np.linspace(0, top, 20 * 30).round().astype(dtype).reshape(20, 30)  # every 8-bit code, and more
+    pixels = np.repeat(grey[:, :, None], 3, axis=2)
+    pixels[12:] = RNG.integers(0, top + 1, (8, 30, 3), dtype=dtype)  # colour rows below grey ones
+    expected = _lab_of(pixels)[0].numpy()
+    for rows in (1, 5, 12, 100):  # grey tiles, colour tiles, and tiles of both
+        np.testing.assert_allclose(luminance(pixels, tile_rows=rows), expected, rtol=0, atol=1e-4)
+
+
 def test_gamut_map_only_shrinks_chroma_of_out_of_gamut_pixels():
     L = torch.full((1, 1, 3), 50.0)
     ab = torch.tensor([[[10.0, 120.0, -120.0]], [[5.0, 120.0, 30.0]]])
