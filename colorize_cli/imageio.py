@@ -32,7 +32,6 @@ import os
 import struct
 import sys
 import threading
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
-from . import icc
+from . import icc, png
 from .atomic import temp_path_beside
 from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
 
@@ -79,8 +78,8 @@ _FORMAT_NEEDS = {"HEIF": "the optional pillow-heif package (pip install pillow-h
                  "AVIF": "a Pillow built with AVIF support (pip install -U pillow)"}
 # ISO base-media brands of HEIF stills: a file that starts with one is a HEIF/HEIC photo.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
-# zlib level for PNG: on photos level 3 writes files no bigger than Pillow's default 6 (often
-# smaller) in a third of the time, ~0.1 s of a one-megapixel `colorize` (docs/benchmarks.md).
+# zlib level for PNG (png.py): on photos level 3 writes files no bigger than level 6 (often
+# smaller) in a third of the time (docs/benchmarks.md).
 _PNG_COMPRESS_LEVEL = 3
 
 # Raw modes in which Pillow reads 16-bit RGB(A) but keeps only the high byte of each sample.
@@ -728,8 +727,8 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
 def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
             metadata: ImageMetadata | None, more_pages: Iterable[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
     """Write the image; `more_pages` (TIFF only, checked by the caller) are taken one at a time."""
-    if pixels.dtype == np.uint16 and fmt == "PNG":
-        _write_png16(handle, pixels, alpha, metadata)
+    if fmt == "PNG":
+        _write_png(handle, pixels, alpha, metadata)
         return
     depth = _to_uint16 if pixels.dtype == np.uint16 and fmt == "TIFF" else to_uint8
     following = ((depth(p), None if a is None else depth(a)) for p, a in more_pages)
@@ -776,8 +775,6 @@ def _write_pillow(handle: io.BufferedWriter | io.BytesIO, fmt: str, pixels: np.n
     options = pillow_save_options(fmt, metadata, im.size)
     if fmt in _QUALITY:
         options["quality"] = _QUALITY[fmt]
-    if fmt == "PNG":
-        options["compress_level"] = _PNG_COMPRESS_LEVEL
     im.save(handle, format=fmt, **options)
 
 
@@ -791,52 +788,11 @@ def _with_alpha(block: np.ndarray, alpha: np.ndarray | None, y: int) -> np.ndarr
     return np.concatenate([block, alpha[y : y + block.shape[0], :, None]], axis=2)
 
 
-def _write_png16(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
-                 metadata: ImageMetadata | None = None) -> None:
-    """16-bit RGB or RGBA PNG, non-interlaced, Paeth filter on every row, streamed in row blocks."""
+def _write_png(handle: io.BufferedWriter, pixels: np.ndarray, alpha: np.ndarray | None,
+               metadata: ImageMetadata | None = None) -> None:
+    """8- or 16-bit RGB(A) PNG by colorize's own encoder (png.py: deflate on every core)."""
     height, width, _ = pixels.shape
-    channels = 3 if alpha is None else 4
-    handle.write(b"\x89PNG\r\n\x1a\n")
-    colour_type = 2 if alpha is None else 6
-    _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
-    for kind, data in png_chunks(metadata, (width, height)):  # pHYs and eXIf must precede IDAT
-        _png_chunk(handle, kind, data)
-    compressor = zlib.compressobj(_PNG_COMPRESS_LEVEL)
-    previous = np.zeros((1, width * channels * 2), np.uint8)  # the row above the first row is zeros
-    rows = _rows_per_block(width)
-    for y in range(0, height, rows):
-        block = _with_alpha(pixels[y : y + rows], alpha, y)
-        raw = block.astype(">u2").reshape(block.shape[0], -1).view(np.uint8)
-        filtered = _paeth_filter(raw, previous, bpp=channels * 2)
-        lines = np.concatenate([np.full((raw.shape[0], 1), 4, np.uint8), filtered], axis=1)
-        data = compressor.compress(lines.tobytes())
-        if data:
-            _png_chunk(handle, b"IDAT", data)
-        previous = raw[-1:]
-    _png_chunk(handle, b"IDAT", compressor.flush())
-    _png_chunk(handle, b"IEND", b"")
-
-
-def _paeth_filter(raw: np.ndarray, previous: np.ndarray, bpp: int) -> np.ndarray:
-    """PNG filter type 4 over a block of rows (uint8, (n, bytes)); `previous` is the row above."""
-    x = raw.astype(np.int16)
-    up = np.concatenate([previous, raw[:-1]]).astype(np.int16)
-    left = np.zeros_like(x)
-    left[:, bpp:] = x[:, :-bpp]
-    up_left = np.zeros_like(x)
-    up_left[:, bpp:] = up[:, :-bpp]
-    estimate = left + up - up_left
-    dist_left, dist_up, dist_up_left = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - up_left)
-    predictor = np.where(
-        (dist_left <= dist_up) & (dist_left <= dist_up_left), left, np.where(dist_up <= dist_up_left, up, up_left)
-    )
-    return ((x - predictor) & 0xFF).astype(np.uint8)
-
-
-def _png_chunk(handle: io.BufferedWriter, kind: bytes, data: bytes) -> None:
-    handle.write(struct.pack(">I", len(data)) + kind)
-    handle.write(data)
-    handle.write(struct.pack(">I", zlib.crc32(kind + data)))
+    png.write_png(handle, pixels, alpha, png_chunks(metadata, (width, height)), level=_PNG_COMPRESS_LEVEL)
 
 
 # TIFF field types

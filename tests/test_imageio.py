@@ -454,15 +454,17 @@ def test_same_file_as_source_is_always_refused(tmp_path):
     assert source.read_bytes() == before
 
 
-@pytest.mark.parametrize("encoder, pixels", [("_write_pillow", _rgb8()), ("_write_png16", _rgb16())])
-def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, encoder, pixels):
+@pytest.mark.parametrize(
+    "encoder, pixels, name", [("_write_png", _rgb8(), "o.png"), ("_write_png", _rgb16(), "o.png"), ("_write_pillow", _rgb8(), "o.jpg")]
+)
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, encoder, pixels, name):
     def fail_halfway(handle, *args):
         handle.write(b"\x89PNG partial data")
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(imageio, encoder, fail_halfway)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        save_image(tmp_path / "o.png", pixels)
+        save_image(tmp_path / name, pixels)
     assert os.listdir(tmp_path) == []
 
 
@@ -473,7 +475,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("no space left")
 
-    monkeypatch.setattr(imageio, "_write_pillow", fail)
+    monkeypatch.setattr(imageio, "_write_png", fail)
     with pytest.raises(imageio.OutputError, match="no space left"):
         save_image(path, _rgb8(), overwrite=True)
     assert path.read_bytes() == b"old"
