@@ -9,7 +9,11 @@ peak resident memory of the child process. `--stages` adds one in-process breakd
     python benchmarks/cli_latency.py --models unet,lab-ddpm --runs 7 --stages
 
 The photo is scikit-image's `astronaut` (public domain), made grey and resized to 1000×1000,
-written as a JPEG into a temporary folder; `--image` takes your own file instead.
+written as a JPEG into a temporary folder; `--image` takes your own file instead. For a large
+scan, `--megapixels 100` makes it 10000×10000 with a film grain (sigma 4 levels, seeded), so
+that it compresses like a real scan rather than like a smooth enlargement:
+
+    python benchmarks/cli_latency.py --models unet --runs 3 --megapixels 100 --stages
 """
 
 from __future__ import annotations
@@ -41,15 +45,20 @@ print(" | ".join(f"{n} {b - a:.3f}" for n, a, b in zip(names, t, t[1:])))
 """
 
 
-def make_photo(folder: Path) -> Path:
+def make_photo(folder: Path, megapixels: float | None = None) -> Path:
     import numpy as np
     import skimage.data
     from PIL import Image
 
-    grey = Image.fromarray(skimage.data.astronaut()).convert("L").resize((1000, 1000), Image.LANCZOS)
-    path = folder / "astronaut-1mp.jpg"
+    side = 1000 if megapixels is None else round(1000 * megapixels ** 0.5)
+    grey = Image.fromarray(skimage.data.astronaut()).convert("L").resize((side, side), Image.LANCZOS)
+    if megapixels is not None:
+        grain = np.random.default_rng(0).normal(0.0, 4.0, (side, side))
+        grey = Image.fromarray(np.clip(np.asarray(grey) + grain, 0, 255).round().astype(np.uint8))
+    path = folder / f"astronaut-{side * side / 1e6:g}mp.jpg"
     grey.save(path, quality=95)
-    assert np.asarray(Image.open(path)).shape == (1000, 1000)
+    Image.MAX_IMAGE_PIXELS = None
+    assert Image.open(path).size == (side, side)
     return path
 
 
@@ -67,10 +76,15 @@ def run_once(command: list[str]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--make-photo"]:
+        print(make_photo(Path(argv[1]), float(argv[2]) if argv[2] else None))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="unet", help="comma-separated registry models")
     p.add_argument("--weights", action="append", default=[], help="also time a local .safetensors file")
     p.add_argument("--image", type=Path, help="photo to colour (default: 1-MP grey astronaut)")
+    p.add_argument("--megapixels", type=float, help="make the astronaut this large, with grain (e.g. 100)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--stages", action="store_true", help="also print an in-process breakdown per model")
     args = p.parse_args(argv)
@@ -82,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        photo = args.image or make_photo(folder)
+        # Made in a child process: a parent grown by a 100-MP photo would pass its resident memory on
+        # to every command it starts (ru_maxrss counts from fork), inflating their peaks.
+        photo = args.image or Path(subprocess.run(
+            [sys.executable, __file__, "--make-photo", str(folder), str(args.megapixels or "")],
+            capture_output=True, text=True, check=True).stdout.strip())
         out = folder / "out.png"
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
         for name, extra, _ in variants:  # warm the file cache and .pyc files; not counted
