@@ -297,8 +297,13 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
         batch: list[tuple[Job, LoadedImage]] = []  # a job and its first page
 
         def later_pages(job: Job, count: int, sample: int, had_colour: list[bool]) -> Iterator[tuple]:
-            """Pages 2..count of the job's input, coloured, as (pixels, alpha), one at a time."""
+            """Pages 2..count of the job's input, coloured, as (pixels, alpha, metadata), one at a time.
+
+            Each page keeps its own metadata (resolution, text, XMP); its note names no hints, as
+            hints are for the first page."""
             from .color import has_colour
+
+            note = engine.provenance(sampler, steps, size, saturation, seed, sample)
 
             for number in range(1, count):
                 page = load_image(job.source, page=number)
@@ -306,7 +311,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 (out,) = engine.colorize_pixels([page.pixels], sampler=sampler, steps=steps, size=size,
                                                 saturation=saturation, seeds=[seed], samples=[sample], hints=[[]],
                                                 batch_size=1, step_progress=on_step)
-                yield out, page.alpha
+                yield out, page.alpha, (page.metadata if keep_metadata else page.metadata.stripped()).with_software(note)
 
         def save_now(*args, **kwargs) -> Future:
             """Run `save_image` here and now, its outcome held in a Future like the saver's."""

@@ -585,15 +585,16 @@ def save_image(
     overwrite: bool = False,
     source: str | os.PathLike | None = None,
     metadata: ImageMetadata | None = None,
-    more_pages: Iterable[tuple[np.ndarray, np.ndarray | None]] = (),
+    more_pages: Iterable[tuple] = (),
 ) -> None:
     """Write (H, W, 3) uint8/uint16 sRGB pixels (and optional (H, W) alpha) atomically.
 
     The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
     and rounded to 8 bits for the others. Alpha is kept for PNG, TIFF, WebP, AVIF and HEIF.
     `metadata` is written as far as the format holds it (see `metadata.py`).
-    `more_pages` ((pixels, alpha) pairs) follow as pages 2, 3, ... of a TIFF (at 16 bits if the
-    first page is). It may be a generator: each page is taken when it is written, so an album is
+    `more_pages` follow as pages 2, 3, ... of a TIFF (at 16 bits if the first page is): (pixels,
+    alpha, metadata) with the page's own resolution, text and XMP, or (pixels, alpha) with the
+    first page's. It may be a generator: each page is taken when it is written, so an album is
     never all in memory at once; an exception it raises stops the write (nothing is left behind)
     and comes out of `save_image` as it is. Missing parent directories are created.
     """
@@ -605,7 +606,8 @@ def save_image(
         if next(more_pages, None) is not None:
             raise ValueError(f"only a TIFF holds several pages, not {path.name}")
         more_pages = iter(())
-    pages = _PageSource(_check_arrays(path, *page) for page in more_pages)
+    pages = _PageSource((*_check_arrays(path, *page[:2]), page[2] if len(page) > 2 else metadata)
+                        for page in more_pages)
     if source is not None and _same_file(path, Path(source)):
         raise SameFileError(f"Refusing to write {path}: it is the input image itself.")
     if path.exists() and not overwrite:
@@ -727,15 +729,16 @@ def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:
 
 
 def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
-            metadata: ImageMetadata | None, more_pages: Iterable[tuple[np.ndarray, np.ndarray | None]] = ()) -> None:
-    """Write the image; `more_pages` (TIFF only, checked by the caller) are taken one at a time."""
+            metadata: ImageMetadata | None, more_pages: Iterable[tuple] = ()) -> None:
+    """Write the image; `more_pages` ((pixels, alpha, metadata); TIFF only, checked by the caller)
+    are taken one at a time."""
     if fmt == "PNG":
         _write_png(handle, pixels, alpha, metadata)
         return
     depth = _to_uint16 if pixels.dtype == np.uint16 and fmt == "TIFF" else to_uint8
-    following = ((depth(p), None if a is None else depth(a)) for p, a in more_pages)
+    following = ((depth(p), None if a is None else depth(a), m) for p, a, m in more_pages)
     if depth is _to_uint16:
-        _write_tiff_pages(handle, _prepended((pixels, alpha), following), metadata)
+        _write_tiff_pages(handle, _prepended((pixels, alpha, metadata), following))
         return
     second = next(following, None)  # (there are none but for a TIFF: see save_image)
     if second is None:
@@ -746,7 +749,7 @@ def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.n
     buffer = io.BytesIO()
     _write_pillow(buffer, fmt, to_uint8(pixels), None if alpha is None else to_uint8(alpha), metadata)
     pages, second = _prepended(second, following), None  # held only while it is written
-    _write_tiff_pages(handle, pages, metadata, after=buffer.getbuffer())
+    _write_tiff_pages(handle, pages, after=buffer.getbuffer())
 
 
 def _prepended(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
@@ -811,15 +814,16 @@ def _tiff_entry(tag: int, kind: int, values: list[int] | bytes) -> tuple[int, in
     return tag, kind, len(values) // 2 if kind == _RATIONAL else len(values), payload
 
 
-def _write_tiff_pages(handle: io.BufferedWriter, pages: Iterable[tuple[np.ndarray, np.ndarray | None]],
-                      metadata: ImageMetadata | None = None, *, after: bytes | memoryview | None = None) -> None:
+def _write_tiff_pages(handle: io.BufferedWriter,
+                      pages: Iterable[tuple[np.ndarray, np.ndarray | None, ImageMetadata | None]], *,
+                      after: bytes | memoryview | None = None) -> None:
     """Baseline little-endian TIFF pages, uncompressed, one strip each, 8 or 16 bits per sample as
     each page's dtype says.
 
     Pages are taken from `pages` one at a time and each is linked from the directory before it
     as it is written, so only one page is ever held here. `after`: a finished little-endian
     TIFF (Pillow's one-page file) to write first and append the pages to; without it the file
-    starts here. Of `metadata` each page gets the resolution, the main IFD's text tags and XMP
+    starts here. Of its metadata each page gets the resolution, the main IFD's text tags and XMP
     (no EXIF sub-IFDs).
     """
     if after is None:
@@ -829,11 +833,11 @@ def _write_tiff_pages(handle: io.BufferedWriter, pages: Iterable[tuple[np.ndarra
         link = _last_directory_link(after)
         handle.write(after)
         offset = len(after)
-    for page, page_alpha in pages:
+    for page, page_alpha, page_metadata in pages:
         if offset % 2:  # a directory starts on a word boundary
             handle.write(b"\0")
             offset += 1
-        entries, values, strip_bytes = _tiff_directory(page, page_alpha, metadata, offset)
+        entries, values, strip_bytes = _tiff_directory(page, page_alpha, page_metadata, offset)
         end = offset + len(entries) + 4 + len(values) + strip_bytes
         if end >= 1 << 32:
             raise ImageError("Cannot write a TIFF over 4 GB; save as PNG instead.")

@@ -510,6 +510,36 @@ def test_a_multi_page_scan_is_coloured_page_by_page_into_a_tiff_and_says_so_into
     assert len(load_pages(tmp_path / "out3" / "album.tif")) == 3
 
 
+def test_every_page_of_an_album_keeps_its_own_resolution_and_caption(tmp_path, tiny_weights):
+    """Pages scanned at different resolutions, each with its caption: the coloured album keeps
+    each page's own, and only the first page's note names the hint given for it."""
+    from PIL import Image, TiffImagePlugin
+
+    from colorize_cli.imageio import load_pages
+
+    album = tmp_path / "album.tif"
+    pages = [(Image.fromarray(np.full((24, 32), 90 + 40 * i, np.uint8)), dpi, f"page {i + 1} caption")
+             for i, dpi in enumerate([300, 600, 1200])]
+    with open(album, "w+b") as fp, TiffImagePlugin.AppendingTiffWriter(fp) as writer:
+        for frame, dpi, caption in pages:
+            frame.encoderinfo, frame.encoderconfig = {"dpi": (dpi, dpi), "description": caption}, ()
+            TiffImagePlugin._save(frame, writer, str(album))
+            writer.newFrame()
+
+    result = run(album, "--weights", tiny_weights["unet"], "-o", tmp_path / "out.tif", "--hint", "50%,50%:#d9633c")
+    assert result.exit_code == 0, result.stderr
+    coloured = load_pages(tmp_path / "out.tif")
+    assert [p.metadata.dpi for p in coloured] == [(300, 300), (600, 600), (1200, 1200)]
+    assert [p.metadata.tags.get(270) for p in coloured] == [caption for _, _, caption in pages]
+    with Image.open(tmp_path / "out.tif") as im:
+        notes = []
+        for index in range(3):
+            im.seek(index)
+            notes.append(im.tag_v2.get(305))
+    assert all(note.startswith("colorize ") for note in notes)
+    assert "hint 50%,50%:#d9633c" in notes[0] and not any("hint" in note for note in notes[1:])
+
+
 def test_a_multi_page_scan_with_a_broken_later_page_fails_alone(tmp_path, tiny_weights):
     """Later pages are read while the album's TIFF is written: a page that cannot be read fails
     that album (no partial output), and the batch goes on."""

@@ -126,7 +126,7 @@ def test_32bit_int_and_float_grey_tiff_map_to_16_bits(tmp_path):
     floats = RNG.random((6, 7)).astype(np.float32)
     loaded = load_image(_save_pil(tmp_path / "f.tif", Image.fromarray(floats, mode="F")))
     assert loaded.bit_depth == 16
-    np.testing.assert_array_equal(loaded.pixels[..., 0], np.rint(floats * 65535).astype(np.uint16))
+    np.testing.assert_array_equal(loaded.pixels[..., 0], np.rint(floats.astype(np.float64) * 65535).astype(np.uint16))
 
 
 @pytest.mark.parametrize("alpha", [False, True])
@@ -566,15 +566,17 @@ def test_pages_written_to_a_tiff_read_back_exactly(tmp_path, dtype):
     second_alpha = rng.integers(0, top, (25, 10), dtype=dtype, endpoint=True)
     third = rng.integers(0, top, (5, 7, 3), dtype=dtype, endpoint=True)
     path = tmp_path / "pages.tif"
+    own = ImageMetadata(dpi=(600, 600), tags={270: "the back of the photo"})
     imageio.save_image(path, first, None, metadata=ImageMetadata(dpi=(300, 300)),
-                       more_pages=[(second, second_alpha), (third, None)])
+                       more_pages=[(second, second_alpha), (third, None, own)])
     pages = imageio.load_pages(path)
     assert [p.pages for p in pages] == [3, 3, 3] and all(p.pixels.dtype == dtype for p in pages)
     np.testing.assert_array_equal(pages[0].pixels, first)
     np.testing.assert_array_equal(pages[1].pixels, second)
     np.testing.assert_array_equal(pages[1].alpha, second_alpha)
     np.testing.assert_array_equal(pages[2].pixels, third)
-    assert pages[0].alpha is None and all(p.metadata.dpi == (300, 300) for p in pages)
+    assert pages[0].alpha is None and [p.metadata.dpi for p in pages] == [(300, 300), (300, 300), (600, 600)]
+    assert pages[2].metadata.tags[270] == "the back of the photo" and 270 not in pages[1].metadata.tags
     with pytest.raises(imageio.ImageError, match="Cannot read page 4 of .*: it has 3"):
         imageio.load_image(path, page=3)
     with pytest.raises(ValueError, match="only a TIFF holds several pages"):
