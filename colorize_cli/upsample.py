@@ -310,9 +310,9 @@ def compose_full_resolution(
         y1 = min(height, y0 + rows)
         L = torch.from_numpy(L_full[y0:y1]).clamp(0.0, 100.0)
         c = _upsample_rows(coef, height, width, y0, y1, cols)
-        a = torch.addcmul(c[2], c[0], L).clamp_(AB_MIN, AB_MAX)
-        b = torch.addcmul(c[3], c[1], L).clamp_(AB_MIN, AB_MAX)
-        rgb = _colour_tile(L, a, b).mul_(maximum).round_().to(_TORCH_DTYPE[pixels.dtype.type])
+        a_star = torch.addcmul(c[2], c[0], L).clamp_(AB_MIN, AB_MAX)
+        b_star = torch.addcmul(c[3], c[1], L).clamp_(AB_MIN, AB_MAX)
+        rgb = _colour_tile(L, a_star, b_star).mul_(maximum).round_().to(_TORCH_DTYPE[pixels.dtype.type])
         torch.from_numpy(out[y0:y1]).copy_(rgb.permute(1, 2, 0))  # interleaving costs least as integers
     return out
 
