@@ -440,7 +440,7 @@ def _decode_8bit(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
     if rgb is None and im.mode == "L":  # one channel out of Pillow, widened by numpy: 2x faster
         return np.repeat(np.asarray(im)[:, :, None], 3, axis=2), alpha, was_grey
     if rgb is None:
-        rgb = im.convert("RGB")
+        rgb = im if im.mode == "RGB" else im.convert("RGB")  # (convert would copy an RGB image first)
     return np.array(rgb), alpha, was_grey
 
 
