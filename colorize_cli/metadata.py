@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import ExifTags, Image
-from PIL.PngImagePlugin import PngInfo
 
 log = logging.getLogger(__name__)
 
@@ -290,13 +289,15 @@ NOTE_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP", "AVIF", "HEIF"})
 
 
 def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, int]) -> dict[str, Any]:
-    """Keyword arguments for Pillow's `Image.save` in format `fmt` that write `meta`."""
+    """Keyword arguments for Pillow's `Image.save` in format `fmt` that write `meta`.
+
+    (PNGs are written by png.py, with `png_chunks`.)"""
     if meta is None:
         return {}
     options: dict[str, Any] = {}
-    if meta.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+    if meta.dpi and fmt in ("JPEG", "TIFF", "BMP"):
         options["dpi"] = meta.dpi
-    if fmt in ("PNG", "JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
+    if fmt in ("JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
         # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
         extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
         exif = exif_bytes(meta, size, extra, max_bytes=_JPEG_EXIF_MAX if fmt == "JPEG" else None)
@@ -312,14 +313,6 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
             options["exif"] = exif
     if meta.xmp and (fmt in ("WEBP", "AVIF", "HEIF") or (fmt == "JPEG" and len(meta.xmp) <= _JPEG_XMP_MAX)):
         options["xmp"] = meta.xmp  # (JPEG's extended XMP, split over segments, is not written)
-    if fmt == "PNG":
-        info = PngInfo()
-        for key, value in png_text(meta):
-            if key == _XMP_KEY or not _latin1(key + value):
-                info.add_itxt(key, value)
-            else:
-                info.add_text(key, value)
-        options["pnginfo"] = info
     comment = meta.text.get("Comment", "").encode("utf-8")
     if fmt == "JPEG" and comment and len(comment) <= _JPEG_COMMENT_MAX:
         options["comment"] = comment
