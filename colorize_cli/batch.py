@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from .atomic import remove_stale_temps
 from .errors import UsageError
-from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, load_image,
-                      opens_as_image, output_format, save_image)
+from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, check_output_size,
+                      load_image, opens_as_image, output_format, save_image)
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -396,6 +396,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
         for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):
             try:
                 image = fut.result()
+                for output in job.outputs:
+                    check_output_size(output, image.pixels.shape[1], image.pixels.shape[0])
             except Exception as e:  # recorded per file; the batch goes on
                 finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
                 continue

@@ -78,6 +78,13 @@ _FORMAT_NEEDS = {"HEIF": "the optional pillow-heif package (pip install pillow-h
                  "AVIF": "a Pillow built with AVIF support (pip install -U pillow)"}
 # ISO base-media brands of HEIF stills: a file that starts with one is a HEIF/HEIC photo.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+# The largest image each format takes: beyond it the encoder fails with an unclear message
+# (libjpeg-turbo over 65500 px, libwebp over 16383, pillow-heif's HEVC over 65528, measured), or,
+# for AVIF, writes a file that libavif's readers refuse by default (over 32768 px a side or
+# 16384 x 16384 pixels: Pillow could not open a 32769-px-wide one).
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383, "AVIF": 32768, "HEIF": 65528}
+_MAX_FORMAT_PIXELS = {"AVIF": 16384 * 16384}
+_FORMAT_NAMES = {"HEIF": "HEIC"}
 # zlib level for PNG (png.py): on photos level 3 writes files no bigger than level 6 (often
 # smaller) in a third of the time (docs/benchmarks.md).
 _PNG_COMPRESS_LEVEL = 3
@@ -565,6 +572,17 @@ def output_format(path: str | os.PathLike) -> str:
     return _WRITE_FORMATS[path.suffix.lower()]
 
 
+def check_output_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """OutputError if `path`'s format cannot hold a width x height image (checked before the
+    colouring, so no time goes into one that could not be saved)."""
+    fmt = output_format(path)
+    side, pixels = _MAX_SIDE.get(fmt), _MAX_FORMAT_PIXELS.get(fmt)
+    if (side is not None and max(width, height) > side) or (pixels is not None and width * height > pixels):
+        limit = f"{side} px a side" + (f" and {pixels / 1e6:.0f} megapixels" if pixels else "")
+        raise OutputError(f"Cannot write {path}: {width}x{height} is more than {_FORMAT_NAMES.get(fmt, fmt)} "
+                          f"holds ({limit}); write a .png or .tif instead.")
+
+
 def unwritable_reason(suffix: str) -> str | None:
     """Why images named `*{suffix}` cannot be written in this installation; None when they can."""
     fmt = _WRITE_FORMATS.get(suffix.lower())
@@ -601,6 +619,7 @@ def save_image(
     path = Path(path)
     fmt = output_format(path)
     pixels, alpha = _check_arrays(path, pixels, alpha)
+    check_output_size(path, pixels.shape[1], pixels.shape[0])
     more_pages = iter(more_pages)
     if fmt != "TIFF":
         if next(more_pages, None) is not None:

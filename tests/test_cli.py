@@ -510,6 +510,20 @@ def test_a_multi_page_scan_is_coloured_page_by_page_into_a_tiff_and_says_so_into
     assert len(load_pages(tmp_path / "out3" / "album.tif")) == 3
 
 
+def test_a_scan_too_wide_for_the_batch_format_fails_alone_with_the_reason(tmp_path, tiny_weights):
+    from PIL import Image
+
+    folder = tmp_path / "box"
+    folder.mkdir()
+    Image.fromarray(np.full((4, 16400), 120, np.uint8)).save(folder / "panorama.png")
+    save_photo(folder / "photo.png", "L")
+    result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--format", "webp")
+    assert result.exit_code == 6
+    (line,) = error_lines(result)
+    assert "panorama.png" in line and "16400x4 is more than WEBP holds (16383 px a side)" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.webp"]
+
+
 def test_every_page_of_an_album_keeps_its_own_resolution_and_caption(tmp_path, tiny_weights):
     """Pages scanned at different resolutions, each with its caption: the coloured album keeps
     each page's own, and only the first page's note names the hint given for it."""

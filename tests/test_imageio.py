@@ -338,6 +338,25 @@ def test_directory_and_missing_file_raise_image_error(tmp_path):
         load_image(tmp_path / "missing.png")
 
 
+def test_an_image_larger_than_its_output_format_holds_is_refused_clearly(tmp_path):
+    wide = np.zeros((2, 16384, 3), np.uint8)
+    with pytest.raises(imageio.OutputError, match=r"16384x2 is more than WEBP holds \(16383 px a side\).*\.png or \.tif"):
+        save_image(tmp_path / "wide.webp", wide)
+    with pytest.raises(imageio.OutputError, match="65500 px a side"):
+        save_image(tmp_path / "tall.jpg", np.zeros((65501, 1, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    save_image(tmp_path / "fits.webp", wide[:, :16383])
+    assert load_image(tmp_path / "fits.webp").pixels.shape == (2, 16383, 3)
+    save_image(tmp_path / "wide.png", wide)  # PNG and TIFF hold it
+    # AVIF: readers refuse more than 32768 px a side or 16384 x 16384 pixels, so neither is written.
+    if imageio.unwritable_reason(".avif") is None:
+        imageio.check_output_size(tmp_path / "a.avif", 32768, 8192)
+        with pytest.raises(imageio.OutputError, match="32768 px a side and 268 megapixels"):
+            imageio.check_output_size(tmp_path / "a.avif", 16385, 16384)
+        with pytest.raises(imageio.OutputError):
+            imageio.check_output_size(tmp_path / "a.avif", 32769, 10)
+
+
 def test_pixel_limit_raises_too_large(tmp_path):
     path = _save_pil(tmp_path / "big.png", Image.fromarray(_rgb8(30, 40)))
     with pytest.raises(ImageTooLargeError, match="big.png"):
