@@ -47,7 +47,7 @@ class Colorizer:
             raise ValueError(f"seed must be a whole number >= 0, not {seed!r}")
         self.engine = Engine.load(model, weights, device, local_files_only=local_files_only)
         self.sampler, self.steps, self.size, self.saturation = self.engine.resolve_settings(
-            sampler, steps, size, saturation)
+            sampler, steps, size, saturation, prefix="")
         self.seed = int(seed)
 
     @property

@@ -154,31 +154,35 @@ class Engine:
         return self.model.samplers
 
     def resolve_settings(self, sampler: str | None, steps: int | None, size: int | None,
-                         saturation: float | None = None) -> tuple[str, int, int, float]:
-        """The settings a colouring will use (None: the model's default); ValueError if not valid."""
+                         saturation: float | None = None, *, prefix: str = "--") -> tuple[str, int, int, float]:
+        """The settings a colouring will use (None: the model's default); ValueError if not valid.
+
+        `prefix`: how the caller's user names a setting in the messages — "--" for the command
+        line's flags (--steps), "" for the Python API's keyword arguments (steps).
+        """
         sampler = self.default_sampler if sampler is None else sampler
         if sampler not in self.supported_samplers:
-            raise ValueError(f"model {self.name!r} ({self.architecture}) supports --sampler "
+            raise ValueError(f"model {self.name!r} ({self.architecture}) supports {prefix}sampler "
                              f"{', '.join(self.supported_samplers)}, not {sampler!r}")
-        steps = _whole_number("--steps", self.default_steps if steps is None else steps)
+        steps = _whole_number(f"{prefix}steps", self.default_steps if steps is None else steps)
         if steps < 1:
-            raise ValueError("--steps must be at least 1")
+            raise ValueError(f"{prefix}steps must be at least 1")
         if sampler == "oneshot" and steps != 1:  # it would be ignored, and the output's note would say it
-            raise ValueError(f"sampler oneshot colours in one step; --steps {steps} does not apply to it")
+            raise ValueError(f"sampler oneshot colours in one step; {prefix}steps {steps} does not apply to it")
         if steps > self.model.config.timesteps:
-            raise ValueError(f"--steps must be at most {self.model.config.timesteps}, the number of noise "
+            raise ValueError(f"{prefix}steps must be at most {self.model.config.timesteps}, the number of noise "
                              f"levels model {self.name!r} was trained with")
-        size = _whole_number("--size", self.default_size if size is None else size)
+        size = _whole_number(f"{prefix}size", self.default_size if size is None else size)
         if size < self.model.multiple or size > 4096:
-            raise ValueError(f"--size must be between {self.model.multiple} and 4096 px")
+            raise ValueError(f"{prefix}size must be between {self.model.multiple} and 4096 px")
         try:
-            if isinstance(saturation, (bool, str, bytes)):  # a number, as --size and --steps must be
+            if isinstance(saturation, (bool, str, bytes)):  # a number, as size and steps must be
                 raise TypeError
             saturation = self.default_saturation if saturation is None else float(saturation)
         except (TypeError, ValueError):
-            raise ValueError(f"--saturation must be a number, not {saturation!r}") from None
+            raise ValueError(f"{prefix}saturation must be a number, not {saturation!r}") from None
         if not 0.0 <= saturation <= MAX_SATURATION:
-            raise ValueError(f"--saturation must be between 0 and {MAX_SATURATION:g}, not {saturation:g}")
+            raise ValueError(f"{prefix}saturation must be between 0 and {MAX_SATURATION:g}, not {saturation:g}")
         return sampler, steps, size, saturation
 
     def provenance(self, sampler: str | None, steps: int | None, size: int | None, saturation: float | None,

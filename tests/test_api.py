@@ -94,6 +94,11 @@ def test_bad_arrays_and_settings_are_value_errors(fake_registry, colorizer):
         Colorizer(sampler="nonsense", device="cpu")
     with pytest.raises(ValueError, match="saturation"):
         Colorizer(saturation=-1, device="cpu")
+    # Named as the keyword arguments they are, not as the command line's flags.
+    for settings in ({"sampler": "nonsense"}, {"saturation": -1}, {"size": 5000}, {"steps": 0}, {"steps": 1.5}):
+        with pytest.raises(ValueError) as caught:
+            Colorizer(device="cpu", **settings)
+        assert "--" not in str(caught.value) and next(iter(settings)) in str(caught.value)
 
 
 def test_colorize_file_writes_what_the_command_line_writes(colorizer, fake_registry, tmp_path):
