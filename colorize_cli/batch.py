@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsEr
 
 if TYPE_CHECKING:
     from .hints import Hint
+
+# Pixels of input held ahead of the model: in the batch being filled, and again in loads running
+# ahead of it. Four 12-MP photos batch as before; larger scans batch and load fewer at a time, so
+# a folder of 100-MP scans needs the memory of about two, not of eight (docs/benchmarks.md).
+HELD_PIXELS = 48_000_000
 
 
 @dataclass
@@ -191,19 +197,36 @@ def pages_to_colour(job: Job, image: LoadedImage) -> int:
     return image.pages if all(output_format(p) == "TIFF" for p in job.outputs) else 1
 
 
-def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int) -> Iterator[tuple[Job, Future]]:
-    """Yield (job, future of its loaded first page), keeping up to `ahead` loads in flight."""
-    pending: list[tuple[Job, Future]] = []
+def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int,
+              pixel_budget: int = 0) -> Iterator[tuple[Job, Future]]:
+    """Yield (job, future of its loaded first page), loading ahead of the consumer: up to `ahead`
+    images, and with a `pixel_budget` no more pixels than that, judged by the size of the image
+    loaded last (at least one, so a folder of 100-MP scans holds one scan ahead, not `ahead`).
+    Before the first image is in, one load runs: its size is not known yet."""
+    pending: deque[tuple[Job, Future]] = deque()
     it = iter(jobs)
-    for job in it:
-        pending.append((job, executor.submit(load_image, job.source)))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        job, fut = pending.pop(0)
-        nxt = next(it, None)
-        if nxt is not None:
+    last_pixels = 0
+
+    def fill() -> None:
+        limit = 1 if pixel_budget and not last_pixels else ahead
+        if pixel_budget and last_pixels:
+            limit = max(1, min(ahead, pixel_budget // last_pixels))
+        while len(pending) < limit:
+            nxt = next(it, None)
+            if nxt is None:
+                return
             pending.append((nxt, executor.submit(load_image, nxt.source)))
+
+    fill()
+    while pending:
+        job, fut = pending.popleft()
+        if pixel_budget:
+            try:
+                pixels = fut.result().pixels
+                last_pixels = pixels.shape[0] * pixels.shape[1]
+            except Exception:  # the consumer sees it through `fut`
+                pass
+        fill()
         yield job, fut
 
 
@@ -393,7 +416,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                                             pages=pages, pages_coloured=pages_coloured))
             saves[:] = keep
 
-        for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size)):
+        for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size),
+                                  pixel_budget=HELD_PIXELS):
             try:
                 image = fut.result()
                 for output in job.outputs:
@@ -402,7 +426,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
                 continue
             batch.append((job, image))
-            if len(batch) >= batch_size:
+            if len(batch) >= batch_size or sum(i.pixels.shape[0] * i.pixels.shape[1] for _, i in batch) >= HELD_PIXELS:
                 flush()
         flush()
         _collect(block=True)

@@ -602,3 +602,34 @@ def test_glob_patterns_match_as_fnmatch_does_but_without_case(pattern, name, mat
 
     assert fnmatch.fnmatchcase(name, case_insensitive_glob(pattern)) is matches
     assert fnmatch.fnmatchcase(name.lower(), pattern.lower()) is matches  # what "without case" means
+
+
+@pytest.mark.parametrize("pixel_budget, most_ahead", [(0, 4), (250, 2), (50, 1)])
+def test_loads_run_ahead_within_the_pixel_budget(tmp_path, pixel_budget, most_ahead):
+    """Large scans are not all read into memory while the model works on the first one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from colorize_cli.batch import Job, _prefetch
+
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((10, 10), 20 * i, np.uint8)).save(paths[-1])  # 100 pixels each
+    submitted: list[Path] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            submitted.append(args[0])
+            return super().submit(fn, *args, **kwargs)
+
+    handed_out, ahead = [], []
+    with Recording(max_workers=2) as executor:
+        for job, future in _prefetch(executor, [Job(p, [tmp_path / "out" / p.name]) for p in paths], ahead=4,
+                                     pixel_budget=pixel_budget):
+            ahead.append(len(submitted) - len(handed_out) - 1)  # loads started beyond this one
+            handed_out.append(job.source)
+            assert future.result().pixels.shape == (10, 10, 3)
+    assert handed_out == paths == submitted
+    assert max(ahead) == most_ahead
