@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +25,10 @@ from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsEr
 if TYPE_CHECKING:
     from .hints import Hint
 
-# Pixels of input held ahead of the model: in the batch being filled, and again in loads running
-# ahead of it. Four 12-MP photos batch as before; larger scans batch and load fewer at a time, so
-# a folder of 100-MP scans needs the memory of about two, not of eight (docs/benchmarks.md).
+# Pixels held around the model, each in its own place: the batch being filled, the loads running
+# ahead of it, and the colourings waiting to be written. Four 12-MP photos batch as before;
+# larger scans batch, load and wait fewer at a time, so a folder of 100-MP scans needs the memory
+# of about two, not of eight (docs/benchmarks.md).
 HELD_PIXELS = 48_000_000
 
 
@@ -315,7 +316,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as saver:
         # (job index, job, its saves, [had colour], pages, pages coloured); had colour is a list as
         # a multi-page save finds out about its later pages while it writes them
-        saves: list[tuple[int, Job, list[Future], list[bool], int, int]] = []
+        saves: list[tuple[int, Job, list[Future], list[bool], int, int, int]] = []  # ..., output pixels
         notes: dict[int, str] = {}  # sample index -> the outputs' Software note
         batch: list[tuple[Job, LoadedImage]] = []  # a job and its first page
 
@@ -397,14 +398,20 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                         futures.append(save_now(*save, **options, more_pages=later_pages(job, count, k, had_colour)))
                     else:
                         futures.append(saver.submit(save_image, *save, **options))
-                saves.append((index_of[id(job)], job, futures, had_colour, image.pages, count))
+                saves.append((index_of[id(job)], job, futures, had_colour, image.pages, count,
+                              len(futures) * image.pixels.shape[0] * image.pixels.shape[1]))
             batch.clear()
             _collect(block=False)
+            # Colourings waiting for the saver (behind a slow AVIF or HEIC encoder) hold memory
+            # too: over the budget, wait for the oldest, keeping one write going beside the model.
+            while len(saves) > 1 and sum(entry[6] for entry in saves) > HELD_PIXELS:
+                wait(saves[0][2])
+                _collect(block=False)
 
         def _collect(block: bool) -> None:
             keep = []
             for entry in saves:
-                index, job, futs, had_colour, pages, pages_coloured = entry
+                index, job, futs, had_colour, pages, pages_coloured, _ = entry
                 if not block and not all(f.done() for f in futs):
                     keep.append(entry)
                     continue

@@ -633,3 +633,40 @@ def test_loads_run_ahead_within_the_pixel_budget(tmp_path, pixel_budget, most_ah
             assert future.result().pixels.shape == (10, 10, 3)
     assert handed_out == paths == submitted
     assert max(ahead) == most_ahead
+
+
+def test_colourings_waiting_for_a_slow_writer_stay_within_the_budget(tmp_path, tiny_weights, monkeypatch):
+    """Behind a slow encoder the model waits, rather than colouring the whole folder into memory."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from colorize_cli import batch
+
+    folder = tmp_path / "box"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.setattr(batch, "HELD_PIXELS", 1)  # every photo is over it, as a 100-MP scan is over 48 MP
+    loads, loads_when_written, lock = [], [], threading.Lock()
+    real_load, real_save = batch.load_image, batch.save_image
+
+    def counting_load(*args, **kwargs):
+        loads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    def slow_save(*args, **kwargs):
+        time.sleep(0.2)
+        real_save(*args, **kwargs)
+        with lock:
+            loads_when_written.append(len(loads))
+
+    monkeypatch.setattr(batch, "load_image", counting_load)
+    monkeypatch.setattr(batch, "save_image", slow_save)
+    result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 6
+    # When the first output is written, at most the photo being coloured and one loading ahead
+    # have joined it (without the budget all six would be in memory by then).
+    assert loads_when_written[0] <= 4
