@@ -97,7 +97,7 @@ def _remove_stale_pages(target: Path, written: list[Path]) -> None:
 
 
 def _thumbnail(path: Path) -> Image.Image:
-    image = load_image(path)
+    image = load_image(path, preview=2 * THUMB)  # twice the size, so the LANCZOS step still has detail
     im = Image.fromarray(to_uint8(image.pixels))
     im.thumbnail((THUMB, THUMB), Image.LANCZOS)
     return im

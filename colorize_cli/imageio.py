@@ -199,9 +199,15 @@ def opens_as_image(path: str | os.PathLike) -> bool:
         return False
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, page: int = 0) -> LoadedImage:
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, page: int = 0,
+               *, preview: int | None = None) -> LoadedImage:
     """Read an image file into sRGB pixels at its native bit depth; of a multi-page TIFF, the
     full-size page `page` (from 0; `pages` says how many there are).
+
+    `preview`: the pixels are for a picture about this many pixels across, so they may come
+    smaller, both sides still at least that large: a JPEG decoded at a DCT scale of 1/2 to 1/8
+    (a 100-MP scan's thumbnail in a tenth of the time), an 8-bit image of another format
+    box-reduced by a whole factor right after decoding.
 
     Raises ImageError for anything that is not a readable image and ImageTooLargeError when
     width * height exceeds `max_pixels` (None: no limit).
@@ -232,10 +238,12 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                 pages = _seek_page(im, path, page) if im.format == "TIFF" else 1
                 _check_pixel_limit(path, im.size, max_pixels)
                 fmt = im.format or "unknown"
+                if preview is not None and fmt == "JPEG":
+                    im.draft(im.mode, (preview, preview))
                 # Pillow turns TIFFs upright itself while decoding and drops the tag: remember it
                 # for the resolution's axes.
                 tiff_orientation = _exif_orientation(im) if fmt == "TIFF" else 1
-                pixels, alpha, was_grey = _decode(im, path)
+                pixels, alpha, was_grey = _decode(im, path) if preview is None else _decode_preview(im, path, preview)
                 # After decoding: PNG's getexif() loads the image, and eXIf may follow the data.
                 orientation = _exif_orientation(im)
                 metadata = read_metadata(im, orientation if orientation != 1 else tiff_orientation)
@@ -404,6 +412,19 @@ def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray 
     if mode in ("RGB", "RGBA") and im.tile and all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile):
         return _decode_wide_rgb(im, path)
     return decode_pillow_image(im)
+
+
+def _decode_preview(im: Image.Image, path: Path, preview: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """`_decode` for a preview: an 8-bit grey or RGB(A) image is box-reduced first, by the largest
+    whole factor that keeps both sides >= `preview` (16-bit data, which Pillow may show as 8-bit
+    RGB, and other modes are decoded whole)."""
+    factor = min(im.size) // preview
+    wide = bool(im.tile) and (_is_planar_16bit_tiff(im) or any(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile))
+    if factor < 2 or wide or im.mode not in ("L", "LA", "RGB", "RGBA"):
+        return _decode(im, path)
+    small = im.reduce(factor)
+    small.info = im.info  # its ICC profile and transparency still apply
+    return decode_pillow_image(small)
 
 
 def _is_planar_16bit_tiff(im: Image.Image) -> bool:

@@ -338,6 +338,22 @@ def test_directory_and_missing_file_raise_image_error(tmp_path):
         load_image(tmp_path / "missing.png")
 
 
+def test_a_jpeg_preview_is_decoded_at_a_smaller_scale_and_looks_the_same(tmp_path):
+    y, x = np.mgrid[0:480, 0:640]
+    photo = np.stack([x * 255 // 640, y * 255 // 480, (x + y) * 255 // 1120], axis=2).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "p.jpg", quality=95)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    full, small = load_image(tmp_path / "p.jpg"), load_image(tmp_path / "p.jpg", preview=100)
+    assert small.pixels.shape == (120, 160, 3)  # 1/4: the smallest DCT scale with both sides >= 100
+    shrunk = np.asarray(Image.fromarray(full.pixels).resize((160, 120), Image.BOX), np.float32)
+    assert np.abs(shrunk - small.pixels).mean() < 2
+    reduced = load_image(tmp_path / "p.png", preview=100).pixels  # other formats: box-reduced after decoding
+    assert reduced.shape == (120, 160, 3) and np.abs(shrunk - reduced).mean() < 2
+    wide = photo.astype(np.uint16) * 257  # 16-bit RGB, which Pillow would show as 8-bit: read whole
+    save_image(tmp_path / "p16.png", wide)
+    np.testing.assert_array_equal(load_image(tmp_path / "p16.png", preview=100).pixels, wide)
+
+
 def test_an_image_larger_than_its_output_format_holds_is_refused_clearly(tmp_path):
     wide = np.zeros((2, 16384, 3), np.uint8)
     with pytest.raises(imageio.OutputError, match=r"16384x2 is more than WEBP holds \(16383 px a side\).*\.png or \.tif"):
