@@ -24,6 +24,7 @@ from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsEr
 
 if TYPE_CHECKING:
     from .hints import Hint
+    from .metadata import ImageMetadata
 
 # Pixels held around the model, each in its own place: the batch being filled, the loads running
 # ahead of it, and the colourings waiting to be written. Four 12-MP photos batch as before;
@@ -209,9 +210,10 @@ def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int,
     last_pixels = 0
 
     def fill() -> None:
-        limit = 1 if pixel_budget and not last_pixels else ahead
-        if pixel_budget and last_pixels:
-            limit = max(1, min(ahead, pixel_budget // last_pixels))
+        if not pixel_budget:
+            limit = ahead
+        else:
+            limit = max(1, min(ahead, pixel_budget // last_pixels)) if last_pixels else 1
         while len(pending) < limit:
             nxt = next(it, None)
             if nxt is None:
@@ -223,12 +225,15 @@ def _prefetch(executor: ThreadPoolExecutor, jobs: list[Job], ahead: int,
         job, fut = pending.popleft()
         if pixel_budget:
             try:
-                pixels = fut.result().pixels
-                last_pixels = pixels.shape[0] * pixels.shape[1]
+                last_pixels = _area(fut.result())
             except Exception:  # the consumer sees it through `fut`
                 pass
         fill()
         yield job, fut
+
+
+def _area(image: LoadedImage) -> int:
+    return image.pixels.shape[0] * image.pixels.shape[1]
 
 
 def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[dict[int, JobResult], list[tuple[int, Job]]]:
@@ -335,7 +340,11 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 (out,) = engine.colorize_pixels([page.pixels], sampler=sampler, steps=steps, size=size,
                                                 saturation=saturation, seeds=[seed], samples=[sample], hints=[[]],
                                                 batch_size=1, step_progress=on_step)
-                yield out, page.alpha, (page.metadata if keep_metadata else page.metadata.stripped()).with_software(note)
+                yield out, page.alpha, labelled(page, note)
+
+        def labelled(image: LoadedImage, note: str) -> ImageMetadata:
+            """What an output of `image` (a page) carries: its metadata, or only its resolution, and the note."""
+            return (image.metadata if keep_metadata else image.metadata.stripped()).with_software(note)
 
         def save_now(*args, **kwargs) -> Future:
             """Run `save_image` here and now, its outcome held in a Future like the saver's."""
@@ -391,7 +400,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                         continue
                     if k not in notes:  # the note depends on the sample only: make it once per run
                         notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
-                    metadata = (image.metadata if keep_metadata else image.metadata.stripped()).with_software(notes[k])
+                    metadata = labelled(image, notes[k])
                     save = (job.outputs[k], coloured[(id(job), k)], image.alpha)
                     options = dict(overwrite=overwrite, source=job.source, metadata=metadata)
                     if count > 1:  # the model runs in this thread: so does the writing that pulls pages through it
@@ -399,7 +408,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     else:
                         futures.append(saver.submit(save_image, *save, **options))
                 saves.append((index_of[id(job)], job, futures, had_colour, image.pages, count,
-                              len(futures) * image.pixels.shape[0] * image.pixels.shape[1]))
+                              len(futures) * _area(image)))
             batch.clear()
             _collect(block=False)
             # Colourings waiting for the saver (behind a slow AVIF or HEIC encoder) hold memory
@@ -433,7 +442,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
                 continue
             batch.append((job, image))
-            if len(batch) >= batch_size or sum(i.pixels.shape[0] * i.pixels.shape[1] for _, i in batch) >= HELD_PIXELS:
+            if len(batch) >= batch_size or sum(_area(i) for _, i in batch) >= HELD_PIXELS:
                 flush()
         flush()
         _collect(block=True)

@@ -397,9 +397,17 @@ def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None,
     return (pixels if converted is None else converted), alpha, was_grey
 
 
+def _holds_16bit_rgb(im: Image.Image) -> bool:
+    """Whether a not yet decoded RGB(A) file holds 16-bit samples that Pillow would read at 8 bits
+    (planes of a 16-bit TIFF, or raw 16-bit RGB tiles)."""
+    return im.mode in ("RGB", "RGBA") and bool(im.tile) and (
+        _is_planar_16bit_tiff(im) or all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile))
+
+
 def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    mode = im.mode
-    if mode in ("RGB", "RGBA") and im.tile and _is_planar_16bit_tiff(im):
+    if not _holds_16bit_rgb(im):
+        return decode_pillow_image(im)
+    if _is_planar_16bit_tiff(im):
         # Stored plane by plane: Pillow gives each plane an 8-bit raw mode ('R', 'G', ...) and
         # would read every 16-bit sample as two pixels. Raw planes get their 16-bit raw modes
         # and take the path below; through libtiff (compressed) only the high bytes come out
@@ -408,10 +416,7 @@ def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray 
             return decode_pillow_image(im)
         order = "B" if im.tag_v2.prefix == b"MM" else "L"
         im.tile = [t._replace(args=(f"{_rawmode(t)};16{order}", *t.args[1:])) for t in im.tile]
-        return _decode_wide_rgb(im, path)
-    if mode in ("RGB", "RGBA") and im.tile and all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile):
-        return _decode_wide_rgb(im, path)
-    return decode_pillow_image(im)
+    return _decode_wide_rgb(im, path)
 
 
 def _decode_preview(im: Image.Image, path: Path, preview: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -419,8 +424,7 @@ def _decode_preview(im: Image.Image, path: Path, preview: int) -> tuple[np.ndarr
     whole factor that keeps both sides >= `preview` (16-bit data, which Pillow may show as 8-bit
     RGB, and other modes are decoded whole)."""
     factor = min(im.size) // preview
-    wide = bool(im.tile) and (_is_planar_16bit_tiff(im) or any(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile))
-    if factor < 2 or wide or im.mode not in ("L", "LA", "RGB", "RGBA"):
+    if factor < 2 or im.mode not in ("L", "LA", "RGB", "RGBA") or _holds_16bit_rgb(im):
         return _decode(im, path)
     small = im.reduce(factor)
     small.info = im.info  # its ICC profile and transparency still apply
