@@ -378,6 +378,41 @@ def test_installed_entry_point_runs(tmp_path, tiny_weights):
     assert proc.stderr.strip().startswith("Error:") and "Traceback" not in proc.stderr
 
 
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from colorize_cli import cli
+
+class Teardown:
+    def __del__(self):
+        print("interpreter teardown ran")
+
+KEEP = Teardown()  # a module global: only the interpreter's teardown deletes it
+atexit.register(lambda: print("exit handler ran"))
+sys.stdout.write("x" * 200_000)  # still in Python's buffer when the command ends
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread finished"))).start()
+sys.argv = ["colorize", *sys.argv[2:]]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["missing.png"], ExitCode.BAD_INPUT)])
+def test_the_executable_skips_teardown_but_not_what_a_command_leaves(tmp_path, args, code):
+    """`run` (the installed `colorize`) exits without the interpreter's teardown, yet with the
+    command's exit code, its buffered output and the exit handlers; a thread still running gets
+    the ordinary exit, which waits for it."""
+    proc = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "plain", *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("x" * 200_000) and "exit handler ran" in proc.stdout
+    assert "interpreter teardown ran" not in proc.stdout
+    assert (code == 0) == ("colorize " in proc.stdout) and (code != 0) == proc.stderr.startswith("Error:")
+    proc = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "thread", *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == code
+    assert "thread finished" in proc.stdout and "interpreter teardown ran" in proc.stdout
+
+
 def test_train_command_passes_every_training_option_through(monkeypatch, tmp_path):
     """`colorize train` offers every option of train_command (what `python -m colorize_cli.train`
     and docs/training.md offer) and hands the values on unchanged."""
