@@ -21,6 +21,7 @@ from .atomic import remove_stale_temps
 from .errors import UsageError
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, check_output_size,
                       load_image, opens_as_image, output_format, save_image)
+from .paths import real_path
 
 if TYPE_CHECKING:
     from .hints import Hint
@@ -155,7 +156,7 @@ def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples
     return [Job(src, sample_paths(targets[src], samples)) for src in sources]
 
 
-def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
+def distinct_targets(plain: list[Path], qualified: list[Path], identities: Sequence[str] | None = None) -> list[Path]:
     """Each source's output: its plain name (photo.png), unless another source would have the
     same, then its qualified one (photo.jpg.png, made from its full name, so unique).
 
@@ -165,6 +166,9 @@ def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
     for photo.tif.jpg): that source is qualified too. Names that still differ only in case
     (Photo.jpg and photo.jpg) get a tag from the exact name too (Photo.jpg-1f3a9c.png): written to
     a case-insensitive disk (macOS, Windows, exFAT cards), one would replace the other.
+    `identities` (one per source, default: its qualified output's name) is what a tag is made
+    from: photos of the same name from different folders, coloured into one, need theirs to
+    differ (a/photo.jpg -> photo.jpg-<tag of a/photo.jpg>.png, b/photo.jpg -> ...).
     """
     plain_keys = [str(p).lower() for p in plain]  # lower: one file on case-insensitive disks
     qualified_keys = [str(q).lower() for q in qualified]
@@ -183,13 +187,14 @@ def distinct_targets(plain: list[Path], qualified: list[Path]) -> list[Path]:
     seen: dict[str, int] = {}
     for key in (str(c).lower() for c in chosen):
         seen[key] = seen.get(key, 0) + 1
-    return [_case_tagged(c) if seen[str(c).lower()] > 1 else c for c in chosen]
+    identities = [str(c) for c in chosen] if identities is None else identities
+    return [_tagged(c, identity) if seen[str(c).lower()] > 1 else c for c, identity in zip(chosen, identities)]
 
 
-def _case_tagged(path: Path) -> Path:
-    """photo.jpg.png -> photo.jpg-<6 hex of the exact name>.png: stable across reruns, so a resumed
+def _tagged(path: Path, identity: str) -> Path:
+    """photo.jpg.png -> photo.jpg-<6 hex of identity>.png: stable across reruns, so a resumed
     batch finds it again, and apart from a name that differs only in case."""
-    tag = hashlib.sha1(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    tag = hashlib.sha1(identity.encode("utf-8", "surrogatepass")).hexdigest()[:6]
     return path.with_name(f"{path.stem}-{tag}{path.suffix}")
 
 
@@ -246,7 +251,7 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     settled: dict[int, JobResult] = {}
     todo: list[tuple[int, Job]] = []
     claimed: dict[Path, Path] = {}
-    inputs = {job.source.resolve(): job.source for job in jobs}
+    inputs = {real_path(job.source): job.source for job in jobs}
     for index, job in enumerate(jobs):
         try:
             result = _settle(job, inputs, claimed, overwrite=overwrite, skip_existing=skip_existing)
@@ -263,7 +268,7 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
 def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, overwrite: bool,
             skip_existing: bool) -> JobResult | None:
     """The job's result if it is settled without the model (see `triage`), else None."""
-    resolved = [(p, p.resolve()) for p in job.outputs]
+    resolved = [(p, real_path(p)) for p in job.outputs]
     hit = next((p for p, r in resolved if r in inputs), None)
     if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
         err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")

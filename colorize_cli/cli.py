@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import ExitCode, UsageError, error_message, exit_code_for, is_expected
+from .paths import real_path
 
 # Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
 # No emoji codes: a file named "x:smile:.png" must be printed as it is.
@@ -529,7 +530,8 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
     else:  # photo.jpg -> photo-colorized.png; photo.jpg and photo.tif -> photo.jpg-colorized.png, ...
         folders = [output if to_folder else image.parent for image in images]
         targets = distinct_targets([f / f"{image.stem}-colorized.png" for f, image in zip(folders, images)],
-                                   [f / f"{image.name}-colorized.png" for f, image in zip(folders, images)])
+                                   [f / f"{image.name}-colorized.png" for f, image in zip(folders, images)],
+                                   [str(image.absolute()) for image in images])
     jobs = [Job(image, sample_paths(target, samples)) for image, target in zip(images, targets)]
     if to_folder:
         _make_folder(output)
@@ -554,7 +556,7 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
     if fmt not in NOTE_FORMATS:  # a rerun must know the pages it may replace
         raise fail(UsageError(f"--contact-sheet {sheet}: a {fmt} file cannot carry the note by "
                               "which colorize knows its own pages; name a .jpg, .png, .tif or .webp"))
-    resolved, folder, out_dir = sheet.resolve(), folder.resolve(), out_dir.resolve()
+    resolved, folder, out_dir = real_path(sheet), real_path(folder), real_path(out_dir)
     # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
     nested_output = out_dir.is_relative_to(folder) and resolved.is_relative_to(out_dir)
     if resolved.is_relative_to(folder) and not nested_output:
@@ -562,7 +564,7 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
                               "colour it; put it elsewhere (e.g. in the output folder)"))
     for job in jobs:
         for path in (job.source, *job.outputs):
-            if is_page_of(path.resolve(), resolved):
+            if is_page_of(real_path(path), resolved):
                 raise fail(UsageError(f"--contact-sheet {sheet} would replace {path}; pick another name"))
     if not overwrite and resolved.parent.is_dir():
         for existing in resolved.parent.iterdir():
@@ -582,12 +584,12 @@ def _leave_out_earlier_outputs(sources: list[Path], folder: Path, out_dir: Path,
     """
     from .batch import plan_batch
 
-    inside = [s for s in sources if s.resolve().is_relative_to(out_dir.resolve())]
+    inside = [s for s in sources if real_path(s).is_relative_to(real_path(out_dir))]
     if not inside:
         return sources
     rest = [s for s in sources if s not in set(inside)]
-    planned = {p.resolve() for job in plan_batch(folder, out_dir, rest, suffix, samples) for p in job.outputs}
-    photos = [s for s in inside if s.resolve() not in planned and not made_by_colorize(s)]
+    planned = {real_path(p) for job in plan_batch(folder, out_dir, rest, suffix, samples) for p in job.outputs}
+    photos = [s for s in inside if real_path(s) not in planned and not made_by_colorize(s)]
     if photos:
         raise fail(UsageError(
             f"the output folder {out_dir} is inside {folder} and holds {len(photos)} photo(s) of its own "
@@ -625,9 +627,9 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) 
             and opens_as_image(Path(here) / name)
 
     count, example = 0, None
-    skip = out_dir.resolve()
+    skip = real_path(out_dir)
     for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and real_path(Path(here) / d) != skip)
         if Path(here) == folder:
             continue
         found = sorted(f for f in files if wanted(here, f))
@@ -681,7 +683,7 @@ def batch_command(
     # `batch ..` need the folder's real name.
     plain = folder.name not in ("", ".", "..")
     out_dir = output or (folder.with_name(folder.name + "-colorized") if plain
-                         else folder.resolve().with_name(folder.resolve().name + "-colorized"))
+                         else real_path(folder).with_name(real_path(folder).name + "-colorized"))
     if contact_sheet is not None:
         problem = unwritable_reason(contact_sheet.suffix)
         if problem is not None:
@@ -696,12 +698,12 @@ def batch_command(
         stderr.print(printable(f"Note: left out {len(not_images)} file(s) matching --glob {glob!r} that are not "
                                f"images (e.g. {not_images[0]})"), markup=False)
     made = functools.lru_cache(maxsize=None)(made_by_colorize)  # each file's note read once
-    if out_dir.resolve().is_relative_to(folder.resolve()):
+    if real_path(out_dir).is_relative_to(real_path(folder)):
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)
     sources = _leave_out_colorize_made(sources, quiet or as_json, made)
     # The photos a whole run would colour: named as if coloured, so a --glob never changes a name.
-    outputs_root = out_dir.resolve()
-    siblings = [p for p in everything if not p.resolve().is_relative_to(outputs_root) and not made(p)]
+    outputs_root = real_path(out_dir)
+    siblings = [p for p in everything if not real_path(p).is_relative_to(outputs_root) and not made(p)]
     if not recursive and not (quiet or as_json):
         _mention_subfolder_photos(folder, out_dir, glob)
     if not sources:

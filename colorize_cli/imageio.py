@@ -26,6 +26,7 @@ Limitations:
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -43,6 +44,7 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from . import icc, png
 from .atomic import temp_path_beside
 from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
+from .paths import real_path
 
 # A 100-megapixel scan must load; 200 MP of 16-bit RGB is already 1.2 GB of pixels.
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -221,7 +223,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             raise ImageError(f"Cannot read the folder {path}: {exc.strerror}.") from exc
         raise ImageError(f"Cannot read {path}: it is a directory, not an image.")
     if path.is_symlink() and not path.exists():
-        raise ImageError(f"Cannot read {path}: it is a broken link (to {os.readlink(path)}).")
+        raise ImageError(f"Cannot read {path}: {_dead_link_problem(path)}.")
     if not path.exists():
         raise ImageError(f"Cannot read {path}: no such file.")
     if path.stat().st_size == 0:
@@ -270,6 +272,16 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     was_grey = was_grey or _channels_equal(pixels)
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
     return LoadedImage(pixels, alpha, bit_depth, path, fmt, was_grey, metadata, pages)
+
+
+def _dead_link_problem(path: Path) -> str:
+    """Why a link leads to no file: it names a missing one, or it comes back to itself."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"it is a link that leads back to itself (through {os.readlink(path)})"
+    return f"it is a broken link (to {os.readlink(path)})"
 
 
 def upright_size(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -754,7 +766,7 @@ def _same_file(path: Path, source: Path) -> bool:
             return True
     except OSError:
         pass
-    return path.resolve() == source.resolve()
+    return real_path(path) == real_path(source)
 
 
 def _create_temp(path: Path) -> tuple[Path, io.BufferedWriter]:

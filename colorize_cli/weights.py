@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from .atomic import temp_path_beside
+from .paths import real_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -452,7 +453,7 @@ def _checked_download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | Non
 def _discard_cached(path: Path) -> None:
     """Remove a Hugging Face cache entry: the snapshot's link and the blob it points to, so the
     next download fetches the bytes again instead of re-linking the bad blob."""
-    blob = path.resolve()
+    blob = real_path(path)
     for item in (path, blob):
         try:
             if item.is_dir() and not item.is_symlink():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,24 @@ def test_batch_reports_broken_links_and_folders_it_cannot_read(fake_registry, tm
     assert result.exit_code == ExitCode.PARTIAL
     assert "broken link" in result.stderr and "Cannot read the folder" in result.stderr
     assert (tmp_path / "scans-colorized" / "good.png").is_file()
+
+
+def test_symlink_loops_are_unreadable_files_not_a_crash(fake_registry, tmp_path):
+    """Python before 3.13 raises RuntimeError resolving a loop: that stopped the whole batch
+    with exit 1 ("a bug") before a photo was coloured."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "good.png", "L")
+    (scans / "self.png").symlink_to("self.png")
+    (scans / "ping.png").symlink_to("pong.png")
+    (scans / "pong.png").symlink_to("ping.png")
+    result = run("batch", scans, "-q")
+    assert result.exit_code == ExitCode.PARTIAL, result.stderr
+    assert result.stderr.count("leads back to itself") == 3 and "Traceback" not in result.stderr
+    assert [p.name for p in (tmp_path / "scans-colorized").iterdir()] == ["good.png"]
+    mixed = run(scans / "good.png", scans / "self.png", "-o", tmp_path / "out", "-q")
+    assert mixed.exit_code == ExitCode.PARTIAL and "leads back to itself" in mixed.stderr
+    assert (tmp_path / "out" / "good-colorized.png").is_file()
 
 
 def test_batch_colours_photos_that_share_a_name(fake_registry, tmp_path):
@@ -427,10 +446,18 @@ def test_several_inputs_that_share_a_name_all_get_coloured(fake_registry, tmp_pa
     beside = run(a, b)
     assert beside.exit_code == 0, beside.stderr
     assert (tmp_path / "a.png-colorized.png").is_file() and (tmp_path / "a.jpg-colorized.png").is_file()
-    (tmp_path / "x").mkdir()  # the same file name from two folders into one: the second is refused, visibly
+    (tmp_path / "x").mkdir()  # the same file name from two folders into one: each gets a tag of its own path
     c = save_photo(tmp_path / "x" / "a.png", "L", seed=2)
-    clash = run(a, c, "-o", tmp_path / "out2")
-    assert clash.exit_code == ExitCode.PARTIAL and "is also the output of" in clash.stderr
+    both = run(a, c, "-o", tmp_path / "out2")
+    assert both.exit_code == 0, both.stderr
+    names = sorted(p.name for p in (tmp_path / "out2").iterdir())
+    assert len(names) == 2 and all(re.fullmatch(r"a\.png-colorized-[0-9a-f]{6}\.png", n) for n in names), names
+    assert sorted(both.stdout.split()) == sorted(str(tmp_path / "out2" / n) for n in names)
+    again = run(c, a, "-o", tmp_path / "out2")  # the same names in any order: refused as existing, not renamed
+    assert again.exit_code == ExitCode.PARTIAL and "already exists" in again.stderr
+    assert all(n in again.stderr for n in names) and sorted(p.name for p in (tmp_path / "out2").iterdir()) == names
+    same = run(a, a, "-o", tmp_path / "out3")  # one file given twice is coloured once
+    assert same.exit_code == ExitCode.PARTIAL and "is also the output of" in same.stderr
 
 
 @pytest.mark.parametrize("as_json", [False, True])

@@ -43,6 +43,7 @@ from colorize_cli.errors import UsageError
 from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, in_marked_folder, readable_formats, save_image
 
 from ..atomic import temp_path_beside
+from ..paths import real_path
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
 
@@ -669,7 +670,7 @@ def run_bench(
 
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
     for folder in (out_dir, cache_root):
-        if folder is not None and Path(folder).resolve() == Path(data_dir).resolve():
+        if folder is not None and real_path(folder) == real_path(data_dir):
             raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
     for folder in (out_dir, cache_dir):  # marked, so no later bench of the set takes it for photos
         if folder is not None:

@@ -35,6 +35,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..imageio import IMAGE_EXTENSIONS, in_marked_folder, readable_formats
+from ..paths import real_path
 from torch.utils.data import IterableDataset, get_worker_info
 
 RUN_CHECKPOINT = "checkpoint.safetensors"  # a run folder holds one (checkpoint.FILENAME)
@@ -116,7 +117,7 @@ def index_sources(paths: list[str | os.PathLike[str]],
     refused = 0
     # The run's own folder (its sample grids) is never training data, even inside a --data folder,
     # nor is any other run's folder there (one holding a checkpoint).
-    skipped = [Path(e).resolve() for e in exclude]
+    skipped = [real_path(e) for e in exclude]
     run_folders: dict[Path, bool] = {}
     for raw in paths:
         path = Path(raw)
@@ -125,7 +126,7 @@ def index_sources(paths: list[str | os.PathLike[str]],
         if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
             raise TrainingError(f"--data {path} is neither a folder nor a regular file")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in skipped)
+        files = [f for f in files if not any(real_path(f).is_relative_to(e) for e in skipped)
                  and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
         folder = Path(os.path.abspath(path)).name  # the argument's own name, not a link target's
         for file in files:
