@@ -437,19 +437,27 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                                             pages=pages, pages_coloured=pages_coloured))
             saves[:] = keep
 
-        for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size),
-                                  pixel_budget=HELD_PIXELS):
-            try:
-                image = fut.result()
-                for output in job.outputs:
-                    check_output_size(output, image.pixels.shape[1], image.pixels.shape[0])
-            except Exception as e:  # recorded per file; the batch goes on
-                finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
-                continue
-            batch.append((job, image))
-            if len(batch) >= batch_size or sum(_area(i) for _, i in batch) >= HELD_PIXELS:
-                flush()
-        flush()
+        try:
+            for job, fut in _prefetch(loader, [job for _, job in todo], ahead=max(2, batch_size),
+                                      pixel_budget=HELD_PIXELS):
+                try:
+                    image = fut.result()
+                    for output in job.outputs:
+                        check_output_size(output, image.pixels.shape[1], image.pixels.shape[0])
+                except Exception as e:  # recorded per file; the batch goes on
+                    finish(index_of[id(job)], JobResult(job.source, "failed", reason=_reason(job.source, e), error=e))
+                    continue
+                batch.append((job, image))
+                if len(batch) >= batch_size or sum(_area(i) for _, i in batch) >= HELD_PIXELS:
+                    flush()
+            flush()
+        except BaseException:
+            # Interrupted (Ctrl-C, kill): the colourings handed to the writer are still written (the
+            # executor waits for them on its way out), so they are reported done, not lost from the
+            # summary of a run that wrote them.
+            saver.shutdown(wait=True)
+            _collect(block=True)
+            raise
         _collect(block=True)
     return [results[i] for i in range(len(jobs))]
 

@@ -530,6 +530,39 @@ def test_an_interrupted_batch_still_reports_the_files_it_finished(fake_registry,
     assert "1 done before the interrupt" in plain.stderr
 
 
+def test_an_interrupt_reports_the_colourings_still_being_written_as_done(fake_registry, tmp_path, monkeypatch):
+    """Ctrl-C while the writer is busy: what it was writing is finished, and reported done."""
+    import time
+
+    from colorize_cli import batch as batch_module
+    from colorize_cli.pipeline import Engine
+
+    real_save, real_colour = batch_module.save_image, Engine.colorize_pixels
+    calls = []
+
+    def slow_save(*args, **kwargs):
+        time.sleep(0.5)  # still writing the first photo when the interrupt comes
+        return real_save(*args, **kwargs)
+
+    def interrupted_on_the_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_colour(self, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "save_image", slow_save)
+    monkeypatch.setattr(Engine, "colorize_pixels", interrupted_on_the_second_batch)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(3):
+        save_photo(scans / f"p{k}.png", "L", seed=k)
+    result = run("batch", scans, "-o", tmp_path / "out", "--batch-size", "1", "--json")
+    assert result.exit_code == ExitCode.INTERRUPTED
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and [Path(f["source"]).name for f in report["files"]] == ["p0.png"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["p0.png"]
+
+
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
     # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
     box = tmp_path / "g"
