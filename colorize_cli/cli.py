@@ -441,12 +441,26 @@ def color_command(
                       batch_size=batch_size, overwrite=overwrite, strip_metadata=strip_metadata, quiet=quiet,
                       as_json=as_json, list_outputs=not to_stdout)
         if to_stdout:
-            sys.stdout.buffer.write(output.read_bytes())
-            sys.stdout.buffer.flush()
+            _write_to_stdout(output.read_bytes())
     finally:
         if stand_ins is not None:
             shutil.rmtree(stand_ins, ignore_errors=True)
             _state.pop("stand_ins", None)
+
+
+def _write_to_stdout(data: bytes) -> None:
+    """The PNG of `-o -`. A reader that went away is its own choice (see DefaultCommandGroup);
+    a full disk or a broken device behind the redirection is an output error."""
+    from .imageio import OutputError
+
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _stdout_to_devnull()  # Python's own flush at exit would fail again, with a traceback
+        raise fail(OutputError(f"cannot write the PNG to standard output: {e.strerror or e}")) from None
 
 
 def _refuse_output_that_is_standard_input(output: Path) -> None:

@@ -27,6 +27,10 @@ class UsageError(ValueError):
     A ValueError, so that Python callers (`colorize_cli.api`) catch every bad setting as one."""
 
 
+# What only a write can run into: the disk full, a quota, a read-only disk, a file too large for it.
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code for an expected error; FAILURE for anything else."""
     from .imageio import ImageError, OutputError, OutputExistsError, SameFileError, UnsupportedFormatError
@@ -52,6 +56,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
         return ExitCode.INTERRUPTED
     if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # a name given on the command line
         return ExitCode.USAGE
+    if isinstance(error, OSError) and error.errno in _CANNOT_WRITE:
+        return ExitCode.OUTPUT
     return ExitCode.FAILURE
 
 

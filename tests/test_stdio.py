@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from colorize_cli.errors import ExitCode
@@ -105,6 +107,31 @@ def test_a_reader_that_stops_early_does_not_stop_the_batch(tmp_path):
     assert proc.wait(timeout=120) == 0, stderr
     assert first.strip().endswith(b"p0.png") and "Error" not in stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_behind_standard_output_is_an_output_error(tmp_path, tiny_weights):
+    import subprocess
+    import sys
+
+    src = tmp_path / "p.png"
+    src.write_bytes(_png_bytes())
+    with open(src, "rb") as stdin, open("/dev/full", "wb") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "colorize_cli", "-", "-o", "-", "--weights", str(tiny_weights["unet"]),
+                               "--size", "32"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=120)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == ExitCode.OUTPUT
+    assert lines == ["Error: cannot write the PNG to standard output: No space left on device"]
+
+
+def test_errors_only_a_write_meets_are_output_errors():
+    import errno
+
+    from colorize_cli.errors import exit_code_for
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        assert exit_code_for(OSError(code, os.strerror(code))) == ExitCode.OUTPUT
+    assert exit_code_for(OSError(errno.EIO, "I/O error")) == ExitCode.FAILURE
 
 
 def test_notes_about_a_piped_photo_name_standard_input_not_a_temporary_file(fake_registry, tmp_path):
