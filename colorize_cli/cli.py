@@ -243,6 +243,16 @@ def _print_line(text: str) -> None:
         _stdout_to_devnull()
 
 
+def print_json(data) -> None:
+    """A --json report on stdout (Rich indents it, and colours it on a terminal).
+
+    A file name that is not valid UTF-8 reaches Python with its stray bytes as lone surrogates;
+    written raw they would make stdout invalid UTF-8, so such a report is written with \\uXXXX
+    escapes instead (`os.fsencode` turns a name read back into its bytes)."""
+    text = json.dumps(data, ensure_ascii=False)
+    stdout.print_json(text, ensure_ascii=any("\ud800" <= c <= "\udfff" for c in text))
+
+
 def _stdout_to_devnull() -> None:
     """Later writes (and Python's flush at exit) go nowhere instead of failing again."""
     devnull = open(os.devnull, "w")
@@ -257,7 +267,7 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool, tiff_how: str 
     skipped = sum(r.status == "skipped" for r in results)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
-        stdout.print_json(json.dumps(_summary(results)))
+        print_json(_summary(results))
     elif not quiet and not single:
         stderr.print(f"{done} done, {skipped} skipped, {len(failed)} failed", markup=False)
         for r in failed:
@@ -760,7 +770,7 @@ def models_list(as_json: bool = JsonOpt) -> None:
     except Exception as e:
         raise fail(e) from None
     if as_json:
-        stdout.print_json(json.dumps(rows))
+        print_json(rows)
         return
     cells = [(r["name"] + (" (default)" if r["default"] else ""), r["architecture"],
               f"{r['params'] / 1e6:.1f}M" if r["params"] else "–", r["licence"], r["sampler"], str(r["steps"]),
@@ -796,7 +806,7 @@ def models_info(name: str = typer.Argument(..., show_default=False), as_json: bo
     except Exception as e:
         raise fail(e) from None
     if as_json:
-        stdout.print_json(json.dumps(info))
+        print_json(info)
         return
     for key, value in info.items():
         if key != "config":
@@ -816,8 +826,8 @@ def models_verify(name: Optional[str] = typer.Argument(None, help="One model (de
     except Exception as e:
         raise fail(e) from None
     if as_json:
-        stdout.print_json(json.dumps([{"name": r.name, "ok": r.ok, "source": r.source, "sha256": r.hash_status,
-                                       "problem": r.problem} for r in results]))
+        print_json([{"name": r.name, "ok": r.ok, "source": r.source, "sha256": r.hash_status,
+                     "problem": r.problem} for r in results])
     else:
         for r in results:
             mark = "ok" if r.ok else ("missing" if not r.resolved else "FAILED")
@@ -842,7 +852,7 @@ def models_download(name: str = typer.Argument(..., show_default=False), as_json
     except Exception as e:
         raise fail(e) from None
     if as_json:
-        stdout.print_json(json.dumps({"name": name, "path": str(resolved.path), "source": resolved.source}))
+        print_json({"name": name, "path": str(resolved.path), "source": resolved.source})
         return
     stdout.print(str(resolved.path), markup=False)
 

@@ -563,6 +563,21 @@ def test_an_interrupt_reports_the_colourings_still_being_written_as_done(fake_re
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p0.png"]
 
 
+def test_json_reports_stay_utf8_when_a_file_name_is_not(fake_registry, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    odd = os.fsdecode(os.fsencode(scans) + b"/bad\xff\xfename.png")  # Latin-1 bytes from an old disk
+    try:
+        save_photo(Path(odd), "L")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    result = run("batch", scans, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout_bytes.decode("utf-8"))  # strict: raw \xff would fail here
+    (entry,) = report["files"]
+    assert os.fsencode(entry["source"]) == os.fsencode(odd) and Path(entry["outputs"][0]).is_file()
+
+
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
     # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
     box = tmp_path / "g"
