@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .atomic import remove_stale_temps
-from .errors import UsageError
+from .errors import UsageError, is_out_of_memory
 from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, check_output_size,
                       load_image, opens_as_image, output_format, save_image)
 from .paths import real_path
@@ -389,8 +389,10 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                                               batch_size=batch_size * samples,
                                               step_progress=on_step)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory: fail these files, go on
+                why = ("out of memory colouring it (a smaller --batch-size or --size needs less)"
+                       if is_out_of_memory(e) else str(e))
                 for job, _ in batch:
-                    finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {e}", error=e))
+                    finish(index_of[id(job)], JobResult(job.source, "failed", reason=f"{job.source}: {why}", error=e))
                 batch.clear()
                 return
             from .color import has_colour

@@ -30,7 +30,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import ExitCode, UsageError, error_message, exit_code_for, is_expected
+from .errors import ExitCode, UsageError, error_message, exit_code_for, is_expected, is_out_of_memory
 from .paths import real_path
 
 # Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
@@ -974,6 +974,11 @@ def train_cli(
         raise interrupted(f"interrupted; rerun with --resume {where} to continue from the last checkpoint.") from None
     except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
         raise fail(e) from None
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise fail(UsageError("out of memory: a training batch does not fit on this device; "
+                              "try a smaller --batch-size (or --size)")) from None
     except (TrainingError, ValueError, FileNotFoundError) as e:
         raise fail(UsageError(error_message(e))) from None
     except (OutputError, OSError) as e:  # the run folder, its log or export cannot be written

@@ -77,5 +77,14 @@ def error_message(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, torch's OutOfMemoryError (CUDA, MPS), or the CPU allocator's refusal,
+    which torch raises as a plain RuntimeError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
 def is_expected(error: BaseException) -> bool:
     return exit_code_for(error) != ExitCode.FAILURE

@@ -578,6 +578,56 @@ def test_json_reports_stay_utf8_when_a_file_name_is_not(fake_registry, tmp_path)
     assert os.fsencode(entry["source"]) == os.fsencode(odd) and Path(entry["outputs"][0]).is_file()
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+    type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 20.00 GiB"),
+])
+def test_training_out_of_memory_says_what_to_change(tmp_path, monkeypatch, error):
+    import colorize_cli.train as train_pkg
+
+    def out_of_memory(**kwargs):
+        raise error
+
+    monkeypatch.setattr(train_pkg, "train_command", out_of_memory)
+    line = one_error(run("train", "--data", tmp_path, "--batch-size", "100000", "-q"), ExitCode.USAGE)
+    assert "out of memory" in line and "--batch-size" in line and "alloc_cpu" not in line
+
+
+def test_a_photo_too_large_for_memory_fails_alone_with_a_plain_reason(fake_registry, tmp_path, monkeypatch):
+    from colorize_cli.pipeline import Engine
+
+    real = Engine.colorize_pixels
+
+    def refuses_the_big_one(self, pixels, *args, **kwargs):
+        if pixels[0].shape[0] > 100:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory")
+        return real(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "colorize_pixels", refuses_the_big_one)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    Image.fromarray(np.full((200, 150), 90, np.uint8)).save(scans / "b.png")
+    save_photo(scans / "c.png", "L", seed=1)
+    result = run("batch", scans, "--batch-size", "1", "--json")
+    assert result.exit_code == ExitCode.PARTIAL
+    files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+    assert [files[n]["status"] for n in ("a.png", "b.png", "c.png")] == ["done", "failed", "done"]
+    assert "out of memory" in files["b.png"]["reason"] and "alloc_cpu" not in files["b.png"]["reason"]
+
+
+def test_other_runtime_errors_in_training_are_still_bugs(tmp_path, monkeypatch):
+    import colorize_cli.train as train_pkg
+
+    def broken(**kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(train_pkg, "train_command", broken)
+    assert run("train", "--data", tmp_path, "-q").exit_code == ExitCode.FAILURE
+
+
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
     # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
     box = tmp_path / "g"
