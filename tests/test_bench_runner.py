@@ -80,13 +80,17 @@ def test_parse_metrics_accepts_aliases_and_rejects_unknown_names():
 
 
 def test_sampler_settings_expand_per_model_and_skip_unsupported_with_a_note():
-    assert runner.parse_samplers("ddim:20, ddpm:250,onestep") == [("ddim", 20), ("ddpm", 250), ("onestep", None)]
+    assert runner.parse_samplers("ddim:20, DDPM:250,oneshot") == [("ddim", 20), ("ddpm", 250), ("oneshot", None)]
     with pytest.raises(ValueError):
         runner.parse_samplers("ddim:x")
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):  # a typo measures nothing: refused
+        runner.parse_samplers("ddim:5,euler:3")
     fake = FakeEngine()
-    specs, notes = runner.expand_settings([fake, runner.GreyBaseline()], runner.parse_samplers("ddim:5,euler:3,ddpm:7"))
+    specs, notes = runner.expand_settings([fake, runner.GreyBaseline()], runner.parse_samplers("ddim:5,cold:3,ddpm:7"))
     assert [(s.engine.name, s.sampler, s.steps) for s in specs] == [("fake", "ddim", 5), ("fake", "ddpm", 7), ("grey", None, None)]
-    assert len(notes) == 1 and "euler" in notes[0]
+    assert len(notes) == 1 and "'cold' skipped" in notes[0]
+    with pytest.raises(ValueError, match="fake supports none of --samplers cold"):
+        runner.expand_settings([fake], runner.parse_samplers("cold"))
     with_baselines = runner.with_baselines(specs)
     assert [s.engine.name for s in with_baselines] == ["prior", "fake", "fake", "grey"]
 
@@ -302,7 +306,7 @@ def test_bench_command_prints_the_table_and_writes_the_reports(data_dir, tmp_pat
         return FakeEngine()
 
     result = runner.bench_command(
-        data_dir, models="fake", samplers="ddim:3,ddpm:4,euler:2", metrics=PIXEL, size=16, device="cpu",
+        data_dir, models="fake", samplers="ddim:3,ddpm:4,cold:2", metrics=PIXEL, size=16, device="cpu",
         out=out, seed=0, quiet=True, command=["colorize", "bench", str(data_dir)], engine_loader=loader,
     )
     captured = capsys.readouterr()
@@ -310,7 +314,7 @@ def test_bench_command_prints_the_table_and_writes_the_reports(data_dir, tmp_pat
     assert [run.label for run in result.runs] == ["grey", "prior", "fake ddim:3", "fake ddpm:4"]
     for label in ("grey (baseline)", "prior (baseline)", "fake ddim:3", "fake ddpm:4", "ground truth", "PSNR"):
         assert label in captured.out
-    assert "euler" in captured.err and "euler" not in captured.out
+    assert "'cold' skipped" in captured.err and "cold" not in captured.out
 
     assert sorted(p.name for p in out.iterdir()) == [".colorize-bench", "cache", "contact_sheet.html", "contact_sheet.png",
                                                      "results.json", "results.md"]

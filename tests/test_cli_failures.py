@@ -618,6 +618,16 @@ def test_a_photo_too_large_for_memory_fails_alone_with_a_plain_reason(fake_regis
     assert "out of memory" in files["b.png"]["reason"] and "alloc_cpu" not in files["b.png"]["reason"]
 
 
+def test_bench_and_train_failures_are_the_error_line_alone(tmp_path):
+    """Redirected, their progress bars printed an empty line before the `Error:` line."""
+    (tmp_path / "empty").mkdir()
+    bench = run("bench", tmp_path / "empty")
+    train = run("train", "--data", tmp_path / "nowhere")
+    for result, code in ((bench, ExitCode.BAD_INPUT), (train, ExitCode.USAGE)):
+        assert result.exit_code == code
+        assert result.stderr.splitlines() == error_lines(result), result.stderr
+
+
 def test_other_runtime_errors_in_training_are_still_bugs(tmp_path, monkeypatch):
     import colorize_cli.train as train_pkg
 

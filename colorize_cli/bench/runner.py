@@ -109,7 +109,12 @@ def parse_saturations(text: str | None) -> list[float]:
 
 
 def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
-    """"ddim:20,ddpm:250,onestep" -> [("ddim", 20), ("ddpm", 250), ("onestep", None)]."""
+    """"ddim:20,ddpm:250,oneshot" -> [("ddim", 20), ("ddpm", 250), ("oneshot", None)].
+
+    A name that is no sampler at all (a typo) is refused; one that some models lack is skipped
+    for them with a note (`expand_settings`)."""
+    from colorize_cli.diffusion import SAMPLERS
+
     settings: list[tuple[str, int | None]] = []
     for part in (p.strip() for p in (text or "").split(",")):
         if not part:
@@ -117,7 +122,10 @@ def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
         name, _, steps = part.partition(":")
         if steps and not steps.isdigit() or steps == "0":
             raise ValueError(f"bad sampler setting {part!r}: expected NAME or NAME:STEPS with STEPS ≥ 1")
-        settings.append((name.strip().lower(), int(steps) if steps else None))
+        name = name.strip().lower()
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r} in --samplers (samplers: {', '.join(SAMPLERS)})")
+        settings.append((name, int(steps) if steps else None))
     return settings
 
 
@@ -145,6 +153,9 @@ def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | 
         settings: list[tuple[str | None, int | None]] = [(None, None)]
         if samplers and supported:
             settings = [s for s in samplers if s[0] in supported]
+            if not settings:  # it would silently drop out of the table
+                raise ValueError(f"{engine.name} supports none of --samplers {','.join(n for n, _ in samplers)} "
+                                 f"(it supports {', '.join(supported)})")
             notes += [f"{engine.name}: sampler {name!r} skipped (supports {', '.join(supported)})"
                       for name, _ in samplers if name not in supported]
         specs += [RunSpec(engine, sampler, steps, saturation)
@@ -913,14 +924,15 @@ def bench_command(
 
     load = engine_loader or _load_engine
     names = [n.strip() for n in models.split(",") if n.strip()] if models else [None]
-    engines = [load(name, device) for name in names if name not in BASELINE_NAMES]
-    specs, notes = expand_settings(engines, parse_samplers(samplers), parse_saturations(saturations))
-    specs = with_baselines(specs)
+    sampler_settings, saturation_values = parse_samplers(samplers), parse_saturations(saturations)  # typos before loading
     metric_names = parse_metrics(metrics) if metrics else None
+    engines = [load(name, device) for name in names if name not in BASELINE_NAMES]
+    specs, notes = expand_settings(engines, sampler_settings, saturation_values)
+    specs = with_baselines(specs)
 
     stderr = Console(file=sys.stderr)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, disable=quiet, transient=True) as bar:
+                  console=stderr, disable=quiet or not stderr.is_terminal, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

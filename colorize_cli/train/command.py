@@ -59,7 +59,9 @@ class RichProgress:
         self.console = Console(stderr=True)
         self.bar = Progress(TextColumn(f"[bold]{model}[/bold] {{task.fields[stage]}}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                            console=self.console)
+                            # Only on a terminal: redirected to a log, a bar is an empty line (before
+                            # an error, too); the log gets the printed lines, the JSONL log the rest.
+                            console=self.console, disable=not self.console.is_terminal)
         self.task = None
 
     def __enter__(self):
