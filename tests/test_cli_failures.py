@@ -109,6 +109,8 @@ def test_weights_with_missing_tensors_are_a_weights_error(fake_registry, tiny_we
     (lambda state, config: config.update(default_steps="x"), "settings this version cannot use"),
     (lambda state, config: config.update(saturation=float("nan")), "settings this version cannot use"),
     (lambda state, config: state.update({"extra": torch.zeros(2, dtype=torch.complex64)}), "complex"),
+    (lambda state, config: config["unet"].update(base_channels=0), "unet.base_channels must be a positive integer"),
+    (lambda state, config: config["unet"].update(attention_levels=[7]), "unet.attention_levels must be levels"),
 ])
 def test_weights_with_bad_values_are_a_weights_error(change, words, fake_registry, tiny_weights, tmp_path):
     state, config = load_model_file(tiny_weights["unet"])
@@ -116,8 +118,10 @@ def test_weights_with_bad_values_are_a_weights_error(change, words, fake_registr
     bad = tmp_path / "bad.safetensors"
     save_model_file(bad, state, config)
     src = save_photo(tmp_path / "p.png", "L")
-    line = one_error(run(src, "-o", tmp_path / "o.png", "--weights", bad), ExitCode.WEIGHTS)
+    result = run(src, "-o", tmp_path / "o.png", "--weights", bad)
+    line = one_error(result, ExitCode.WEIGHTS)
     assert words in line and not (tmp_path / "o.png").exists()
+    assert result.stderr.splitlines() == [line]  # no library warning before it
 
 
 def test_weights_that_are_not_a_regular_file_are_a_weights_error(fake_registry, tmp_path):

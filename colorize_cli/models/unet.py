@@ -28,6 +28,24 @@ class UNetConfig:
     time_conditioned: bool = True        # False for one-step regression models
     context_channels: int = 0            # channels of the semantic encoder's features (0 = none)
 
+    def __post_init__(self) -> None:
+        # A bad config (a hand-edited file) is refused here, before torch builds zero-sized layers
+        # with a warning or fails deep inside a layer.
+        counts = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                  "base_channels": self.base_channels, "num_res_blocks": self.num_res_blocks}
+        for name, value in counts.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"unet.{name} must be a positive integer, not {value!r}")
+        if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
+            raise ValueError(f"unet.channel_mults must be positive integers, not {self.channel_mults!r}")
+        if any(not isinstance(a, int) or not 0 <= a < len(self.channel_mults) for a in self.attention_levels):
+            raise ValueError(f"unet.attention_levels must be levels 0..{len(self.channel_mults) - 1}, "
+                             f"not {self.attention_levels!r}")
+        if not isinstance(self.context_channels, int) or self.context_channels < 0:
+            raise ValueError(f"unet.context_channels must be an integer >= 0, not {self.context_channels!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"unet.dropout must be in [0, 1), not {self.dropout!r}")
+
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         d = dict(d)
