@@ -765,9 +765,13 @@ def load_model_from_file(path: str | os.PathLike[str], expected_architecture: st
     try:
         return load_model(config, state)
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # a config or tensors this code cannot use
-        # PyTorch lists the missing and unexpected tensors over several lines: keep them all
-        raise WeightsError(f"{path} does not hold a model this version can load: "
-                           f"{' '.join(str(e).split())[:400]}") from e
+        raise WeightsError(f"{path} does not hold a model this version can load: {build_problem(e)}") from e
+
+
+def build_problem(error: BaseException) -> str:
+    """Why a model could not be built from a file's config and tensors, on one line: PyTorch lists
+    the missing, unexpected and mis-shaped tensors over several lines, so all are kept."""
+    return " ".join(str(error).split())[:400]
 
 
 def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:

@@ -419,6 +419,30 @@ def test_init_weights_continues_from_an_export(few_dir, tmp_path):
         train(options([few_dir], tmp_path / "c", "lab-ddpm", steps=1, init_weights=str(first.export)))
 
 
+def test_init_weights_that_cannot_be_used_are_one_weights_error(few_dir, tmp_path, tiny_weights):
+    """Exit 4 as for `colorize --weights`, and the whole of PyTorch's list of mis-fitting tensors
+    on the one line (its first line alone named none)."""
+    from typer.testing import CliRunner
+
+    from colorize_cli.cli import app
+    from colorize_cli.errors import ExitCode
+    from colorize_cli.weights import save_model_file
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(4096))
+    state, config = load_model_file(tiny_weights["unet"])
+    key = next(k for k, v in state.items() if k.startswith("unet.") and v.ndim == 4)
+    state[key] = torch.zeros(*state[key].shape[:-1], state[key].shape[-1] + 2)
+    misfit = save_model_file(tmp_path / "misfit.safetensors", state, config)
+    for path, words in ((junk, "not a valid safetensors file"), (misfit, key)):
+        result = CliRunner().invoke(app, ["train", "--data", str(few_dir), "--model", "unet", "--preset", "tiny",
+                                          "--out", str(tmp_path / path.stem), "--steps", "1", "--workers", "0",
+                                          "--device", "cpu", "--init-weights", str(path), "-q"])
+        lines = result.stderr.splitlines()
+        assert result.exit_code == ExitCode.WEIGHTS, result.stderr
+        assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], lines
+
+
 def test_bins_head_starts_from_a_regression_export(few_dir, tmp_path):
     """The trained U-Net is kept; only the output layer (2 -> 261 channels) starts afresh."""
     first = train(options([few_dir], tmp_path / "a", "unet", steps=3, objective=ObjectiveOptions(perceptual_weight=0)))

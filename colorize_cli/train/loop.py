@@ -237,11 +237,11 @@ def build(options: TrainOptions) -> ColorModel:
         raise TrainingError(f"unknown model {options.model!r}; known: {', '.join(ARCHITECTURES)}")
     encoder_loaded = False
     if options.init_weights:
-        from ..weights import WeightsError, load_model_file
+        from ..weights import WeightsError, build_problem, load_model_file
         try:
             state, config = load_model_file(options.init_weights)
-        except (WeightsError, OSError, ValueError) as e:
-            raise TrainingError(f"cannot start from --init-weights {options.init_weights}: {e}") from e
+        except (WeightsError, OSError, ValueError) as e:  # exit code 4, as `colorize --weights` gives
+            raise WeightsError(f"cannot start from --init-weights {options.init_weights}: {e}") from e
         found = config["architecture"]
         # The GAN's generator is the regression U-Net: a trained `unet` is a good start for `unet-gan`.
         if found == options.model or (found, options.model) == ("unet", "unet-gan"):
@@ -249,8 +249,8 @@ def build(options: TrainOptions) -> ColorModel:
                 try:
                     return load_model({**config, "architecture": options.model}, state)
                 except (ValueError, TypeError, KeyError, RuntimeError) as e:
-                    raise TrainingError(f"--init-weights {options.init_weights} does not hold a usable "
-                                        f"{found!r} model: {error_message(e)}") from e
+                    raise WeightsError(f"--init-weights {options.init_weights} does not hold a usable "
+                                       f"{found!r} model: {build_problem(e)}") from e
             # Another head: keep the trained U-Net and encoder, start the output layer afresh.
             return _with_new_head(config, state, options)
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
