@@ -95,6 +95,20 @@ def test_sampler_settings_expand_per_model_and_skip_unsupported_with_a_note():
     assert [s.engine.name for s in with_baselines] == ["prior", "fake", "fake", "grey"]
 
 
+def test_a_broken_set_is_named_plainly(tmp_path):
+    from colorize_cli.errors import UsageError
+    from colorize_cli.imageio import ImageError
+
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with pytest.raises(ImageError, match=r"notes\.jpg: not a supported image; mend it or take it out") as info:
+        runner.read_rgb(tmp_path / "notes.jpg")
+    assert "BufferedReader" not in str(info.value)
+    with pytest.raises(UsageError, match="is a file: bench takes a folder"):
+        runner.list_images(tmp_path / "notes.jpg")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        runner.list_images(tmp_path / "nowhere")
+
+
 # --- baselines -------------------------------------------------------------------------------
 
 

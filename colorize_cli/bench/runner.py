@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
@@ -303,6 +303,8 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
     cache), when they are inside the set, are not part of it.
     """
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"{data_dir} is a file: bench takes a folder of colour photos")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
     marked: dict[Path, bool] = {}
@@ -327,8 +329,12 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as file, Image.open(file, formats=readable_formats(path)) as im:  # no mmap: see load_image
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # the set is broken: say which file
-        raise ImageError(f"Cannot read {path}: {e}") from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # The set is broken: say which file, and stop. Scores that quietly left photos out could
+        # not be compared with another run's.
+        why = ("not a supported image" if isinstance(e, UnidentifiedImageError)
+               else f"the file is corrupt or truncated ({e})")
+        raise ImageError(f"Cannot read {path}: {why}; mend it or take it out of the set") from e
 
 
 def _check_ssim_sizes(paths: Sequence[Path]) -> None:
