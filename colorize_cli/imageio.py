@@ -416,7 +416,19 @@ def _holds_16bit_rgb(im: Image.Image) -> bool:
         _is_planar_16bit_tiff(im) or all(_rawmode(t) in _WIDE_RGB_RAWMODES for t in im.tile))
 
 
+def _holds_16bit_grey_alpha(im: Image.Image) -> bool:
+    """Whether a not yet decoded file is a 16-bit grey + alpha PNG, which Pillow reads as 8-bit RGBA."""
+    return im.mode == "RGBA" and bool(im.tile) and all(_rawmode(t) == "LA;16B" for t in im.tile)
+
+
+def _pillow_would_narrow(im: Image.Image) -> bool:
+    """Whether Pillow would read this not yet decoded file's 16-bit samples at 8 bits."""
+    return _holds_16bit_rgb(im) or _holds_16bit_grey_alpha(im)
+
+
 def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    if _holds_16bit_grey_alpha(im):
+        return _decode_wide_grey_alpha(im)
     if not _holds_16bit_rgb(im):
         return decode_pillow_image(im)
     if _is_planar_16bit_tiff(im):
@@ -436,7 +448,7 @@ def _decode_preview(im: Image.Image, path: Path, preview: int) -> tuple[np.ndarr
     whole factor that keeps both sides >= `preview` (16-bit data, which Pillow may show as 8-bit
     RGB, and other modes are decoded whole)."""
     factor = min(im.size) // preview
-    if factor < 2 or im.mode not in ("L", "LA", "RGB", "RGBA") or _holds_16bit_rgb(im):
+    if factor < 2 or im.mode not in ("L", "LA", "RGB", "RGBA") or _pillow_would_narrow(im):
         return _decode(im, path)
     small = im.reduce(factor)
     small.info = im.info  # its ICC profile and transparency still apply
@@ -531,6 +543,18 @@ def _decode_wide_rgb(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarra
     return np.ascontiguousarray(samples[:, :, :3]), alpha, False
 
 
+def _decode_wide_grey_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """A 16-bit grey + alpha PNG at full depth, in one decode: its 4 bytes a pixel (grey high,
+    grey low, alpha high, alpha low) unpacked as if they were 8-bit RGBA, which unfilters the
+    rows alike (the same 4 bytes a pixel), then put back together."""
+    im.tile = [_with_rawmode(t, "RGBA") for t in im.tile]
+    im.load()
+    raw = np.asarray(im)
+    grey = (raw[:, :, 0].astype(np.uint16) << 8) | raw[:, :, 1]
+    alpha = (raw[:, :, 2].astype(np.uint16) << 8) | raw[:, :, 3]
+    return np.repeat(grey[:, :, None], 3, axis=2), alpha, True
+
+
 def _transparent_where(samples: np.ndarray, key) -> np.ndarray | None:
     """16-bit alpha from a PNG tRNS key (one grey value, or one RGB triple): 0 where a pixel is
     that colour, opaque elsewhere; None without a key."""
@@ -547,9 +571,12 @@ def _swap_byte_order(tile: tuple) -> tuple:
     native = "L" if sys.byteorder == "little" else "B"
     rawmode = _rawmode(tile)
     order = native if rawmode[-1] == "N" else rawmode[-1]
-    swapped = rawmode[:-1] + ("B" if order == "L" else "L")
+    return _with_rawmode(tile, rawmode[:-1] + ("B" if order == "L" else "L"))
+
+
+def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
     args = tile[3]
-    args = swapped if isinstance(args, str) else (swapped, *args[1:])
+    args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
@@ -647,7 +674,7 @@ def save_image(
     The format comes from the extension. uint16 pixels are written at 16 bits to PNG and TIFF
     and rounded to 8 bits for the others. Alpha is kept for PNG, TIFF, WebP, AVIF and HEIF.
     `metadata` is written as far as the format holds it (see `metadata.py`).
-    `more_pages` follow as pages 2, 3, ... of a TIFF (at 16 bits if the first page is): (pixels,
+    `more_pages` follow as pages 2, 3, ... of a TIFF (each at its own bit depth): (pixels,
     alpha, metadata) with the page's own resolution, text and XMP, or (pixels, alpha) with the
     first page's. It may be a generator: each page is taken when it is written, so an album is
     never all in memory at once; an exception it raises stops the write (nothing is left behind)
@@ -791,9 +818,8 @@ def _encode(handle: io.BufferedWriter, fmt: str, pixels: np.ndarray, alpha: np.n
     if fmt == "PNG":
         _write_png(handle, pixels, alpha, metadata)
         return
-    depth = _to_uint16 if pixels.dtype == np.uint16 and fmt == "TIFF" else to_uint8
-    following = ((depth(p), None if a is None else depth(a), m) for p, a, m in more_pages)
-    if depth is _to_uint16:
+    following = iter(more_pages)  # each page at its own depth, as in an album of mixed scans
+    if pixels.dtype == np.uint16 and fmt == "TIFF":
         _write_tiff_pages(handle, _prepended((pixels, alpha, metadata), following))
         return
     second = next(following, None)  # (there are none but for a TIFF: see save_image)
@@ -815,10 +841,6 @@ def _prepended(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
     del first
     yield box.pop()
     yield from rest
-
-
-def _to_uint16(values: np.ndarray) -> np.ndarray:
-    return values if values.dtype == np.uint16 else values.astype(np.uint16) * 257
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:

@@ -40,16 +40,21 @@ def _save_pil(path: Path, im: Image.Image, **options) -> Path:
     return path
 
 
-def _png16_filter0(samples: np.ndarray, trns: tuple[int, int, int] | None = None) -> bytes:
-    """A 16-bit RGB(A) PNG written independently of imageio (filter 0 on every row), with an
-    optional tRNS colour key."""
+def _png16_filter0(samples: np.ndarray, trns: tuple[int, int, int] | None = None, sub_rows: bool = False) -> bytes:
+    """A 16-bit grey + alpha (2 channels) or RGB(A) PNG written independently of imageio (filter 0
+    on every row; Sub on odd rows with `sub_rows`), with an optional tRNS colour key."""
     h, w, c = samples.shape
-    raw = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(h))
+    rows = [samples[y].astype(">u2").tobytes() for y in range(h)]
+    if sub_rows:  # each byte minus the same byte of the pixel before: unfiltering needs the pixel's width
+        bpp = 2 * c
+        rows = [row if y % 2 == 0 else bytes((row[i] - (row[i - bpp] if i >= bpp else 0)) & 255 for i in range(len(row)))
+                for y, row in enumerate(rows)]
+    raw = b"".join(bytes([y % 2 if sub_rows else 0]) + row for y, row in enumerate(rows))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
     key = chunk(b"tRNS", struct.pack(">HHH", *trns)) if trns is not None else b""
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + key + chunk(b"IDAT", zlib.compress(raw))
             + chunk(b"IEND", b""))
@@ -139,6 +144,30 @@ def test_16bit_rgb_png_from_another_writer_keeps_16_bits(tmp_path, alpha):
     np.testing.assert_array_equal(loaded.pixels, samples[..., :3])
     if alpha:
         np.testing.assert_array_equal(loaded.alpha, samples[..., 3])
+
+
+def test_16bit_grey_and_alpha_png_keeps_16_bits(tmp_path):
+    """Pillow reads it as 8-bit RGBA (the helper found 16-bit grey+alpha in, 8-bit out)."""
+    samples = RNG.integers(0, 65536, (9, 13, 2), dtype=np.uint16)
+    path = tmp_path / "la16.png"
+    path.write_bytes(_png16_filter0(samples, sub_rows=True))
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16 and loaded.was_grey
+    np.testing.assert_array_equal(loaded.pixels, np.repeat(samples[..., :1], 3, axis=2))
+    np.testing.assert_array_equal(loaded.alpha, samples[..., 1])
+    thumb = load_image(path, preview=4)  # a preview of it is read whole, as 16-bit data always is
+    np.testing.assert_array_equal(thumb.alpha, samples[..., 1])
+
+
+def test_an_albums_pages_keep_their_own_bit_depth(tmp_path):
+    eight = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    sixteen = RNG.integers(0, 65536, (5, 4, 3), dtype=np.uint16)
+    for first, second in ((eight, sixteen), (sixteen, eight)):
+        path = tmp_path / f"album{first.dtype}.tif"
+        imageio.save_image(path, first, more_pages=[(second, None)])
+        pages = [load_image(path, page=k) for k in (0, 1)]
+        assert [p.bit_depth for p in pages] == [first.itemsize * 8, second.itemsize * 8]
+        np.testing.assert_array_equal(pages[1].pixels, second)
 
 
 @pytest.mark.parametrize("transparency", [False, True])
