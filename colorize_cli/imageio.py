@@ -427,6 +427,8 @@ def _pillow_would_narrow(im: Image.Image) -> bool:
 
 
 def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    if im.mode == "F" and not np.isfinite(np.asarray(im)).any():  # else it would come out black
+        raise ImageError(f"Cannot read {path}: every sample is NaN or infinite; there is no picture in it.")
     if _holds_16bit_grey_alpha(im):
         return _decode_wide_grey_alpha(im)
     if not _holds_16bit_rgb(im):

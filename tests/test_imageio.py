@@ -146,6 +146,17 @@ def test_16bit_rgb_png_from_another_writer_keeps_16_bits(tmp_path, alpha):
         np.testing.assert_array_equal(loaded.alpha, samples[..., 3])
 
 
+def test_a_float_tiff_without_a_finite_sample_is_refused(tmp_path):
+    values = np.full((6, 5), np.nan, np.float32)
+    values[0, 0] = np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(imageio.ImageError, match="every sample is NaN or infinite"):
+        load_image(tmp_path / "nan.tif")
+    values[1, 1] = 0.5  # one real sample: a picture (the rest reads as black)
+    Image.fromarray(values, mode="F").save(tmp_path / "some.tif")
+    assert load_image(tmp_path / "some.tif").pixels[1, 1, 0] == 32768
+
+
 def test_16bit_grey_and_alpha_png_keeps_16_bits(tmp_path):
     """Pillow reads it as 8-bit RGBA (the helper found 16-bit grey+alpha in, 8-bit out)."""
     samples = RNG.integers(0, 65536, (9, 13, 2), dtype=np.uint16)
