@@ -970,6 +970,11 @@ def train_cli(
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
                                encoder_lr_scale=encoder_lr_scale, show_progress=not quiet)
     except KeyboardInterrupt:
+        from .train.checkpoint import FILENAME
+
+        if out is not None and not (out / FILENAME).is_file():
+            raise interrupted("interrupted before the first checkpoint: there is nothing to resume; run the "
+                              "command again to start over (--ckpt-every sets how often checkpoints are made).") from None
         where = f"--out {out}" if out is not None else "--out RUN_FOLDER (printed when the run started)"
         raise interrupted(f"interrupted; rerun with --resume {where} to continue from the last checkpoint.") from None
     except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics

@@ -632,6 +632,23 @@ def test_bench_and_train_failures_are_the_error_line_alone(tmp_path):
         assert result.stderr.splitlines() == error_lines(result), result.stderr
 
 
+def test_an_interrupted_training_run_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch):
+    import colorize_cli.train as train_pkg
+    from colorize_cli.train.checkpoint import FILENAME
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_pkg, "train_command", interrupted)
+    run_folder = tmp_path / "run"
+    line = one_error(run("train", "--data", tmp_path, "--out", run_folder, "-q"), ExitCode.INTERRUPTED)
+    assert "nothing to resume" in line and "--resume" not in line
+    run_folder.mkdir()
+    (run_folder / FILENAME).write_bytes(b"a checkpoint")
+    line = one_error(run("train", "--data", tmp_path, "--out", run_folder, "-q"), ExitCode.INTERRUPTED)
+    assert f"--resume --out {run_folder}" in line
+
+
 def test_other_runtime_errors_in_training_are_still_bugs(tmp_path, monkeypatch):
     import colorize_cli.train as train_pkg
 

@@ -915,6 +915,19 @@ def test_odd_names_unreadable_files_and_pipes_in_data(tmp_path):
         index_sources([tmp_path / "pipe.png"])
 
 
+def test_a_stream_without_a_colour_photo_says_to_add_some(tmp_path):
+    """The --workers 0 advice is for a share of several loader processes, not a run that has one."""
+    from colorize_cli.train.data import ImageRef
+
+    Image.fromarray(grey()).save(tmp_path / "g.png")
+    refs = [ImageRef(str(tmp_path / "g.png"), str(tmp_path / "g.png"), key="g.png")]
+    with pytest.raises(TrainingError, match="all 1 training images were unreadable or near-grey") as alone:
+        next(iter(TrainStream(refs, SIZE, 1, seed=0)))
+    assert "--workers" not in str(alone.value)
+    with pytest.raises(TrainingError, match="pass --workers 0"):
+        next(iter(TrainStream(refs * 2, SIZE, 1, seed=0, workers=2)))
+
+
 def test_an_image_reached_twice_keeps_one_key_whatever_the_order_and_links_keep_their_name(tmp_path, image_dir):
     one = image_dir / "c0.png"
     forward, _ = index_sources([image_dir, one])

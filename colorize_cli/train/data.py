@@ -317,9 +317,11 @@ class TrainStream(IterableDataset):
                     batch = []
             empty_epochs = 0 if kept else empty_epochs + 1
             if empty_epochs >= 2:
-                raise TrainingError(f"all {len(order)} training images of one loader process's share were unreadable "
-                                    f"or near-grey (colourfulness < {self.min_colourfulness}); with so few colour "
-                                    "photos, pass --workers 0 (or add colour photos)")
+                why = f"unreadable or near-grey (colourfulness < {self.min_colourfulness})"
+                if self.workers * self.world_size == 1:
+                    raise TrainingError(f"all {len(order)} training images were {why}: add colour photos")
+                raise TrainingError(f"all {len(order)} training images of one loader process's share were {why}; "
+                                    "with so few colour photos, pass --workers 0 (or add colour photos)")
             epoch, pos = epoch + 1, 0
 
 
