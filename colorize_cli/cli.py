@@ -634,11 +634,13 @@ def _given_settings(ctx: Optional[typer.Context], **values) -> dict[str, str]:
 
 def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) -> None:
     """Without --recursive, say how many photos (matching --glob) the subfolders hold, so none is
-    left out unknowingly."""
+    left out unknowingly; images colorize made (an earlier run's outputs inside the folder), which
+    --recursive would leave out too, are not counted."""
     import fnmatch
 
     from .batch import case_insensitive_glob
     from .imageio import IMAGE_EXTENSIONS, opens_as_image
+    from .metadata import made_by_colorize
 
     def wanted(here: str, name: str) -> bool:
         if name.startswith("."):
@@ -656,7 +658,7 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) 
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and real_path(Path(here) / d) != skip)
         if Path(here) == folder:
             continue
-        found = sorted(f for f in files if wanted(here, f))
+        found = sorted(f for f in files if wanted(here, f) and not made_by_colorize(Path(here) / f))
         count += len(found)
         example = example or (Path(here) / found[0] if found else None)
     if count:

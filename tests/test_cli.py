@@ -618,6 +618,8 @@ def test_batch_says_what_it_leaves_as_it_is(fake_registry, tmp_path):
     first = run("batch", box)
     assert "1 image(s) in subfolders are not included" in first.stderr and "--recursive" in first.stderr
     assert "in subfolders" not in run("batch", box, "-r", "-o", tmp_path / "all").stderr
+    inside = run("batch", box, "-o", box / "coloured")  # an earlier run's outputs in a subfolder are not photos
+    assert "1 image(s) in subfolders" in run("batch", box, "-o", tmp_path / "again").stderr and inside.exit_code == 0
     rerun = run("batch", box, "--saturation", "2")  # other settings: the kept output is said to be kept
     assert "1 output(s) were kept as an earlier run made them, with other settings" in rerun.stderr
     assert "saturation 1" in rerun.stderr and "--overwrite" in rerun.stderr
