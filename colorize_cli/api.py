@@ -30,6 +30,9 @@ from .imageio import ImageError, decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
 
 ImageLike = Union[Image.Image, np.ndarray]
+# How far float pixels may stray outside 0..1 (rounding in the caller's own processing) before
+# they are taken for another scale rather than clipped.
+_FLOAT_SLACK = 1 / 255
 HintLike = Union[str, Hint]
 
 
@@ -45,7 +48,10 @@ class Colorizer:
                  local_files_only: bool = False) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, not {seed!r}")
-        self.engine = Engine.load(model, weights, device, local_files_only=local_files_only)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model is a registry name such as 'unet', not {type(model).__name__}")
+        weights = None if weights is None else _path_argument("weights", weights)
+        self.engine = Engine.load(model, weights, device, local_files_only=local_files_only, prefix="")
         self.sampler, self.steps, self.size, self.saturation = self.engine.resolve_settings(
             sampler, steps, size, saturation, prefix="")
         self.seed = int(seed)
@@ -74,6 +80,8 @@ class Colorizer:
         random stream for the diffusion models (default 0). ValueError for arrays and hints it
         cannot use; `ImageError` for a Pillow image whose file is truncated or damaged.
         """
+        if isinstance(images, (np.ndarray, Image.Image, str, bytes, os.PathLike)):
+            raise TypeError("colorize_many takes a list of images; colorize() takes one")
         parsed = _parse_hints(hints)
         decoded = [_to_pixels(image) for image in images]
         for pixels, _, _ in decoded:
@@ -97,8 +105,8 @@ class Colorizer:
         command line reports (ImageError, OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
-        source = Path(source)
-        target = Path(output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
+        source = _path_argument("source", source)
+        target = _path_argument("output", output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
         if target.is_dir() or not target.suffix:
             target = target / f"{source.stem}-colorized.png"
         output_format(target)  # an extension no format has: say so before colouring
@@ -114,16 +122,28 @@ class Colorizer:
         return target
 
 
+def _path_argument(name: str, value) -> Path:
+    """A file argument as a Path; TypeError naming the argument for anything else."""
+    if isinstance(value, bytes):
+        raise TypeError(f"{name} must be a str or os.PathLike path, not bytes (os.fsdecode turns bytes into one)")
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    return Path(value)
+
+
 def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint]:
     if hints is None:
         return []
     if isinstance(hints, (str, Hint)):  # one hint given on its own
         hints = [hints]
+    if not isinstance(hints, (list, tuple)):
+        raise TypeError(f"hints is a hint string such as '45%,80%:#d9633c', a Hint, or a list of them, "
+                        f"not {type(hints).__name__}")
     parsed = []
     for hint in hints:
         if not isinstance(hint, (str, Hint)):
             raise TypeError(f"a hint is a string such as '45%,80%:#d9633c' or a Hint, not {type(hint).__name__}")
-        parsed.append(parse_hint(hint) if isinstance(hint, str) else hint)
+        parsed.append(parse_hint(hint, prefix="") if isinstance(hint, str) else hint)
     return parsed
 
 
@@ -135,7 +155,12 @@ def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
         except (OSError, SyntaxError) as e:  # Pillow's words for a truncated or damaged file
             raise ImageError(f"the image cannot be decoded: {e}") from e
         return pixels, alpha, ("pil",)
-    array = np.asarray(image)
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise TypeError("colorize() takes an image (a numpy array or a Pillow image), not a path; "
+                        "for a file, use colorize_file()")
+    array = np.asarray(image)  # (anything numpy can read as an array of numbers)
+    if array.dtype == object or array.ndim == 0:
+        raise TypeError(f"an image is a numpy array or a Pillow image, not {type(image).__name__}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or min(array.shape[:2]) < 1:
@@ -148,6 +173,10 @@ def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
         if not np.isfinite(array).all():
             raise ValueError("the image holds NaN or infinite values")
         wide = array.astype(np.float64)  # float16 cannot hold 65535
+        low, high = float(wide.min()), float(wide.max())
+        if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:  # clipped, 0..255 floats would come out white
+            raise ValueError(f"float pixels must lie within 0..1, these span {low:g}..{high:g} "
+                             "(for 0..255 values, pass uint8 or divide by 255)")
         work = np.round(np.clip(wide, 0.0, 1.0) * 65535).astype(np.uint16)  # floats: 0..1
     else:
         raise ValueError(f"expected uint8, uint16 or float (0..1) pixels, not {dtype}")

@@ -84,25 +84,27 @@ class Hint:
         return float(lab[1]), float(lab[2])
 
 
-def parse_hint(text: str) -> Hint:
-    """`X,Y:COLOUR[:REACH]` -> Hint; UsageError saying what is wrong otherwise."""
+def parse_hint(text: str, *, prefix: str = "--") -> Hint:
+    """`X,Y:COLOUR[:REACH]` -> Hint; UsageError saying what is wrong otherwise, naming the command
+    line's --hint (prefix "--") or the Python API's hint (prefix "")."""
+    name = f"{prefix}hint"
     match = _SYNTAX.match(text)
     if not match:
-        raise UsageError(f"--hint {text!r}: expected X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy")
+        raise UsageError(f"{name} {text!r}: expected X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy")
     x, x_pct, y, y_pct, colour, reach = match.groups()
     if bool(x_pct) != bool(y_pct):
-        raise UsageError(f"--hint {text!r}: give both coordinates in pixels or both in percent")
+        raise UsageError(f"{name} {text!r}: give both coordinates in pixels or both in percent")
     try:
         rgb = ImageColor.getrgb(colour)[:3]
     except ValueError:
-        raise UsageError(f"--hint {text!r}: unknown colour {colour!r} (use #rrggbb or a CSS name)") from None
+        raise UsageError(f"{name} {text!r}: unknown colour {colour!r} (use #rrggbb or a CSS name)") from None
     relative = bool(x_pct)
     fx, fy = (float(x) / 100, float(y) / 100) if relative else (float(x), float(y))
     if relative and (fx > 1 or fy > 1):
-        raise UsageError(f"--hint {text!r}: percentages must be at most 100")
+        raise UsageError(f"{name} {text!r}: percentages must be at most 100")
     spread = DEFAULT_REACH if reach is None else float(reach) / 100
     if not 0 < spread <= 1:
-        raise UsageError(f"--hint {text!r}: the reach must be above 0% and at most 100%")
+        raise UsageError(f"{name} {text!r}: the reach must be above 0% and at most 100%")
     return Hint(fx, fy, relative, tuple(int(c) for c in rgb), spread, text.strip())
 
 

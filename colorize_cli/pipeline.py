@@ -28,8 +28,12 @@ Progress = Callable[[int, int], None]
 MAX_SATURATION = 8.0
 
 
-def select_device(name: str | torch.device = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; `cuda:N` one GPU of several."""
+def select_device(name: str | torch.device = "auto", *, prefix: str = "--") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; `cuda:N` one GPU of several. `prefix`
+    as for `Engine.resolve_settings`: "--" names the command line's flag, "" the keyword argument."""
+    def asked(value) -> str:
+        return f"--device {value}" if prefix else f"device={str(value)!r}"
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -44,12 +48,12 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
         raise UsageError(f"unknown device {str(name)!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available (try --device cpu)")
+            raise UsageError(f"{asked(device)} was asked for, but no CUDA GPU is available (try {asked('cpu')})")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device} was asked for, but this machine has "
+            raise UsageError(f"{asked(device)} was asked for, but this machine has "
                              f"{torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise UsageError("--device mps was asked for, but Apple's MPS backend is not available (try --device cpu)")
+        raise UsageError(f"{asked('mps')} was asked for, but Apple's MPS backend is not available (try {asked('cpu')})")
     return device
 
 
@@ -104,9 +108,10 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | None = None, weights: str | Path | None = None, device: str = "auto", *,
-             registry: Registry | None = None, local_files_only: bool = False) -> "Engine":
-        """A named registry model (default: the registry's default) or a local safetensors file."""
-        torch_device = select_device(device)
+             registry: Registry | None = None, local_files_only: bool = False, prefix: str = "--") -> "Engine":
+        """A named registry model (default: the registry's default) or a local safetensors file.
+        `prefix`: how messages name the settings (see `resolve_settings`)."""
+        torch_device = select_device(device, prefix=prefix)
         entry: ModelEntry | None = None
         if weights is None or model is not None:
             registry = registry or load_registry()

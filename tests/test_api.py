@@ -146,6 +146,47 @@ def test_bad_calls_are_value_errors_before_any_work(fake_registry, colorizer):
             Colorizer(**kwargs)
 
 
+def test_wrong_kinds_of_argument_are_type_errors_that_name_them(fake_registry, colorizer, tmp_path):
+    grey = _grey()
+    for not_pixels in ("photo.jpg", b"photo.jpg", tmp_path / "photo.jpg"):
+        with pytest.raises(TypeError, match="not a path; for a file, use colorize_file"):
+            colorizer.colorize(not_pixels)
+    with pytest.raises(TypeError, match="numpy array or a Pillow image, not NoneType"):
+        colorizer.colorize(None)
+    for one in (grey, Image.fromarray(grey)):
+        with pytest.raises(TypeError, match="colorize_many takes a list of images"):
+            colorizer.colorize_many(one)
+    for hints in (5, {"50%,50%:red": 1}):
+        with pytest.raises(TypeError, match="hints is a hint string"):
+            colorizer.colorize(grey, hints=hints)
+    for name, call in (("source", lambda v: colorizer.colorize_file(v)),
+                       ("output", lambda v: colorizer.colorize_file(tmp_path / "a.png", v)),
+                       ("weights", lambda v: Colorizer(weights=v))):
+        for bad in (3, b"/x.png"):
+            with pytest.raises(TypeError, match=f"^{name} must be a"):
+                call(bad)
+
+
+def test_float_pixels_outside_0_to_1_are_refused_not_clipped(colorizer):
+    grey = _grey().astype(np.float32)  # 0..255 as floats: clipped, it would come out white
+    with pytest.raises(ValueError, match=r"within 0..1, these span \d+..\d+ .*divide by 255"):
+        colorizer.colorize(grey)
+    nearly = np.clip(_grey() / 255.0 + 0.001, 0, 1.001)  # a little rounding past 1 is clipped
+    assert colorizer.colorize(nearly).shape == grey.shape + (3,)
+
+
+def test_api_messages_name_keyword_arguments_not_flags(fake_registry, colorizer):
+    import torch
+
+    with pytest.raises(ValueError) as caught:
+        colorizer.colorize(_grey(), hints="1,1")
+    assert str(caught.value).startswith("hint '1,1'") and "--" not in str(caught.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError) as caught:
+            Colorizer(device="cuda:1")
+        assert "device='cuda:1'" in str(caught.value) and "--" not in str(caught.value)
+
+
 def test_one_hint_may_be_given_on_its_own(colorizer):
     grey = np.full((40, 56), 128, np.uint8)
     np.testing.assert_array_equal(colorizer.colorize(grey, hints="50%,50%:#d9633c"),
