@@ -432,7 +432,11 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     keep.append(entry)
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
-                if errors:
+                if errors and skip_existing and all(isinstance(e, OutputExistsError) for e in errors):
+                    # Written meanwhile by another run of the same batch: what a resume skips.
+                    finish(index, JobResult(job.source, "skipped", outputs=job.outputs,
+                                            reason="output exists (written meanwhile by another run)"))
+                elif errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
                     finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour[0],

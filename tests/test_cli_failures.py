@@ -659,6 +659,30 @@ def test_other_runtime_errors_in_training_are_still_bugs(tmp_path, monkeypatch):
     assert run("train", "--data", tmp_path, "-q").exit_code == ExitCode.FAILURE
 
 
+def test_outputs_another_run_writes_meanwhile_are_skipped_by_a_batch(fake_registry, tmp_path, monkeypatch):
+    """Two `colorize batch` runs of one folder at once: each output is written once, by whichever
+    run gets there first; the other reports it skipped (as a resume does), not failed."""
+    from colorize_cli import batch as batch_module
+
+    real_save = batch_module.save_image
+
+    def the_other_run_was_faster(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)  # the other run's file...
+        return real_save(path, *args, **kwargs)  # ...and then ours, refused as existing
+
+    monkeypatch.setattr(batch_module, "save_image", the_other_run_was_faster)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(2):
+        save_photo(scans / f"p{k}.png", "L", seed=k)
+    result = run("batch", scans, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["skipped"] == 2 and "another run" in report["files"][0]["reason"]
+    single = run(scans / "p0.png", "-o", tmp_path / "one.png")  # one named output: still refused, as before
+    assert single.exit_code == ExitCode.OUTPUT
+
+
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
     # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
     box = tmp_path / "g"
