@@ -368,7 +368,7 @@ def resolve_weights(
         return _checked_download(entry, cache_dir)
     if found.source == "hf-cache" and allow_download and not local_files_only and not _hub_offline():
         return _checked_cached_or_fetched(entry, found, cache_dir)
-    _check(entry, found)
+    _check(entry, found, offline=local_files_only or _hub_offline())
     return found
 
 
@@ -390,7 +390,7 @@ def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None)
             "pass --weights PATH to a .safetensors file instead."
         )
     if found is not None and found.source == "hf-cache" and _hub_offline():
-        _check(entry, found)  # nothing can be fetched: the cached copy is what there is
+        _check(entry, found, offline=True)  # nothing can be fetched: the cached copy is what there is
         resolved = found
     elif found is not None and found.source == "hf-cache":
         resolved = _checked_cached_or_fetched(entry, found, cache_dir)
@@ -407,17 +407,22 @@ _ADVICE: dict[str, str] = {
 }
 
 
-def _check(entry: ModelEntry, found: ResolvedWeights) -> None:
-    """Is `found` a safetensors file with the registry's hash? The message says what to do."""
+def _check(entry: ModelEntry, found: ResolvedWeights, offline: bool = False) -> None:
+    """Is `found` a safetensors file with the registry's hash? The message says what to do
+    (`offline`: nothing can be fetched now, so a download is advice for when it can)."""
     if not found.path.is_file():  # a folder or pipe where the file should be: never read it
-        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; {_advice(entry, found)}.")
+        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; "
+                           f"{_advice(entry, found, offline)}.")
     check_safetensors(found.path)
-    check_sha256(found.path, entry.sha256, _advice(entry, found))
+    check_sha256(found.path, entry.sha256, _advice(entry, found, offline))
 
 
-def _advice(entry: ModelEntry, found: ResolvedWeights) -> str:
+def _advice(entry: ModelEntry, found: ResolvedWeights, offline: bool = False) -> str:
     """What to do about a damaged file, by where it came from."""
-    return _ADVICE.get(found.source, "delete it and download it again").format(name=entry.name)
+    advice = _ADVICE.get(found.source, "delete it and download it again").format(name=entry.name)
+    if offline and found.source == "hf-cache":  # `models download` cannot fetch either until then
+        advice += " once this machine is online (HF_HUB_OFFLINE unset)"
+    return advice
 
 
 def _checked_cached_or_fetched(entry: ModelEntry, found: ResolvedWeights,
