@@ -565,21 +565,30 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
          hints=hints, list_outputs=list_outputs)
 
 
+def _contact_sheet_format_problem(sheet: Path) -> str | None:
+    """Why a contact sheet cannot be written under this name; None when it can. A rerun must know
+    the pages it may replace, so only formats that carry colorize's note will do."""
+    from .imageio import output_format, unwritable_reason
+    from .metadata import NOTE_FORMATS
+
+    if sheet.is_dir():
+        return f"is a folder; name a file, e.g. {sheet / 'review.jpg'}"
+    try:
+        fmt = output_format(sheet)
+    except ValueError:  # no image format at all: the choice is among those below, not every format
+        fmt = None
+    if fmt not in NOTE_FORMATS:
+        what = f"a {fmt} file cannot carry" if fmt else f"{sheet.suffix or 'a name without an extension'} is no format that carries"
+        return f"{what} the note by which colorize knows its own pages; name a .jpg, .png, .tif, .webp, .avif or .heic"
+    return unwritable_reason(sheet.suffix)
+
+
 def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwrite: bool) -> None:
     """Before any colouring, refuse a sheet that would replace a photo, an output or another
     file, or that the next run would colour; create its folder."""
     from .contact_sheet import is_contact_sheet, is_page_of
     from .imageio import OutputExistsError
 
-    if sheet.is_dir():
-        raise fail(UsageError(f"--contact-sheet {sheet} is a folder; name a file, e.g. {sheet / 'review.jpg'}"))
-    from .imageio import output_format
-    from .metadata import NOTE_FORMATS
-
-    fmt = output_format(sheet)
-    if fmt not in NOTE_FORMATS:  # a rerun must know the pages it may replace
-        raise fail(UsageError(f"--contact-sheet {sheet}: a {fmt} file cannot carry the note by "
-                              "which colorize knows its own pages; name a .jpg, .png, .tif or .webp"))
     resolved, folder, out_dir = real_path(sheet), real_path(folder), real_path(out_dir)
     # Files in the input folder are coloured by the next run, unless they are in an output folder inside it.
     nested_output = out_dir.is_relative_to(folder) and resolved.is_relative_to(out_dir)
@@ -711,9 +720,9 @@ def batch_command(
     out_dir = output or (folder.with_name(folder.name + "-colorized") if plain
                          else real_path(folder).with_name(real_path(folder).name + "-colorized"))
     if contact_sheet is not None:
-        problem = unwritable_reason(contact_sheet.suffix)
+        problem = _contact_sheet_format_problem(contact_sheet)
         if problem is not None:
-            raise fail(UsageError(f"--contact-sheet {contact_sheet}: {problem}"))
+            raise fail(UsageError(f"--contact-sheet {contact_sheet}{' ' if problem.startswith('is a') else ': '}{problem}"))
     try:
         not_images: list[Path] = []
         sources = discover(folder, recursive=recursive, pattern=glob, not_images=not_images)

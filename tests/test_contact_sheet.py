@@ -86,6 +86,8 @@ def test_sheets_that_would_be_coloured_or_replace_outputs_are_refused(tmp_path, 
     assert clash.exit_code == ExitCode.USAGE and "would replace" in clash.stderr
     bad = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.pdf")
     assert bad.exit_code == ExitCode.USAGE and "--contact-sheet" in bad.stderr
+    assert ".pdf is no format that carries the note" in bad.stderr and ".avif" in bad.stderr
+    assert ".bmp" not in bad.stderr  # the formats a sheet can be, not every image format
     bmp = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", tmp_path / "review.bmp")
     assert bmp.exit_code == ExitCode.USAGE and "BMP file cannot carry" in bmp.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "box-colorized").exists()
