@@ -431,6 +431,8 @@ def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray 
         raise ImageError(f"Cannot read {path}: every sample is NaN or infinite; there is no picture in it.")
     if _holds_16bit_grey_alpha(im):
         return _decode_wide_grey_alpha(im)
+    if im.format == "HEIF" and im.info.get("bit_depth", 8) > 8:  # Pillow's HEIF plugin gives 8 bits
+        return _decode_wide_heif(path, im.info["bit_depth"])
     if not _holds_16bit_rgb(im):
         return decode_pillow_image(im)
     if _is_planar_16bit_tiff(im):
@@ -555,6 +557,20 @@ def _decode_wide_grey_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | N
     grey = (raw[:, :, 0].astype(np.uint16) << 8) | raw[:, :, 1]
     alpha = (raw[:, :, 2].astype(np.uint16) << 8) | raw[:, :, 3]
     return np.repeat(grey[:, :, None], 3, axis=2), alpha, True
+
+
+def _decode_wide_heif(path: Path, bits: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """A 10- or 12-bit HEIF/HEIC (an HDR phone photo) at full depth, from pillow-heif directly:
+    the same primary image, turned as Pillow's plugin turns it, its samples in the high bits of
+    uint16 and widened to the full 16-bit range (1023 -> 65535) by repeating their top bits."""
+    import pillow_heif
+
+    samples = np.asarray(pillow_heif.open_heif(path, convert_hdr_to_8bit=False))
+    samples = samples | (samples >> bits)  # (v << (16 - bits)) | (v >> (2 * bits - 16))
+    if samples.ndim == 2:
+        return np.repeat(samples[:, :, None], 3, axis=2), None, True
+    alpha = samples[:, :, 3].copy() if samples.shape[2] == 4 else None
+    return np.ascontiguousarray(samples[:, :, :3]), alpha, False
 
 
 def _transparent_where(samples: np.ndarray, key) -> np.ndarray | None:

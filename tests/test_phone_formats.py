@@ -72,6 +72,28 @@ def test_heic_loads_upright_with_its_metadata(tmp_path):
     _check_upright(path)
 
 
+@needs_heif
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_10bit_heic_is_read_at_full_depth(tmp_path, channels):
+    """Pillow's HEIF plugin gives an HDR phone photo's 10-bit samples as 8 bits."""
+    import pillow_heif
+
+    h, w = 48, 72
+    ramp = np.linspace(0, 65535, h * w).astype(np.uint16).reshape(h, w)  # ~1000 10-bit levels
+    samples = ramp if channels == 1 else np.repeat(ramp[:, :, None], 3, axis=2)
+    path = tmp_path / "IMG_0002.HEIC"
+    pillow_heif.from_bytes(mode="L;16" if channels == 1 else "RGB;16", size=(w, h),
+                           data=samples.tobytes()).save(path, quality=-1, exif=_turned_with_caption())
+    assert Image.open(path).info["bit_depth"] == 10
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16 and loaded.was_grey and len(np.unique(loaded.pixels)) > 256
+    assert loaded.pixels.max() == 65535  # 1023 widened to the top of the range, not 65472
+    upright = np.rot90(ramp, k=-1)  # orientation 6: turned a quarter clockwise
+    np.testing.assert_allclose(loaded.pixels[..., 0].astype(int), upright.astype(int), atol=3 * 64)  # 3 10-bit levels
+    assert loaded.pixels.shape == (w, h, 3)  # turned upright by its orientation 6, as an 8-bit HEIC is
+    assert loaded.metadata.tags.get(0x010E) == "Grandmother, 1931"
+
+
 @pytest.mark.parametrize("ext", [pytest.param(".avif", marks=needs_avif), pytest.param(".heic", marks=needs_heif)])
 def test_phone_formats_are_written_with_alpha_and_the_note(tmp_path, ext):
     pixels = np.asarray(_grey_photo(32, 40))
