@@ -100,13 +100,26 @@ def test_a_broken_set_is_named_plainly(tmp_path):
     from colorize_cli.imageio import ImageError
 
     (tmp_path / "notes.jpg").write_text("not a photo")
-    with pytest.raises(ImageError, match=r"notes\.jpg: not a supported image; mend it or take it out") as info:
+    with pytest.raises(ImageError, match=r"notes\.jpg: not a supported image.*; mend it or take it out") as info:
         runner.read_rgb(tmp_path / "notes.jpg")
     assert "BufferedReader" not in str(info.value)
     with pytest.raises(UsageError, match="is a file: bench takes a folder"):
         runner.list_images(tmp_path / "notes.jpg")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         runner.list_images(tmp_path / "nowhere")
+
+
+def test_photos_of_the_set_are_read_upright_and_in_srgb_as_colorize_reads_them(tmp_path):
+    from colorize_cli.imageio import load_image
+
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:5, :5] = 250  # a bright corner shows where the top went
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif.tobytes())
+    truth = runner.read_rgb(tmp_path / "turned.png")
+    assert truth.shape == (30, 20, 3) and truth.dtype == np.uint8
+    np.testing.assert_array_equal(truth, load_image(tmp_path / "turned.png").pixels)
 
 
 # --- baselines -------------------------------------------------------------------------------

@@ -34,13 +34,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
 from colorize_cli.errors import UsageError
-from colorize_cli.imageio import IMAGE_EXTENSIONS, ImageError, in_marked_folder, readable_formats, save_image
+from colorize_cli.imageio import (IMAGE_EXTENSIONS, ImageError, in_marked_folder, load_image, readable_formats,
+                                  save_image, to_uint8, upright_size)
 
 from ..atomic import temp_path_beside
 from ..paths import real_path
@@ -326,15 +327,14 @@ BENCH_MARKER = ".colorize-bench"
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    """A photo of the set as `colorize` reads one (upright by its EXIF orientation, its ICC
+    profile converted to sRGB), at 8 bits: (H, W, 3) uint8."""
     try:
-        with open(path, "rb") as file, Image.open(file, formats=readable_formats(path)) as im:  # no mmap: see load_image
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return to_uint8(load_image(path).pixels)
+    except ImageError as e:
         # The set is broken: say which file, and stop. Scores that quietly left photos out could
         # not be compared with another run's.
-        why = ("not a supported image" if isinstance(e, UnidentifiedImageError)
-               else f"the file is corrupt or truncated ({e})")
-        raise ImageError(f"Cannot read {path}: {why}; mend it or take it out of the set") from e
+        raise ImageError(f"{str(e).rstrip('.')}; mend it or take it out of the set") from e
 
 
 def _check_ssim_sizes(paths: Sequence[Path]) -> None:
@@ -591,8 +591,7 @@ def _usable_cached(cached: Path, truth: Path) -> bool:
     if not cached.is_file():
         return False
     try:
-        with Image.open(truth, formats=readable_formats(truth)) as im:
-            size = im.size
+        size = upright_size(truth)  # the colouring is upright, as the photo is read
         with Image.open(cached, formats=("PNG",)) as im:
             same_size = im.size == size
             im.verify()
