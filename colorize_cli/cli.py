@@ -586,7 +586,7 @@ def _contact_sheet_format_problem(sheet: Path) -> str | None:
 def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwrite: bool) -> None:
     """Before any colouring, refuse a sheet that would replace a photo, an output or another
     file, or that the next run would colour; create its folder."""
-    from .contact_sheet import is_contact_sheet, is_page_of
+    from .contact_sheet import is_contact_sheet, pages_it_may_write
     from .imageio import OutputExistsError
 
     resolved, folder, out_dir = real_path(sheet), real_path(folder), real_path(out_dir)
@@ -595,13 +595,14 @@ def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwri
     if resolved.is_relative_to(folder) and not nested_output:
         raise fail(UsageError(f"--contact-sheet {sheet} is inside the input folder, where the next run would "
                               "colour it; put it elsewhere (e.g. in the output folder)"))
+    pages = pages_it_may_write(resolved, len(jobs))  # other files of a page's name are never touched
     for job in jobs:
         for path in (job.source, *job.outputs):
-            if is_page_of(real_path(path), resolved):
+            if real_path(path) in pages:
                 raise fail(UsageError(f"--contact-sheet {sheet} would replace {path}; pick another name"))
-    if not overwrite and resolved.parent.is_dir():
-        for existing in resolved.parent.iterdir():
-            if is_page_of(existing, resolved) and not is_contact_sheet(existing):
+    if not overwrite:
+        for existing in sorted(pages):
+            if existing.exists() and not is_contact_sheet(existing):
                 raise fail(OutputExistsError(f"--contact-sheet would replace {existing}, which is not a contact "
                                              "sheet colorize made; pass --overwrite to replace it"))
     _make_folder(sheet.parent)

@@ -37,6 +37,13 @@ def is_page_of(path: Path, target: Path) -> bool:
     return path.parent == target.parent and re.fullmatch(pattern, path.name) is not None
 
 
+def pages_it_may_write(target: Path, pairs: int, per_page: int = PER_PAGE) -> set[Path]:
+    """The names a sheet of at most `pairs` photos may take: `target` (one page, also when some
+    photos fail and the rest fit on one) and, past one page, `target-1` ... `target-K`."""
+    count = -(-pairs // per_page) if pairs > per_page else 0
+    return {target, *(target.with_name(f"{target.stem}-{k}{target.suffix}") for k in range(1, count + 1))}
+
+
 def is_contact_sheet(path: Path) -> bool:
     """Whether the file at `path` is a page this module wrote."""
     note = software_note(path)

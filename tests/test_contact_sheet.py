@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
@@ -112,6 +114,21 @@ def test_a_sheet_never_replaces_a_photo_or_a_file_it_did_not_make(tmp_path, tiny
         result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", sheet)
         assert result.exit_code == 0, result.output
     assert contact_sheet.is_contact_sheet(sheet) and not contact_sheet.is_contact_sheet(notes)
+
+    # A file of a page's name that this run cannot reach (one page here) is no reason to refuse.
+    unrelated = tmp_path / "review-7.png"
+    save_photo(unrelated, "L")
+    kept = unrelated.read_bytes()
+    result = batch(src, "--weights", tiny_weights["unet"], "--contact-sheet", sheet)
+    assert result.exit_code == 0, result.output
+    assert unrelated.read_bytes() == kept
+
+
+def test_the_pages_a_sheet_may_write():
+    target = Path("/box/review.jpg")
+    assert contact_sheet.pages_it_may_write(target, 48) == {target}
+    assert contact_sheet.pages_it_may_write(target, 49) == {target, Path("/box/review-1.jpg"), Path("/box/review-2.jpg")}
+    assert len(contact_sheet.pages_it_may_write(target, 97)) == 4
 
 
 def test_a_sheet_that_cannot_be_written_is_a_warning_after_the_batch(tmp_path, tiny_weights, monkeypatch):
