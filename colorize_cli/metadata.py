@@ -22,6 +22,7 @@ profiles (the output is sRGB) and the TIFF structure tags of the source.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -168,6 +169,8 @@ def _read_exif(im: Image.Image) -> tuple[dict[int, Any], dict[int, Any], dict[in
     try:
         exif = im.getexif()
         tags = {t: v for t, v in exif.items() if t in _DESCRIPTIVE_TAGS and t != _SOFTWARE}
+        if _is_layout_note(tags.get(ExifTags.Base.ImageDescription)):
+            del tags[ExifTags.Base.ImageDescription]
         exif_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.Exif).items()
                     if t not in _DROPPED_EXIF_TAGS and t not in _MAIN_IFD_ONLY}
         gps_ifd = {t: v for t, v in exif.get_ifd(ExifTags.IFD.GPSInfo).items() if t not in _MAIN_IFD_ONLY}
@@ -175,6 +178,23 @@ def _read_exif(im: Image.Image) -> tuple[dict[int, Any], dict[int, Any], dict[in
         log.debug("unreadable EXIF: %s", e)
         return {}, {}, {}
     return tags, exif_ifd, gps_ifd
+
+
+def _is_layout_note(description: Any) -> bool:
+    """Whether a TIFF's ImageDescription is a library's note on the array's layout, not a caption:
+    tifffile's `{"shape": [...]}` or ImageJ's `ImageJ=...` header. Copied to a colouring, it would
+    describe the wrong shape (tifffile warns on reading it back)."""
+    if not isinstance(description, str):
+        return False
+    text = description.strip()
+    if text.startswith("ImageJ="):
+        return True
+    if not text.startswith("{"):
+        return False
+    try:
+        return "shape" in json.loads(text)
+    except (ValueError, TypeError):
+        return False
 
 
 def _read_text(im: Image.Image) -> dict[str, str]:

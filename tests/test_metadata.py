@@ -252,3 +252,17 @@ def test_an_orientation_or_ifd_pointer_inside_a_sub_ifd_is_not_copied(tmp_path):
     assert ExifTags.Base.Orientation not in written
     assert written.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal) == "1923:05:01 10:00:00"
     assert ExifTags.Base.Orientation not in written.get_ifd(ExifTags.IFD.Exif)
+
+
+@pytest.mark.parametrize("description, kept", [
+    ('{"shape": [20, 30]}', False),  # tifffile's note on the array's layout
+    ("ImageJ=1.53t\nimages=1\n", False),
+    ("Grandmother, 1931", True),
+    ('{"caption": "a dict, but no layout"}', True),
+])
+def test_a_librarys_layout_note_is_not_taken_for_a_caption(tmp_path, description, kept):
+    from colorize_cli.imageio import load_image
+
+    path = tmp_path / "scan.tif"
+    Image.fromarray(np.full((20, 30), 90, np.uint8)).save(path, tiffinfo={270: description})
+    assert (270 in load_image(path).metadata.tags) is kept
