@@ -43,7 +43,7 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from . import icc, png
 from .atomic import temp_path_beside
-from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags
+from .metadata import ImageMetadata, png_chunks, pillow_save_options, read_metadata, tiff_ascii_tags, tiff_sub_ifds
 from .paths import real_path
 
 # A 100-megapixel scan must load; 200 MP of 16-bit RGB is already 1.2 GB of pixels.
@@ -992,6 +992,8 @@ def _tiff_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: Imag
         entries.append(_tiff_entry(338, _SHORT, [2]))  # extra sample: unassociated alpha
     if metadata is not None and metadata.xmp:
         entries.append(_tiff_entry(_TIFF_XMP, _BYTE, metadata.xmp))
+    sub_ifds = tiff_sub_ifds(metadata, (width, height))  # Exif (dates, exposure) and GPS
+    entries += [_tiff_entry(group, _LONG, [0]) for group in sub_ifds]  # pointers, filled in below
     entries.sort(key=lambda e: e[0])  # TIFF requires ascending tag order
 
     extra_offset = offset + 2 + 12 * len(entries) + 4
@@ -1003,8 +1005,13 @@ def _tiff_directory(pixels: np.ndarray, alpha: np.ndarray | None, metadata: Imag
             placed.append((tag, kind, count, struct.pack("<I", extra_offset + len(extra))))
             extra += payload
             extra += b"\0" * (len(extra) % 2)  # keep offsets word-aligned
-    data_offset = extra_offset + len(extra)  # the caller checks that the page ends below 4 GB
+    pointers = {273: 0}
+    for group, serialise in sub_ifds.items():  # each sub-IFD among the values, at a word boundary
+        pointers[group] = extra_offset + len(extra)
+        extra += serialise(pointers[group])
+        extra += b"\0" * (len(extra) % 2)
+    pointers[273] = extra_offset + len(extra)  # the strip; the caller checks the page ends below 4 GB
     ifd = struct.pack("<H", len(placed))
     for tag, kind, count, value in placed:
-        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", data_offset) if tag == 273 else value)
+        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", pointers[tag]) if tag in pointers else value)
     return ifd, extra, strip_bytes

@@ -10,7 +10,7 @@ What is kept (when the output format can hold it):
 - resolution (DPI): PNG, JPEG, TIFF, BMP;
 - EXIF: descriptive tags of the main IFD (description, make, model, date, artist, copyright,
   ...), the Exif sub-IFD (capture date, exposure, ...) and GPS: JPEG, PNG, WebP, AVIF, HEIF and
-  8-bit TIFF. 16-bit TIFF keeps the main IFD's descriptive tags but not the sub-IFDs;
+  TIFF (a 16-bit one gets them from `tiff_sub_ifds`, as colorize writes those TIFFs itself);
 - XMP: JPEG, PNG, WebP, TIFF, AVIF, HEIF;
 - text: PNG text chunks (and a JPEG comment) to PNG; the JPEG comment to JPEG.
 
@@ -28,9 +28,9 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, TiffImagePlugin
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +257,8 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
         if meta.software:
             exif[_SOFTWARE] = meta.software if meta.software.isascii() else meta.software.encode("utf-8")
         if keep == "all":
-            if meta.exif_ifd:
-                sub = exif.get_ifd(ExifTags.IFD.Exif)
-                sub.update({tag: _exif_text(value) for tag, value in meta.exif_ifd.items()})
-                if _COLOR_SPACE in sub:
-                    sub[_COLOR_SPACE] = _SRGB  # the output is sRGB whatever the source was
-                for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
-                    if tag in sub:
-                        sub[tag] = value
-            if meta.gps_ifd:
-                exif.get_ifd(ExifTags.IFD.GPSInfo).update(meta.gps_ifd)
+            for group, sub in sub_ifds(meta, size).items():
+                exif.get_ifd(group).update(sub)
         try:
             block = exif.tobytes()
         except Exception as e:  # an odd value type in a copied tag
@@ -276,6 +268,46 @@ def exif_bytes(meta: ImageMetadata, size: tuple[int, int], extra: dict[int, Any]
             return block
         log.debug("EXIF of %d bytes over the format's %d (keeping %s)", len(block), max_bytes, keep)
     return None
+
+
+def sub_ifds(meta: ImageMetadata, size: tuple[int, int]) -> dict[int, dict[int, Any]]:
+    """The Exif and GPS sub-IFDs (pointer tag -> tags) of an output of `size` = (width, height):
+    the source's, with the colour space and pixel size of the output."""
+    subs: dict[int, dict[int, Any]] = {}
+    if meta.exif_ifd:
+        sub = {tag: _exif_text(value) for tag, value in meta.exif_ifd.items()}
+        if _COLOR_SPACE in sub:
+            sub[_COLOR_SPACE] = _SRGB  # the output is sRGB whatever the source was
+        for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
+            if tag in sub:
+                sub[tag] = value
+        subs[ExifTags.IFD.Exif] = sub
+    if meta.gps_ifd:
+        subs[ExifTags.IFD.GPSInfo] = dict(meta.gps_ifd)
+    return subs
+
+
+def tiff_sub_ifds(meta: ImageMetadata | None, size: tuple[int, int]) -> dict[int, Callable[[int], bytes]]:
+    """For a TIFF written without Pillow: each sub-IFD Pillow can serialise (pointer tag -> a
+    function of the file offset it will sit at, giving its little-endian bytes)."""
+    if meta is None:
+        return {}
+    writable = dataclasses.replace(meta, exif_ifd=_writable(meta.exif_ifd, ExifTags.IFD.Exif),
+                                   gps_ifd=_writable(meta.gps_ifd, ExifTags.IFD.GPSInfo))
+    serialisers: dict[int, Callable[[int], bytes]] = {}
+    for group, tags in sub_ifds(writable, size).items():
+        def serialise(offset: int, group: int = group, tags: dict[int, Any] = tags) -> bytes:
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II", group=group)
+            for tag, value in tags.items():
+                ifd[tag] = value
+            return ifd.tobytes(offset)
+        try:
+            serialise(0)  # values Pillow takes one by one may still fail together: then leave it out
+        except Exception as e:
+            log.debug("sub-IFD %#x not writable, left out: %s", group, e)
+            continue
+        serialisers[group] = serialise
+    return serialisers
 
 
 def _writable(tags: dict[int, Any], ifd: int | None = None) -> dict[int, Any]:

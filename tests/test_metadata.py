@@ -97,8 +97,8 @@ def test_16_bit_outputs_carry_resolution_text_tags_and_xmp(jpeg_scan, tmp_path, 
     assert back.metadata.tags[ExifTags.Base.Artist] == "A. Archivist"
     assert Image.open(out).getexif()[ExifTags.Base.Software] == NOTE
     assert back.metadata.xmp == XMP
-    if ext == "png":  # 16-bit TIFF keeps the main IFD only (see metadata.py)
-        assert back.metadata.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+    assert back.metadata.exif_ifd[ExifTags.Base.DateTimeOriginal] == "1931:05:01 10:00:00"
+    assert back.metadata.gps_ifd == {ExifTags.GPS.GPSLatitudeRef: "N"}
 
 
 def test_png_text_round_trips_including_non_latin_text(tmp_path):
