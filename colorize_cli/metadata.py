@@ -7,7 +7,7 @@ names colorize, the model and the settings, which also makes the file reproducib
 
 What is kept (when the output format can hold it):
 
-- resolution (DPI): PNG, JPEG, TIFF, BMP;
+- resolution (DPI): PNG, JPEG, TIFF, BMP, and WebP, AVIF and HEIF as EXIF's XResolution;
 - EXIF: descriptive tags of the main IFD (description, make, model, date, artist, copyright,
   ...), the Exif sub-IFD (capture date, exposure, ...) and GPS: JPEG, PNG, WebP, AVIF, HEIF and
   TIFF (a 16-bit one gets them from `tiff_sub_ifds`, as colorize writes those TIFFs itself);
@@ -151,6 +151,8 @@ def _read_dpi(im: Image.Image) -> tuple[float, float] | None:
                 return None
         except Exception:
             return None
+    if im.format in ("WEBP", "AVIF", "HEIF"):  # no resolution field of their own: EXIF's, if any
+        return _exif_dpi(im)
     try:
         x, y = (float(v) for v in im.info.get("dpi"))
     except (TypeError, ValueError):
@@ -158,6 +160,20 @@ def _read_dpi(im: Image.Image) -> tuple[float, float] | None:
     if not (_DPI_RANGE[0] <= x <= _DPI_RANGE[1] and _DPI_RANGE[0] <= y <= _DPI_RANGE[1]):
         return None
     # PNG stores pixels per metre: 600 dpi reads back as 599.9988
+    return (_tidy(x), _tidy(y))
+
+
+def _exif_dpi(im: Image.Image) -> tuple[float, float] | None:
+    """The resolution in EXIF's XResolution / YResolution (per inch, or per cm), if sound."""
+    try:
+        exif = im.getexif()
+        x, y = float(exif[ExifTags.Base.XResolution]), float(exif[ExifTags.Base.YResolution])
+        per_cm = exif.get(ExifTags.Base.ResolutionUnit, 2) == 3
+    except Exception:  # absent, or garbage
+        return None
+    x, y = (x * 2.54, y * 2.54) if per_cm else (x, y)
+    if not (_DPI_RANGE[0] <= x <= _DPI_RANGE[1] and _DPI_RANGE[0] <= y <= _DPI_RANGE[1]):
+        return None
     return (_tidy(x), _tidy(y))
 
 
@@ -352,6 +368,9 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
     if fmt in ("JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
         # Pillow's TIFF writer takes XMP only as a main-IFD tag, and ignores `exif` next to `tiffinfo`
         extra = {_TIFF_XMP: meta.xmp} if fmt == "TIFF" and meta.xmp else None
+        if meta.dpi and fmt in ("WEBP", "AVIF", "HEIF"):  # no resolution field of their own: EXIF's
+            extra = {ExifTags.Base.XResolution: _rational(meta.dpi[0]), ExifTags.Base.YResolution: _rational(meta.dpi[1]),
+                     ExifTags.Base.ResolutionUnit: 2}  # inches
         exif = exif_bytes(meta, size, extra, max_bytes=_JPEG_EXIF_MAX if fmt == "JPEG" else None)
         if exif and fmt == "TIFF":
             # Pillow's TIFF writer reloads EXIF bytes and writes text as ASCII with '?': give it
@@ -369,6 +388,10 @@ def pillow_save_options(fmt: str, meta: ImageMetadata | None, size: tuple[int, i
     if fmt == "JPEG" and comment and len(comment) <= _JPEG_COMMENT_MAX:
         options["comment"] = comment
     return options
+
+
+def _rational(value: float) -> TiffImagePlugin.IFDRational:
+    return TiffImagePlugin.IFDRational(round(value * 1000), 1000)
 
 
 def _latin1(text: str) -> bool:

@@ -60,7 +60,7 @@ def test_reading_keeps_descriptive_fields_and_drops_layout_orientation_and_maker
 
 # What each output format can hold: (dpi, EXIF with sub-IFDs, XMP, comment)
 CAPABILITIES = {"png": (True, True, True, True), "jpg": (True, True, True, True), "tif": (True, True, True, False),
-                "webp": (False, True, True, False), "bmp": (True, False, False, False)}
+                "webp": (True, True, True, False), "bmp": (True, False, False, False)}
 
 
 @pytest.mark.parametrize("ext", sorted(CAPABILITIES))
