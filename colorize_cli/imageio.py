@@ -186,6 +186,14 @@ def _is_heif(source: str | os.PathLike | bytes) -> bool:
     return header[4:8] == b"ftyp" and header[8:12] in _HEIF_BRANDS
 
 
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+    except OSError:
+        return False
+
+
 def opens_as_image(path: str | os.PathLike) -> bool:
     """Whether Pillow recognises the file as one of the formats colorize reads (the header only,
     no pixels decoded). For files whose extension says nothing: a `--glob` match like IMG_0001.AAE
@@ -259,6 +267,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
             if "HEIF" not in formats and _is_heif(path):
                 raise ImageError(f"Cannot read {path}: it is a HEIF/HEIC photo, which needs "
                                  f"{_FORMAT_NEEDS['HEIF']}.") from exc
+            if _is_tiff(path):  # Pillow knows TIFF, but not every sample layout in one
+                raise ImageError(f"Cannot read {path}: a TIFF whose sample layout Pillow cannot decode "
+                                 "(16-bit grey with alpha, for one); save it as PNG, or without the alpha.") from exc
             raise ImageError(
                 f"Cannot read {path}: not a supported image (JPEG, PNG, TIFF, WebP, BMP, AVIF or HEIC)."
             ) from exc

@@ -157,6 +157,22 @@ def test_a_float_tiff_without_a_finite_sample_is_refused(tmp_path):
     assert load_image(tmp_path / "some.tif").pixels[1, 1, 0] == 32768
 
 
+def test_a_tiff_layout_pillow_cannot_decode_is_named_as_such(tmp_path):
+    # A minimal 16-bit grey + alpha TIFF (2 samples, ExtraSamples = unassociated alpha): Pillow
+    # knows no mode for it and reports an unidentified file.
+    w, h = 3, 2
+    data = np.arange(w * h * 2, dtype="<u2").tobytes()
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 2, 0x00100010), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 0), (277, 3, 1, 2), (278, 3, 1, h), (279, 4, 1, len(data)), (338, 3, 1, 2)]
+    ifd_at = 8
+    data_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, kind, count, data_at if tag == 273 else value) for tag, kind, count, value in entries)
+    (tmp_path / "la16.tif").write_bytes(b"II*\0" + struct.pack("<I", ifd_at) + ifd + b"\0" * 4 + data)
+    with pytest.raises(imageio.ImageError, match="a TIFF whose sample layout Pillow cannot decode"):
+        load_image(tmp_path / "la16.tif")
+
+
 def test_16bit_grey_and_alpha_png_keeps_16_bits(tmp_path):
     """Pillow reads it as 8-bit RGBA (the helper found 16-bit grey+alpha in, 8-bit out)."""
     samples = RNG.integers(0, 65536, (9, 13, 2), dtype=np.uint16)
