@@ -48,6 +48,11 @@ class DefaultCommandGroup(TyperGroup):
     group_options = {"--help", "-h", "--version", "--debug", "--install-completion", "--show-completion"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `--debug` anywhere (an error line says "run with --debug", and users append it) is the
+        # group's option, so it goes first; after `--` every word is a file name.
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
         first = next((i for i, a in enumerate(args) if a not in ("--debug",)), None)
         if first is not None and args[first] not in self.commands and args[first] not in self.group_options:
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
@@ -191,6 +196,25 @@ def _collector_paused():
         gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+def _check_model_options(model: Optional[str], weights: Optional[Path], device: str) -> None:
+    """With nothing to colour the model is never loaded, but the options naming it are still
+    checked, so a typo is not reported as success: the registry name, the --weights file, and a
+    device asked for by name (which needs torch: a second, paid only when one is named)."""
+    from .weights import load_registry, resolve_weights
+
+    try:
+        if weights is not None:
+            resolve_weights(None, weights_path=weights)  # exists, and is safetensors
+        if model is not None:
+            load_registry().get(model)
+        if str(device) not in ("auto", "cpu"):
+            from .pipeline import select_device
+
+            select_device(device)
+    except Exception as e:
+        raise fail(e) from None
 
 
 def _load_engine(model: Optional[str], weights: Optional[Path], device: str):
@@ -351,7 +375,9 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     engine = None
     # Load the model only when something needs colouring: an existing output (refused, or
     # skipped when a batch resumes) is reported at once, not after a second of start-up.
-    if triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
+    if not triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
+        _check_model_options(model, weights, device)
+    else:
         try:
             engine = _load_engine(model, weights, device)
             from .diffusion import RANDOM_SAMPLERS

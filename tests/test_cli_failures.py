@@ -174,6 +174,11 @@ def test_an_unexpected_error_is_one_line_unless_debug_asks(fake_registry, tmp_pa
     assert line == "Error: a bug (run with --debug for details)"
     result = run("--debug", src, "-o", tmp_path / "o.png")
     assert result.exit_code == ExitCode.FAILURE and "Traceback" in result.stderr
+    for args in ([src, "-o", tmp_path / "o.png", "--debug"], ["batch", tmp_path, "--debug"]):  # appended, as users do
+        result = run(*args)
+        assert result.exit_code == ExitCode.FAILURE and "Traceback" in result.stderr
+    dashed = run("--", "--debug")  # after `--`, a file named --debug
+    assert dashed.exit_code == ExitCode.BAD_INPUT and "Traceback" not in dashed.stderr
 
 
 def test_batch_reports_broken_links_and_folders_it_cannot_read(fake_registry, tmp_path, monkeypatch):
@@ -681,6 +686,28 @@ def test_outputs_another_run_writes_meanwhile_are_skipped_by_a_batch(fake_regist
     assert report["skipped"] == 2 and "another run" in report["files"][0]["reason"]
     single = run(scans / "p0.png", "-o", tmp_path / "one.png")  # one named output: still refused, as before
     assert single.exit_code == ExitCode.OUTPUT
+
+
+def test_bad_model_options_fail_even_when_there_is_nothing_to_colour(fake_registry, tmp_path):
+    """A finished batch rerun with a typo in --model must not report success (it skipped the
+    model's loading, and with it every check of the options naming the model)."""
+    import torch
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    assert run("batch", scans, "-q").exit_code == 0
+    assert run("batch", scans, "-q").exit_code == 0  # a plain rerun: all skipped, still fine
+    line = one_error(run("batch", scans, "--model", "nosuch"), ExitCode.USAGE)
+    assert "nosuch" in line
+    line = one_error(run("batch", scans, "--weights", tmp_path / "nope.safetensors"), ExitCode.WEIGHTS)
+    assert "does not exist" in line
+    if not torch.cuda.is_available():
+        assert one_error(run("batch", scans, "--device", "cuda"), ExitCode.USAGE)
+    # One photo whose output exists: the option is the first thing wrong, so it is what is said.
+    (tmp_path / "a-colorized.png").write_bytes((tmp_path / "scans-colorized" / "a.png").read_bytes())
+    line = one_error(run(scans / "a.png", "-o", tmp_path / "a-colorized.png", "--model", "nosuch"), ExitCode.USAGE)
+    assert "nosuch" in line
 
 
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
