@@ -375,7 +375,8 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     engine = None
     # Load the model only when something needs colouring: an existing output (refused, or
     # skipped when a batch resumes) is reported at once, not after a second of start-up.
-    if not triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]:
+    to_colour = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]
+    if not to_colour:
         _check_model_options(model, weights, device)
     else:
         try:
@@ -592,21 +593,23 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
 
 
 def _contact_sheet_format_problem(sheet: Path) -> str | None:
-    """Why a contact sheet cannot be written under this name; None when it can. A rerun must know
-    the pages it may replace, so only formats that carry colorize's note will do."""
+    """Why a contact sheet cannot be written under this name (a whole message); None when it can.
+    A rerun must know the pages it may replace, so only formats that carry colorize's note will do."""
     from .imageio import output_format, unwritable_reason
     from .metadata import NOTE_FORMATS
 
     if sheet.is_dir():
-        return f"is a folder; name a file, e.g. {sheet / 'review.jpg'}"
+        return f"--contact-sheet {sheet} is a folder; name a file, e.g. {sheet / 'review.jpg'}"
     try:
         fmt = output_format(sheet)
     except ValueError:  # no image format at all: the choice is among those below, not every format
         fmt = None
     if fmt not in NOTE_FORMATS:
         what = f"a {fmt} file cannot carry" if fmt else f"{sheet.suffix or 'a name without an extension'} is no format that carries"
-        return f"{what} the note by which colorize knows its own pages; name a .jpg, .png, .tif, .webp, .avif or .heic"
-    return unwritable_reason(sheet.suffix)
+        return (f"--contact-sheet {sheet}: {what} the note by which colorize knows its own pages; "
+                "name a .jpg, .png, .tif, .webp, .avif or .heic")
+    problem = unwritable_reason(sheet.suffix)
+    return None if problem is None else f"--contact-sheet {sheet}: {problem}"
 
 
 def _check_contact_sheet(sheet: Path, folder: Path, out_dir: Path, jobs, overwrite: bool) -> None:
@@ -749,7 +752,7 @@ def batch_command(
     if contact_sheet is not None:
         problem = _contact_sheet_format_problem(contact_sheet)
         if problem is not None:
-            raise fail(UsageError(f"--contact-sheet {contact_sheet}{' ' if problem.startswith('is a') else ': '}{problem}"))
+            raise fail(UsageError(problem))
     try:
         not_images: list[Path] = []
         sources = discover(folder, recursive=recursive, pattern=glob, not_images=not_images)
