@@ -30,10 +30,10 @@ from .imageio import ImageError, decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
 
 ImageLike = Union[Image.Image, np.ndarray]
+HintLike = Union[str, Hint]
 # How far float pixels may stray outside 0..1 (rounding in the caller's own processing) before
 # they are taken for another scale rather than clipped.
 _FLOAT_SLACK = 1 / 255
-HintLike = Union[str, Hint]
 
 
 class Colorizer:
