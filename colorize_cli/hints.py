@@ -120,17 +120,20 @@ def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint],
     _, h, w = ab.shape
     width, height = photo_size or (w, h)
     longer = max(h, w)
+    guide = _blur(L[0].float(), BLUR)
     seeds = torch.zeros(len(hints), h, w, dtype=torch.bool)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     radius = max(1.0, _SEED_RADIUS * longer)
     for k, hint in enumerate(hints):
         fx, fy = hint.position(width, height)
         cx, cy = min(fx * w, w - 0.5), min(fy * h, h - 0.5)
-        seeds[k] = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2
+        # The spot around the point, but only the surface the point is on: a hint put next to an
+        # edge must not seed the other side at full strength (it would flood it).
+        same_surface = (guide - guide[int(cy), int(cx)]).abs() <= EDGE_TOLERANCE
+        seeds[k] = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2) & same_surface
         seeds[k, int(cy), int(cx)] = True  # a tiny working size still gets its pixel
     reach = torch.tensor([hint.reach * longer for hint in hints]).view(-1, 1, 1)
     # beyond 3 reaches a hint's weight is below e^-9: no need to measure further
-    guide = _blur(L[0].float(), BLUR)
     distance = geodesic_distance(guide, seeds, EDGE_COST, EDGE_TOLERANCE, cutoff=3.0 * float(reach.max()))
     weight = torch.exp(-((distance / reach) ** FALLOFF))  # (K, h, w), 1 on the seed
     hint_ab = torch.tensor([hint.ab() for hint in hints]).view(-1, 2, 1, 1)  # (K, 2, 1, 1)

@@ -83,6 +83,34 @@ def test_a_hint_fills_its_side_of_an_edge_and_not_the_other():
     assert torch.equal(apply_hints(ab, L, []), ab)
 
 
+@pytest.mark.parametrize("inside", [2, 3])
+def test_a_hint_next_to_an_edge_does_not_flood_the_other_side(inside):
+    """The hint's spot (1% of the longer side) once seeded every pixel in it, across an edge too:
+    a click a few pixels inside a disc turned the whole background the hint's colour. Now a hint
+    near the edge leaks no more than one deep inside (the little a curved edge lets through)."""
+    h, w = 160, 240
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    disc = (xx - 120) ** 2 + (yy - 80) ** 2 < 48**2
+    L = torch.where(disc, 80.0, 20.0)[None]
+    far_outside = ~((xx - 120) ** 2 + (yy - 80) ** 2 < 52**2)
+
+    def leak(x: int) -> tuple[float, float]:
+        chroma = apply_hints(torch.zeros(2, h, w), L, [Hint(x, 80, False, (0, 0, 255), text="blue")]).norm(dim=0)
+        return float(chroma[far_outside].max()), float(chroma[far_outside].mean())
+
+    (near_max, near_mean), (deep_max, deep_mean) = leak(120 + 48 - inside), leak(120 + 48 - 6)
+    assert near_max < deep_max + 5 and near_mean < 2 * deep_mean + 0.1
+
+
+def test_a_hint_on_a_thin_line_stays_on_the_line():
+    L = torch.full((1, 64, 128), 20.0)
+    L[:, 31:34, :] = 80.0  # a 3-px bright line
+    red = Hint(64, 32, False, (220, 20, 20), text="red")
+    out = apply_hints(torch.zeros(2, 64, 128), L, [red])
+    assert out[0, 32, 44:85].min() > 0.9 * red.ab()[0]  # along the line
+    assert out[:, :27].abs().max() < 1.0 and out[:, 38:].abs().max() < 1.0  # not either side
+
+
 def test_two_hints_share_a_surface_by_closeness():
     L = torch.full((1, 32, 64), 50.0)
     blue = Hint(0.1, 0.5, True, (30, 60, 200), 0.3, "blue")
