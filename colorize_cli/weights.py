@@ -779,7 +779,16 @@ def build_problem(error: BaseException) -> str:
     return " ".join(str(error).split())[:400]
 
 
+# The metadata key of `colorize train`'s checkpoints (train/checkpoint.py): resume state, not a model.
+TRAIN_CHECKPOINT_KEY = "colorize.train"
+
+
 def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
+    if CONFIG_KEY not in metadata and TRAIN_CHECKPOINT_KEY in metadata:
+        exports = sorted(p.name for p in path.parent.glob("*.safetensors") if p != path)
+        where = f" ({', '.join(exports)} beside it)" if exports else " (written when the run ends or stops)"
+        raise WeightsError(f"{path} is a training checkpoint, the state `colorize train --resume` continues from; "
+                           f"colour with the run's export{where}.")
     if CONFIG_KEY not in metadata:
         raise WeightsError(
             f"{path} has no model config (metadata key {CONFIG_KEY!r}); it was not exported by colorize."

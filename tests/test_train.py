@@ -275,6 +275,11 @@ def test_each_model_overfits_a_handful_of_images(model, kw, keys, few_dir, tmp_p
     assert list((out / "samples").glob("step-*.png"))
     end = log_records(out, "end")[-1]
     assert end["images_per_s"] > 0 and end["mfu"] is None  # CPU: no peak, MFU n/a
+    assert (out / end["export"]).is_file() and end["export"] == f"{model}.safetensors"  # within the run, as samples
+    from colorize_cli.weights import WeightsError
+
+    with pytest.raises(WeightsError, match=f"is a training checkpoint.*colour with the run's export \\({model}.safetensors"):
+        load_model_file(out / "checkpoint.safetensors")  # what `colorize --weights checkpoint.safetensors` meets
 
 
 def test_training_colourfulness_is_the_bench_metric():

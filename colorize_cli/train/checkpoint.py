@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from ..atomic import temp_path_beside
+from ..weights import TRAIN_CHECKPOINT_KEY
 from .data import RUN_CHECKPOINT, TrainingError
 
-META_KEY = "colorize.train"
+META_KEY = TRAIN_CHECKPOINT_KEY  # (weights.py knows it, to tell a checkpoint from a model)
 FORMAT = 1
 FILENAME = RUN_CHECKPOINT
 

@@ -791,7 +791,9 @@ class Trainer:
                 if peak and images_per_s:
                     mfu = flops_per_image * images_per_s / (peak * 1e12 * self.info.world)
         end = {"event": "end", "step": self.step, "stopped_early": stopped_early, "images_per_s": images_per_s, "mfu": mfu,
-               "flops_per_image": flops_per_image, "peak_tflops": peak, "export": str(export), **last_losses}
+               # the export's path within the run folder, as the sample grids' paths are
+               "flops_per_image": flops_per_image, "peak_tflops": peak, "export": export.relative_to(self.out).as_posix(),
+               **last_losses}
         self.log.write(end)
         self.emit(end)
         return TrainResult(self.out, export, self.out / ckpt.FILENAME, self.step, images_per_s, mfu,
