@@ -42,6 +42,23 @@ _ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 DEFAULT_COMMAND = "color"
 
 
+def _output_argument(args: list[str]) -> str | None:
+    """The -o/--output value as typed (Path() would drop a trailing slash)."""
+    for i, arg in enumerate(args):
+        if arg in ("-o", "--output") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--output="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            return arg[2:]
+    return None
+
+
+def _names_a_folder(text: str | None) -> bool:
+    """`-o scans.2024/`: a trailing separator makes any name a folder, dots and all."""
+    return text is not None and text not in ("-", "/") and text.endswith(("/", os.sep))
+
+
 class DefaultCommandGroup(TyperGroup):
     """Routes `colorize photo.jpg ...` to the default command when no subcommand is named."""
 
@@ -53,6 +70,7 @@ class DefaultCommandGroup(TyperGroup):
         end = args.index("--") if "--" in args else len(args)
         if "--debug" in args[:end]:
             args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        _state["output_is_folder"] = _names_a_folder(_output_argument(args[:end]))
         first = next((i for i, a in enumerate(args) if a not in ("--debug",)), None)
         if first is not None and args[first] not in self.commands and args[first] not in self.group_options:
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
@@ -546,7 +564,7 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
                   size, saturation, hint_texts, device, batch_size, overwrite, strip_metadata, quiet,
                   as_json, list_outputs=True) -> None:
     from .batch import Job, distinct_targets, sample_paths
-    from .imageio import output_format, upright_size
+    from .imageio import UnsupportedFormatError, output_format, upright_size
 
     hints = []
     if hint_texts:
@@ -567,13 +585,17 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
     missing = [image for image in images if not image.exists()]
     if len(missing) == len(images):  # nothing to do: say so before loading a model
         raise fail(FileNotFoundError(f"{missing[0]} does not exist"))
-    # -o names a folder when it is one, when there are several inputs, or when it has no extension.
-    to_folder = output is not None and (len(images) > 1 or output.is_dir() or not output.suffix)
-    if to_folder and output.suffix and not output.is_dir():
-        raise fail(UsageError("several inputs need -o to name a folder"))
+    # -o names a folder when it is one, when it ends with a slash, when there are several inputs, or
+    # when it has no extension.
+    named_folder = _state.get("output_is_folder", False)
+    to_folder = output is not None and (len(images) > 1 or output.is_dir() or not output.suffix or named_folder)
+    if to_folder and output.suffix and not output.is_dir() and not named_folder:
+        raise fail(UsageError(f"several inputs need -o to name a folder (-o {output}/ makes one of that name)"))
     if output is not None and not to_folder:
         try:
             output_format(output)
+        except UnsupportedFormatError as e:  # perhaps a folder with a dot in its name was meant
+            raise fail(UnsupportedFormatError(f"{str(e).rstrip('.')}; or end it with / for a folder: -o {output}/")) from None
         except Exception as e:
             raise fail(e) from None
     if output is not None and not to_folder:

@@ -710,6 +710,18 @@ def test_bad_model_options_fail_even_when_there_is_nothing_to_colour(fake_regist
     assert "nosuch" in line
 
 
+def test_a_trailing_slash_makes_the_output_a_folder_whatever_its_name(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    dated = tmp_path / "scans.2024"
+    result = run(src, "-o", f"{dated}/")  # a new folder with a dot in its name
+    assert result.exit_code == 0, result.stderr
+    assert [p.name for p in dated.iterdir()] == ["p-colorized.png"]
+    line = one_error(run(src, "-o", tmp_path / "scans.2025"), ExitCode.USAGE)
+    assert "unknown image extension '.2025'" in line and f"-o {tmp_path / 'scans.2025'}/" in line
+    two = run(src, src.with_name("q.png"), "-o", f"{tmp_path / 'both.d'}/")
+    assert two.exit_code in (0, ExitCode.PARTIAL) and (tmp_path / "both.d" / "p-colorized.png").is_file()
+
+
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):
     # `colorize g/photo.jpg -o g/photo.png`, then batches with and without a --glob: one name.
     box = tmp_path / "g"
