@@ -37,6 +37,11 @@ EDGE_COST = 3.0  # px of distance per unit of L* crossed: an edge of 20 L* is as
 EDGE_TOLERANCE = 3.0  # L* change per pixel step that costs nothing (fabric folds, grain)
 FALLOFF = 4.0  # exponent of the fade with distance: higher keeps full strength longer, then drops faster
 BLUR = 1.0  # Gaussian sigma (working-size px) of the L* that distances are measured on
+# L* per px (of the blurred L*) above which a pixel is part of a strong edge, and standing on it
+# costs EDGE_COST per unit above. The per-step cost alone lets a path creep along a curved edge in
+# steps each under EDGE_TOLERANCE (a halo of the hint's colour outside a disc); at 15 the suit's
+# folds in the README's example stay free (its CIEDE2000 figures unchanged) and a disc's edge holds.
+EDGE_STEEPNESS = 15.0
 _SEED_RADIUS = 0.01  # of the longer side: the hint's own spot, at full strength
 
 _NUMBER = r"(\d+(?:\.\d+)?)(%?)"
@@ -134,12 +139,23 @@ def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint],
         seeds[k, int(cy), int(cx)] = True  # a tiny working size still gets its pixel
     reach = torch.tensor([hint.reach * longer for hint in hints]).view(-1, 1, 1)
     # beyond 3 reaches a hint's weight is below e^-9: no need to measure further
-    distance = geodesic_distance(guide, seeds, EDGE_COST, EDGE_TOLERANCE, cutoff=3.0 * float(reach.max()))
+    distance = geodesic_distance(guide, seeds, EDGE_COST, EDGE_TOLERANCE, cutoff=3.0 * float(reach.max()),
+                                 toll=_edge_toll(guide))
     weight = torch.exp(-((distance / reach) ** FALLOFF))  # (K, h, w), 1 on the seed
     hint_ab = torch.tensor([hint.ab() for hint in hints]).view(-1, 2, 1, 1)  # (K, 2, 1, 1)
     blended = (weight[:, None] * hint_ab).sum(0) / weight.sum(0).clamp_min(1e-12)
     strength = 1.0 - torch.prod(1.0 - weight, dim=0)  # where any hint is sure, it rules
     return strength * blended + (1.0 - strength) * ab
+
+
+def _edge_toll(L: torch.Tensor) -> torch.Tensor:
+    """What entering each pixel costs by the steepness of L* there, whatever the direction of the
+    step: a path can cross a curved edge in steps each under the tolerance, creeping along it,
+    but not without standing on the edge's steep pixels."""
+    padded = torch.nn.functional.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    gx = (padded[1:-1, 2:] - padded[1:-1, :-2]) / 2
+    gy = (padded[2:, 1:-1] - padded[:-2, 1:-1]) / 2
+    return EDGE_COST * (torch.hypot(gx, gy) - EDGE_STEEPNESS).clamp_min(0.0)
 
 
 def _blur(L: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -155,40 +171,45 @@ def _blur(L: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def geodesic_distance(L: torch.Tensor, seeds: torch.Tensor, edge_cost: float = EDGE_COST,
-                      tolerance: float = EDGE_TOLERANCE, cutoff: float = float("inf")) -> torch.Tensor:
+                      tolerance: float = EDGE_TOLERANCE, cutoff: float = float("inf"),
+                      toll: torch.Tensor | None = None) -> torch.Tensor:
     """Shortest-path distance (K, h, w) from each seed mask (K, h, w) over the image L* (h, w).
 
     A step to one of the 8 neighbours costs its length plus `edge_cost` x (|change in L*| -
-    `tolerance`, if positive). Computed by raster sweeps, repeated until nothing shrinks:
-    top-down and bottom-up over rows, then left-right and right-left over columns; each line
-    takes what the line before offers, then relaxes along itself exactly, in both directions,
-    with a running minimum. Distances over `cutoff` are returned as infinite.
+    `tolerance`, if positive), plus the mean of the two pixels' `toll` (h, w) when given.
+    Computed by raster sweeps, repeated until nothing shrinks: top-down and bottom-up over rows,
+    then left-right and right-left over columns; each line takes what the line before offers,
+    then relaxes along itself exactly, in both directions, with a running minimum. Distances
+    over `cutoff` are returned as infinite.
     """
     def crossing(change: torch.Tensor) -> torch.Tensor:
         return edge_cost * (change.abs() - tolerance).clamp_min(0.0)
 
     L = L.float()
+    toll = torch.zeros_like(L) if toll is None else toll.float()
     distance = torch.where(seeds, 0.0, float("inf")).float()
     for _ in range(_MAX_PASSES):
         before = distance.clone()
-        _sweep_rows(distance, L, crossing)
-        _sweep_rows(distance.transpose(1, 2), L.T, crossing)  # columns, through a view
+        _sweep_rows(distance, L, crossing, toll)
+        _sweep_rows(distance.transpose(1, 2), L.T, crossing, toll.T)  # columns, through a view
         if torch.allclose(distance, before, rtol=0.0, atol=0.01):
             break
     return torch.where(distance > cutoff, float("inf"), distance)
 
 
-def _sweep_rows(distance: torch.Tensor, L: torch.Tensor, crossing) -> None:
+def _sweep_rows(distance: torch.Tensor, L: torch.Tensor, crossing, toll: torch.Tensor) -> None:
     """One top-down and one bottom-up sweep over the rows of `distance` (K, h, w), in place."""
     h = L.shape[0]
     # C[y, x]: the cost of walking along row y from x = 0 to x
-    C = torch.cat([torch.zeros(h, 1), (1.0 + crossing(L[:, 1:] - L[:, :-1])).cumsum(dim=1)], dim=1)
+    steps = 1.0 + crossing(L[:, 1:] - L[:, :-1]) + 0.5 * (toll[:, 1:] + toll[:, :-1])
+    C = torch.cat([torch.zeros(h, 1), steps.cumsum(dim=1)], dim=1)
     for rows in (range(h), range(h - 1, -1, -1)):
         previous = None
         for y in rows:
             row = distance[:, y]
             if previous is not None:
-                row = torch.minimum(row, _from_row(previous, L[y], L[y - rows.step], crossing))
+                row = torch.minimum(row, _from_row(previous, L[y], L[y - rows.step], crossing,
+                                                   toll[y], toll[y - rows.step]))
             row = torch.minimum(row, torch.cummin(row - C[y], dim=1).values + C[y])  # rightwards
             row = torch.minimum(row, torch.cummin((row + C[y]).flip(1), dim=1).values.flip(1) - C[y])  # leftwards
             distance[:, y] = row
@@ -201,10 +222,13 @@ _DIAGONAL = math.sqrt(2.0)
 _MAX_PASSES = 3
 
 
-def _from_row(previous: torch.Tensor, L_row: torch.Tensor, L_previous: torch.Tensor, crossing) -> torch.Tensor:
+def _from_row(previous: torch.Tensor, L_row: torch.Tensor, L_previous: torch.Tensor, crossing,
+              toll_row: torch.Tensor, toll_previous: torch.Tensor) -> torch.Tensor:
     """Best arrival (K, w) on a row from its neighbour row's distances `previous` (K, w)."""
     inf = torch.full_like(previous[:, :1], float("inf"))
-    straight = previous + 1.0 + crossing(L_row - L_previous)
-    from_left = torch.cat([inf, previous[:, :-1] + _DIAGONAL + crossing(L_row[1:] - L_previous[:-1])], 1)
-    from_right = torch.cat([previous[:, 1:] + _DIAGONAL + crossing(L_row[:-1] - L_previous[1:]), inf], 1)
+    straight = previous + 1.0 + crossing(L_row - L_previous) + 0.5 * (toll_row + toll_previous)
+    from_left = torch.cat([inf, previous[:, :-1] + _DIAGONAL + crossing(L_row[1:] - L_previous[:-1])
+                           + 0.5 * (toll_row[1:] + toll_previous[:-1])], 1)
+    from_right = torch.cat([previous[:, 1:] + _DIAGONAL + crossing(L_row[:-1] - L_previous[1:])
+                            + 0.5 * (toll_row[:-1] + toll_previous[1:]), inf], 1)
     return torch.minimum(straight, torch.minimum(from_left, from_right))

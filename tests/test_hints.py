@@ -38,7 +38,8 @@ def test_malformed_hints_are_usage_errors(text):
         parse_hint(text)
 
 
-def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost: float) -> np.ndarray:
+def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost: float,
+             toll: np.ndarray | None = None) -> np.ndarray:
     h, w = L.shape
     best = np.full((h, w), np.inf)
     best[start] = 0.0
@@ -52,6 +53,8 @@ def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost:
                 ny, nx = y + dy, x + dx
                 if (dy or dx) and 0 <= ny < h and 0 <= nx < w:
                     step = math.hypot(dy, dx) + edge_cost * max(0.0, abs(L[y, x] - L[ny, nx]) - tolerance)
+                    if toll is not None:  # the mean of the two pixels' tolls
+                        step += 0.5 * (toll[y, x] + toll[ny, nx])
                     if d + step < best[ny, nx] - 1e-9:
                         best[ny, nx] = d + step
                         heapq.heappush(queue, (d + step, ny, nx))
@@ -61,12 +64,15 @@ def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost:
 @pytest.mark.parametrize("tolerance", [0.0, 5.0])
 def test_geodesic_distance_is_the_shortest_path(tolerance):
     L = np.random.default_rng(1).uniform(0, 100, (17, 23)).astype(np.float32)
+    toll = np.random.default_rng(2).uniform(0, 3, (17, 23)).astype(np.float32)
     seeds = torch.zeros(2, 17, 23, dtype=torch.bool)
     seeds[0, 3, 5] = True
     seeds[1, 16, 0] = True
     got = geodesic_distance(torch.from_numpy(L), seeds, edge_cost=2.0, tolerance=tolerance)
+    tolled = geodesic_distance(torch.from_numpy(L), seeds, edge_cost=2.0, tolerance=tolerance, toll=torch.from_numpy(toll))
     for k, start in enumerate([(3, 5), (16, 0)]):
         np.testing.assert_allclose(got[k].numpy(), dijkstra(L, start, tolerance, 2.0), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(tolled[k].numpy(), dijkstra(L, start, tolerance, 2.0, toll), rtol=1e-4, atol=1e-3)
 
 
 def test_a_hint_fills_its_side_of_an_edge_and_not_the_other():
@@ -100,6 +106,8 @@ def test_a_hint_next_to_an_edge_does_not_flood_the_other_side(inside):
 
     (near_max, near_mean), (deep_max, deep_mean) = leak(120 + 48 - inside), leak(120 + 48 - 6)
     assert near_max < deep_max + 5 and near_mean < 2 * deep_mean + 0.1
+    # ... and a hint deep inside no longer creeps round the curved edge (it left a halo up to 13.5)
+    assert deep_max < 1.0
 
 
 def test_a_hint_on_a_thin_line_stays_on_the_line():
