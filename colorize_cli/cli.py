@@ -391,10 +391,12 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     from .batch import run_jobs, triage
 
     engine = None
-    # Load the model only when something needs colouring: an existing output (refused, or
-    # skipped when a batch resumes) is reported at once, not after a second of start-up.
+    # Load the model only when something needs colouring, or to check colouring settings typed on
+    # the command line: a plain rerun that finds every output made (refused, or skipped when a
+    # batch resumes) says so at once, not after a second of start-up.
     to_colour = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]
-    if not to_colour:
+    settings_given = any(v is not None for v in (sampler, steps, size, saturation)) or samples > 1
+    if not (to_colour or settings_given):
         _check_model_options(model, weights, device)
     else:
         try:

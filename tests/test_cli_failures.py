@@ -704,6 +704,8 @@ def test_bad_model_options_fail_even_when_there_is_nothing_to_colour(fake_regist
     assert "does not exist" in line
     if not torch.cuda.is_available():
         assert one_error(run("batch", scans, "--device", "cuda"), ExitCode.USAGE)
+    for setting in (["--steps", "5000"], ["--sampler", "cold"]):  # the model's own limits, met by loading it
+        assert one_error(run("batch", scans, *setting), ExitCode.USAGE)
     # One photo whose output exists: the option is the first thing wrong, so it is what is said.
     (tmp_path / "a-colorized.png").write_bytes((tmp_path / "scans-colorized" / "a.png").read_bytes())
     line = one_error(run(scans / "a.png", "-o", tmp_path / "a-colorized.png", "--model", "nosuch"), ExitCode.USAGE)
