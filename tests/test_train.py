@@ -730,8 +730,21 @@ def test_resume_refuses_a_typed_setting_only_a_new_run_can_change(few_dir, tmp_p
     with pytest.raises(TrainingError, match="--perceptual-weight cannot change"):
         train_command(data=[], resume=True, steps=2, lr=3e-3, given={"perceptual_weight"},
                       **dict(common, perceptual_weight=0.5))
-    # Typing the run's own value is fine.
+    # Typing the run's own value is fine, also where the run kept a default (None: the model's).
     assert train_command(data=[], resume=True, steps=2, lr=3e-3, given={"steps", "lr"}, **common).steps == 2
+
+
+def test_resume_takes_a_typed_default_as_the_default_it_is(few_dir, tmp_path):
+    out = tmp_path / "d"
+    common = dict(model="lab-ddpm", out=out, preset="tiny", size=SIZE, batch_size=4, warmup_steps=2, workers=0,
+                  val_fraction=0.0, show_progress=False)
+    train_command(data=[few_dir], steps=1, **common)  # prediction and schedule left to the model: v, cosine
+    assert train_command(data=[], resume=True, steps=2, prediction="v", schedule="cosine", encoder="none",
+                         given={"steps", "prediction", "schedule", "encoder"}, **common).steps == 2
+    with pytest.raises(TrainingError, match=r"--prediction cannot change on --resume \(this run uses 'v'\)"):
+        train_command(data=[], resume=True, steps=3, prediction="eps", given={"prediction"}, **common)
+    with pytest.raises(TrainingError, match=r"--encoder cannot change on --resume \(this run uses 'none'\)"):
+        train_command(data=[], resume=True, steps=3, encoder="efficientnet-lite0", given={"encoder"}, **common)
 
 
 def test_the_runs_own_folder_inside_the_data_is_not_training_data(few_dir, tmp_path):

@@ -103,15 +103,24 @@ def _refuse_changed_settings(options: TrainOptions, saved: dict, given: Collecti
     silently training on with the old one would surprise."""
     from dataclasses import asdict
 
+    from ..models.zoo import ModelConfig
+
+    # None stands for a default: the model's (prediction, schedule), or no encoder.
+    defaults = {key: ModelConfig.__dataclass_fields__[key].default for key in ("prediction", "schedule")}
+
+    def effective(key: str, value):
+        value = json.loads(json.dumps(value))  # through JSON: tuples and lists compare alike
+        return defaults.get(key, "none" if key == "encoder" else None) if value is None else value
+
     now = asdict(options)
     pairs = [(key, value, saved) for key, value in now.items() if key != "objective"]
     pairs += [(key, value, saved.get("objective", {})) for key, value in now["objective"].items()]
     fixed = [(key, value, old[key]) for key, value, old in pairs
              if key in given and key in old and key not in (*TrainOptions.RUNTIME, "resume", "out")]
     for key, value, was in fixed:
-        if json.loads(json.dumps(value)) != was:  # through JSON: tuples and lists compare alike
+        if effective(key, value) != effective(key, was):
             raise TrainingError(f"--{key.replace('_', '-')} cannot change on --resume (this run uses "
-                                f"{was!r}); start a new run, e.g. with --init-weights from its export")
+                                f"{effective(key, was)!r}); start a new run, e.g. with --init-weights from its export")
 
 
 def train_command(
