@@ -89,8 +89,14 @@ def test_sampler_settings_expand_per_model_and_skip_unsupported_with_a_note():
     specs, notes = runner.expand_settings([fake, runner.GreyBaseline()], runner.parse_samplers("ddim:5,cold:3,ddpm:7"))
     assert [(s.engine.name, s.sampler, s.steps) for s in specs] == [("fake", "ddim", 5), ("fake", "ddpm", 7), ("grey", None, None)]
     assert len(notes) == 1 and "'cold' skipped" in notes[0]
-    with pytest.raises(ValueError, match="fake supports none of --samplers cold"):
+    with pytest.raises(ValueError, match="no model here supports any of --samplers cold"):
         runner.expand_settings([fake], runner.parse_samplers("cold"))
+    # A one-step model beside a diffusion one runs at its own default (it was dropped, then refused).
+    one_step = FakeEngine()
+    one_step.name, one_step.supported_samplers = "onestep", ("oneshot",)
+    mixed, mixed_notes = runner.expand_settings([one_step, fake], runner.parse_samplers("ddim:5"))
+    assert [(s.engine.name, s.sampler, s.steps) for s in mixed] == [("onestep", None, None), ("fake", "ddim", 5)]
+    assert any("onestep: none of the samplers asked for suits it" in n for n in mixed_notes)
     with_baselines = runner.with_baselines(specs)
     assert [s.engine.name for s in with_baselines] == ["prior", "fake", "fake", "grey"]
 

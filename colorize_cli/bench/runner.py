@@ -145,22 +145,30 @@ def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | 
     """Every engine × every sampler setting it supports × every saturation, plus notes for the
     skipped sampler settings.
 
-    Engines without samplers (regression models, baselines) run once whatever ``samplers`` says.
+    Engines without samplers (baselines) run once whatever ``samplers`` says; so does an engine
+    none of the asked samplers suits (a one-step model beside diffusion ones), at its own
+    default, with a note. Samplers that suit no engine at all measure nothing: ValueError.
     """
     specs: list[RunSpec] = []
     notes: list[str] = []
+    matched = False
     for engine in engines:
         supported = tuple(getattr(engine, "supported_samplers", ()) or ())
         settings: list[tuple[str | None, int | None]] = [(None, None)]
         if samplers and supported:
-            settings = [s for s in samplers if s[0] in supported]
-            if not settings:  # it would silently drop out of the table
-                raise ValueError(f"{engine.name} supports none of --samplers {','.join(n for n, _ in samplers)} "
-                                 f"(it supports {', '.join(supported)})")
-            notes += [f"{engine.name}: sampler {name!r} skipped (supports {', '.join(supported)})"
-                      for name, _ in samplers if name not in supported]
+            suited = [s for s in samplers if s[0] in supported]
+            matched = matched or bool(suited)
+            if suited:
+                settings = suited
+                notes += [f"{engine.name}: sampler {name!r} skipped (supports {', '.join(supported)})"
+                          for name, _ in samplers if name not in supported]
+            else:
+                notes.append(f"{engine.name}: none of the samplers asked for suits it (it supports "
+                             f"{', '.join(supported)}); measured with its own default")
         specs += [RunSpec(engine, sampler, steps, saturation)
                   for sampler, steps in settings for saturation in (saturations or [None])]
+    if samplers and not matched and any(getattr(e, "supported_samplers", ()) for e in engines):
+        raise ValueError(f"no model here supports any of --samplers {','.join(n for n, _ in samplers)}")
     return specs, notes
 
 
