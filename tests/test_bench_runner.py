@@ -128,6 +128,21 @@ def test_photos_of_the_set_are_read_upright_and_in_srgb_as_colorize_reads_them(t
     np.testing.assert_array_equal(truth, load_image(tmp_path / "turned.png").pixels)
 
 
+def test_the_truths_cached_features_follow_their_content_not_their_dates(tmp_path):
+    """A photo replaced by another of the same size and modification time must not keep the old
+    one's Inception features (FID was computed against the photo no longer there)."""
+    import os
+
+    photo = tmp_path / "a.bmp"
+    Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(photo)
+    stamp = photo.stat().st_mtime_ns
+    before = runner._files_digest([photo], tmp_path, [runner._content_digest(photo)])
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(photo)  # same size: a BMP of the same shape
+    os.utime(photo, ns=(stamp, stamp))
+    after = runner._files_digest([photo], tmp_path, [runner._content_digest(photo)])
+    assert before != after
+
+
 # --- baselines -------------------------------------------------------------------------------
 
 

@@ -707,15 +707,16 @@ def run_bench(
     # A cached colouring is named after its image's content and its seed too: a photo replaced
     # under the same name, or moved to another place in the set (its seed is seed + its index),
     # is coloured again, never scored with a colouring it would not get now.
-    cache_names = ([f"{key}-{_content_digest(path)}-s{seed + index}"
-                    for index, (key, path) in enumerate(zip(keys, paths))] if cache_root else keys)
+    contents = [_content_digest(path) for path in paths] if cache_root else []
+    cache_names = ([f"{key}-{content}-s{seed + index}"
+                    for index, (key, content) in enumerate(zip(keys, contents))] if cache_root else keys)
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
     specs = [_as_spec(item) for item in engines_with_settings]
     truth_features_file = None
     if cache_root is not None and scorer.inception is not None:
         # The ground truth's Inception features are the slow half of FID on CPU: keep them.
-        truth_features_file = cache_root / f"truth-inception-{_files_digest(paths, data_dir)[:16]}.npy"
+        truth_features_file = cache_root / f"truth-inception-{_files_digest(paths, data_dir, contents)[:16]}.npy"
         if truth_features_file.is_file():
             scorer.truth_features = dict(enumerate(np.load(truth_features_file, allow_pickle=False)))
 
@@ -843,12 +844,12 @@ def _content_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _files_digest(paths: Sequence[Path], data_dir: Path) -> str:
-    """Identifies a set of ground-truth files (names, sizes, modification times)."""
+def _files_digest(paths: Sequence[Path], data_dir: Path, contents: Sequence[str]) -> str:
+    """Identifies a set of ground-truth files by their names and contents (`_content_digest`s): a
+    photo replaced by another of the same size and date must not keep the old one's features."""
     digest = hashlib.sha256(b"tf-inception-2015-12-05 pool3 299 bilinear v1\n")
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(data_dir).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    for path, content in zip(paths, contents):
+        digest.update(f"{path.relative_to(data_dir).as_posix()}\t{content}\n".encode())
     return digest.hexdigest()
 
 
