@@ -299,6 +299,15 @@ def test_by_default_only_the_metric_whose_package_is_missing_is_left_out(data_di
     assert result.runs[0].summary["fid"] > 0
 
 
+def test_a_photo_without_colour_in_the_set_is_pointed_out(data_dir):
+    colour = runner.run_bench(data_dir, [runner.GreyBaseline()], ["psnr"])
+    assert not [n for n in colour.notes if "have no colour" in n]
+    Image.open(data_dir / "a.png").convert("L").save(data_dir / "sub" / "bw.png")
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], ["psnr"])
+    assert [n for n in result.notes if n.startswith("1 photo(s) of the set have no colour (e.g. sub/bw.png)")]
+    assert result.runs[0].summary["psnr"] == float("inf")  # the grey baseline is exact on it: why the note
+
+
 class TinyFeatures(torch.nn.Module):
     """Stands in for Inception (24M parameters, slow on a busy CPU): per-channel means and spreads."""
 

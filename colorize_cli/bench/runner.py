@@ -38,7 +38,7 @@ from PIL import Image
 
 from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
-from colorize_cli.color import grey_to_rgb, lab_to_rgb, rgb_to_luminance
+from colorize_cli.color import grey_to_rgb, has_colour, lab_to_rgb, rgb_to_luminance
 from colorize_cli.errors import UsageError
 from colorize_cli.imageio import (IMAGE_EXTENSIONS, ImageError, in_marked_folder, load_image, readable_formats,
                                   save_image, to_uint8, upright_size)
@@ -728,6 +728,7 @@ def run_bench(
     shown_names = [spec.engine.name if len(weights_of[spec.engine.name]) == 1
                    else f"{spec.engine.name}@{spec.engine.weights_sha256[:8]}" for spec in specs]
     truth_sizes: list[tuple[int, int]] = []
+    grey_truths: list[str] = []  # photos of the set with no colour to recover
     samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     runs: list[RunResult] = []
     for spec_number, spec in enumerate(specs):
@@ -765,6 +766,8 @@ def run_bench(
                                      f"({truth.shape[1]}x{truth.shape[0]}): outputs must match the input size")
                 if spec_number == 0:
                     truth_sizes.append((truth.shape[1], truth.shape[0]))
+                    if not has_colour(truth):
+                        grey_truths.append(paths[i].relative_to(data_dir).as_posix())
                 if i in sample_indices:
                     run_samples[keys[i]] = out
                     samples.setdefault(keys[i], (grey_input(truth), truth))
@@ -819,6 +822,10 @@ def run_bench(
     truth_summary: dict[str, float | None] = {}
     if scorer.truth_cf:
         truth_summary["cf"] = float(np.mean(list(scorer.truth_cf.values())))
+    if grey_truths:
+        notes.append(f"{len(grey_truths)} photo(s) of the set have no colour (e.g. {grey_truths[0]}): the grey "
+                     "baseline is exact on them (PSNR infinite) and they tell nothing about colour; a "
+                     "colourization set should hold colour photos")
     if {"fid", "kid"} & set(metric_names) and len(paths) < FEW_FOR_FID:
         notes.append(f"FID and KID compare two distributions of Inception features; on {len(paths)} images they "
                      f"mean little (KID may even be negative): use {FEW_FOR_FID} or more")
