@@ -695,7 +695,7 @@ def _given_settings(ctx: Optional[typer.Context], **values) -> dict[str, str]:
     return given
 
 
-def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) -> None:
+def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str], made_by_colorize) -> None:
     """Without --recursive, say how many photos (matching --glob) the subfolders hold, so none is
     left out unknowingly; images colorize made (an earlier run's outputs inside the folder), which
     --recursive would leave out too, are not counted."""
@@ -703,7 +703,6 @@ def _mention_subfolder_photos(folder: Path, out_dir: Path, glob: Optional[str]) 
 
     from .batch import case_insensitive_glob
     from .imageio import IMAGE_EXTENSIONS, opens_as_image
-    from .metadata import made_by_colorize
 
     def wanted(here: str, name: str) -> bool:
         if name.startswith("."):
@@ -794,7 +793,7 @@ def batch_command(
     outputs_root = real_path(out_dir)
     siblings = [p for p in everything if not real_path(p).is_relative_to(outputs_root) and not made(p)]
     if not recursive and not (quiet or as_json):
-        _mention_subfolder_photos(folder, out_dir, glob)
+        _mention_subfolder_photos(folder, out_dir, glob, made)
     if not sources:
         hint = f" matching --glob {glob!r}" if glob else ""
         raise fail(FileNotFoundError(f"no images{hint} found in {folder}" + ("" if recursive else " (try --recursive)")))

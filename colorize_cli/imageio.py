@@ -33,7 +33,7 @@ import os
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,8 +438,11 @@ def _pillow_would_narrow(im: Image.Image) -> bool:
 
 
 def _decode_pixels(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    if im.mode == "F" and not np.isfinite(np.asarray(im)).any():  # else it would come out black
-        raise ImageError(f"Cannot read {path}: every sample is NaN or infinite; there is no picture in it.")
+    if im.mode == "F":  # decoded once here, as decode_pillow_image would, to look at the samples first
+        values = np.asarray(im)
+        if not np.isfinite(values).any():  # else it would come out black
+            raise ImageError(f"Cannot read {path}: every sample is NaN or infinite; there is no picture in it.")
+        return _wide_grey(values, im.info.get("transparency"))
     if _holds_16bit_grey_alpha(im):
         return _decode_wide_grey_alpha(im)
     if im.format == "HEIF" and im.info.get("bit_depth", 8) > 8:  # Pillow's HEIF plugin gives 8 bits
@@ -482,10 +485,14 @@ def decode_pillow_image(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None,
     grey; alpha (H, W) or None; whether the mode was greyscale. Its ICC profile is applied (8 bit)."""
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(im)
-        grey = _wide_grey_to_uint16(values)
-        return np.repeat(grey[:, :, None], 3, axis=2), _transparent_where(values, im.info.get("transparency")), True
+        return _wide_grey(np.asarray(im), im.info.get("transparency"))
     return _decode_8bit(im)
+
+
+def _wide_grey(values: np.ndarray, transparency) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """16-bit, 32-bit integer or float grey samples (H, W) -> decode_pillow_image's answer."""
+    grey = _wide_grey_to_uint16(values)
+    return np.repeat(grey[:, :, None], 3, axis=2), _transparent_where(values, transparency), True
 
 
 def _decode_8bit(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -930,8 +937,8 @@ def _write_tiff_pages(handle: io.BufferedWriter,
     Pages are taken from `pages` one at a time and each is linked from the directory before it
     as it is written, so only one page is ever held here. `after`: a finished little-endian
     TIFF (Pillow's one-page file) to write first and append the pages to; without it the file
-    starts here. Of its metadata each page gets the resolution, the main IFD's text tags and XMP
-    (no EXIF sub-IFDs).
+    starts here. Of its metadata each page gets the resolution, the main IFD's text tags, XMP and
+    the Exif and GPS sub-IFDs.
     """
     if after is None:
         handle.write(b"II*\0" + struct.pack("<I", 8))
