@@ -400,15 +400,18 @@ def test_encoder_lr_scale_trains_the_encoder_but_keeps_its_statistics(few_dir, t
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_compiled_channels_last_keeps_nhwc_inside_the_graph(few_dir, tmp_path, monkeypatch, channels_last):
+def test_compiled_channels_last_keeps_nhwc_inside_the_graph(few_dir, tmp_path, channels_last):
     """Inductor's own heuristic keeps U-Nets NCHW (decoder convs halve their channels); asking for
     NHWC must override it, and not asking must leave the compiler's choice alone."""
     from colorize_cli.train.loop import Trainer
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)
-    trainer = Trainer(options([few_dir], tmp_path / "run", "lab-ddpm", compile=True, channels_last=channels_last))
-    trainer.enter_stage(trainer.objective.stage_at(0))  # wraps in torch.compile; compiles on first call only
-    assert inductor_config.force_layout_optimization is channels_last
+    # The config module's own patch, which restores the setting afterwards: pytest >= 9.1's
+    # monkeypatch deletes on undo an attribute it did not find in the module's __dict__, and this
+    # module keeps its settings elsewhere, so the next test found no such setting at all.
+    with inductor_config.patch(force_layout_optimization=False):
+        trainer = Trainer(options([few_dir], tmp_path / "run", "lab-ddpm", compile=True, channels_last=channels_last))
+        trainer.enter_stage(trainer.objective.stage_at(0))  # wraps in torch.compile; compiles on first call only
+        assert inductor_config.force_layout_optimization is channels_last
 
 
 def test_init_weights_continues_from_an_export(few_dir, tmp_path):
