@@ -4,7 +4,8 @@ What a user waits for: Python start-up, imports, model load, colouring at full r
 writing the PNG. Each model's command runs `--runs` times, interleaved round by round so a
 noisy machine hurts every model alike; the table gives min / median / max wall time and the
 peak resident memory of the child process. `--stages` adds one in-process breakdown per model
-(where the time goes), measured the way the CLI does the work.
+(where the time goes), measured the way the CLI does the work (which does not import kornia,
+since 2026-11-27: see docs/benchmarks.md).
 
     python benchmarks/cli_latency.py --models unet,lab-ddpm --runs 7 --stages
 
@@ -32,7 +33,6 @@ STAGES_SCRIPT = r"""
 import sys, time
 t = [time.perf_counter()]
 import torch; t.append(time.perf_counter())
-import kornia; t.append(time.perf_counter())
 from colorize_cli.pipeline import Engine
 from colorize_cli.imageio import load_image, save_image
 t.append(time.perf_counter())
@@ -40,7 +40,7 @@ engine = Engine.load(model=sys.argv[1] or None, weights=sys.argv[2] or None, dev
 image = load_image(sys.argv[3]); t.append(time.perf_counter())
 out = engine.colorize_pixels([image.pixels])[0]; t.append(time.perf_counter())
 save_image(sys.argv[4], out, image.alpha, overwrite=True); t.append(time.perf_counter())
-names = ("import torch", "import kornia", "import colorize", "load model", "read photo", "colour", "write PNG")
+names = ("import torch", "import colorize", "load model", "read photo", "colour", "write PNG")
 print(" | ".join(f"{n} {b - a:.3f}" for n, a, b in zip(names, t, t[1:])))
 """
 

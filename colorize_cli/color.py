@@ -10,8 +10,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from kornia.color import lab_to_rgb as _lab_to_rgb
-from kornia.color import rgb_to_lab as _rgb_to_lab
 
 # 110 covers the sRGB gamut's a*b* extent (about -86..98 a*, -108..95 b*).
 AB_SCALE = 110.0
@@ -30,6 +28,10 @@ COLOUR_CHROMA = 3.0
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], shape (..., 3, H, W) -> Lab with L* in [0, 100]."""
+    # Imported here: importing kornia takes ~0.15 s, and colouring a photo needs none of it
+    # (upsample.py converts with kornia's constants, checked against these functions by the tests).
+    from kornia.color import rgb_to_lab as _rgb_to_lab
+
     return _rgb_to_lab(rgb.clamp(0.0, 1.0))
 
 
@@ -37,6 +39,8 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """Lab -> sRGB in [0, 1]; ab is clipped to its valid range first, RGB to [0, 1] after."""
     L = lab[..., :1, :, :].clamp(0.0, 100.0)
     ab = lab[..., 1:, :, :].clamp(AB_MIN, AB_MAX)
+    from kornia.color import lab_to_rgb as _lab_to_rgb  # see rgb_to_lab
+
     return _lab_to_rgb(torch.cat([L, ab], dim=-3), clip=True)
 
 
@@ -57,8 +61,22 @@ def has_colour(pixels: np.ndarray) -> bool:
     """
     step = max(1, int((pixels.shape[0] * pixels.shape[1] / 65536) ** 0.5))
     sample = pixels[::step, ::step].astype(np.float32) / float(np.iinfo(pixels.dtype).max)
-    lab = rgb_to_lab(torch.from_numpy(sample).permute(2, 0, 1))
-    return float(torch.hypot(lab[1], lab[2]).mean()) > COLOUR_CHROMA
+    return float(_chroma(torch.from_numpy(sample).permute(2, 0, 1)).mean()) > COLOUR_CHROMA
+
+
+# kornia's sRGB -> XYZ matrix and D65 white, for `_chroma`.
+_RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def _chroma(rgb: torch.Tensor) -> torch.Tensor:
+    """Lab chroma of sRGB in [0, 1] (3, ...), as `rgb_to_lab` gives it, by kornia's formulas without
+    kornia: every photo is checked for colour, and importing kornia costs more than colouring L*."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
+    matrix = torch.tensor(_RGB_TO_XYZ) / torch.tensor(_WHITE)[:, None]
+    xyz = torch.einsum("ij,j...->i...", matrix, linear)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * xyz + 4.0 / 29.0)
+    return torch.hypot(500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2]))
 
 
 def normalize_L(L: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_linear_rgb
-
-from colorize_cli.color import AB_MAX, AB_MIN, rgb_to_luminance
+from colorize_cli.color import AB_MAX, AB_MIN
 
 # Guided-filter defaults for L* in 0..100 at a working size of a few hundred pixels.
 DEFAULT_RADIUS = 2  # box radius in low-resolution pixels (5x5 window)
@@ -76,13 +74,14 @@ _Y_FROM_LINEAR_RGB = (0.212671, 0.715160, 0.072169)
 @lru_cache(maxsize=None)
 def _code_tables(dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """For every code of a uint8/uint16 channel: its share of Y in R, G and B ((3, codes)),
-    and the L* of the grey pixel (v, v, v); float32, by color.rgb_to_lab's own arithmetic."""
+    and the L* of the grey pixel (v, v, v); float32, by kornia's formulas (not by kornia, whose
+    import would cost a photo more time than the whole colouring of its L*; the tests compare)."""
     top = np.iinfo(np.dtype(dtype)).max
-    codes = torch.arange(top + 1, dtype=torch.float32) / top
-    linear = rgb_to_linear_rgb(codes.expand(3, 1, -1))[:, 0]
-    weighted = linear * torch.tensor(_Y_FROM_LINEAR_RGB)[:, None]
-    grey_L = rgb_to_luminance(codes.expand(3, 1, -1))[0, 0]
-    return weighted.numpy().copy(), grey_L.numpy().copy()
+    codes = torch.arange(top + 1, dtype=torch.float64) / top
+    linear = torch.where(codes > 0.04045, ((codes + 0.055) / 1.055).pow(2.4), codes / 12.92)  # sRGB decoding
+    weighted = linear[None, :] * torch.tensor(_Y_FROM_LINEAR_RGB, dtype=torch.float64)[:, None]
+    grey_L = _L_from_Y(weighted.sum(dim=0))
+    return weighted.float().numpy().copy(), grey_L.float().numpy().copy()
 
 
 def _L_from_Y(Y: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,18 @@ def test_version_and_help_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_colouring_a_photo_does_not_import_kornia(tmp_path, tiny_weights):
+    """Importing kornia costs ~0.15 s of a 1-MP photo's ~1.5 s; the colouring path converts with
+    its formulas (tests/test_upsample.py compares) and leaves the import to Lab users (hints, bench, train)."""
+    grey, colour = save_photo(tmp_path / "grey.png", "L"), save_photo(tmp_path / "colour.jpg", "RGB")
+    code = ("import sys; from colorize_cli.cli import main; sys.argv = ['colorize', *sys.argv[1:]]\n"
+            "try: main()\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"
+            "assert 'kornia' not in sys.modules, 'kornia imported'")
+    subprocess.run([sys.executable, "-c", code, str(grey), str(colour), "-o", str(tmp_path / "out"),
+                    "--weights", str(tiny_weights["unet"]), "--size", "32", "--quiet"], check=True, timeout=120)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["colour-colorized.png", "grey-colorized.png"]
+
+
 def test_model_loading_pauses_the_garbage_collector_and_always_resumes_it(fake_registry, tmp_path, monkeypatch):
     import gc
 

@@ -110,3 +110,15 @@ def test_has_colour_tells_toned_and_colour_prints_from_grey_scans():
     sepia = np.clip(grey[..., None] * np.array([1.0, 0.85, 0.65]), 0, 255).astype(np.uint8)
     assert has_colour(sepia)
     assert has_colour(sepia.astype(np.uint16) * 257) and not has_colour(noisy.astype(np.uint16) * 257)
+
+
+def test_the_colour_check_measures_chroma_as_the_lab_conversion_does():
+    """has_colour computes chroma without kornia (whose import a photo should not pay); same values."""
+    from colorize_cli.color import _chroma
+
+    gen = torch.Generator().manual_seed(0)
+    rgb = torch.cat([torch.rand(3, 64, 64, generator=gen),  # every kind of colour
+                     torch.linspace(0, 1, 64).expand(3, 64, 64),  # exact greys, black and white
+                     torch.rand(1, 64, 64, generator=gen).expand(3, -1, -1) * 0.02], dim=1)  # deep shadows
+    lab = rgb_to_lab(rgb)
+    torch.testing.assert_close(_chroma(rgb), torch.hypot(lab[1], lab[2]), atol=2e-3, rtol=1e-4)
