@@ -15,6 +15,12 @@ scan, `--megapixels 100` makes it 10000×10000 with a film grain (sigma 4 levels
 that it compresses like a real scan rather than like a smooth enlargement:
 
     python benchmarks/cli_latency.py --models unet --runs 3 --megapixels 100 --stages
+
+To tell a change from the machine's mood, time an older checkout in the same rounds: `--code DIR`
+adds each model's command run from DIR (`python -m colorize_cli` with DIR on `PYTHONPATH`, cwd
+outside any checkout), e.g. after `git worktree add /tmp/before HEAD~1`:
+
+    python benchmarks/cli_latency.py --models unet --runs 10 --code /tmp/before
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ import time
 from pathlib import Path
 
 STAGES_SCRIPT = r"""
-import sys, time
+import gc, sys, time
+gc.disable()  # as the CLI starts up (cli._collector_paused)
 t = [time.perf_counter()]
 import torch; t.append(time.perf_counter())
 from colorize_cli.pipeline import Engine
 from colorize_cli.imageio import load_image, save_image
 t.append(time.perf_counter())
 engine = Engine.load(model=sys.argv[1] or None, weights=sys.argv[2] or None, device="cpu"); t.append(time.perf_counter())
+gc.freeze(); gc.enable()
 image = load_image(sys.argv[3]); t.append(time.perf_counter())
 out = engine.colorize_pixels([image.pixels])[0]; t.append(time.perf_counter())
 save_image(sys.argv[4], out, image.alpha, overwrite=True); t.append(time.perf_counter())
@@ -62,10 +70,10 @@ def make_photo(folder: Path, megapixels: float | None = None) -> Path:
     return path
 
 
-def run_once(command: list[str]) -> tuple[float, float]:
+def run_once(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one child process; raises if it fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -87,12 +95,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--megapixels", type=float, help="make the astronaut this large, with grain (e.g. 100)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--stages", action="store_true", help="also print an in-process breakdown per model")
+    p.add_argument("--code", type=Path, action="append", default=[],
+                   help="also time the commands as another checkout of colorize runs them (interleaved)")
     args = p.parse_args(argv)
 
     colorize = shutil.which("colorize")
     base = [colorize] if colorize else [sys.executable, "-m", "colorize_cli"]
     variants = [(m, ["--model", m], (m, "")) for m in args.models.split(",") if m]
     variants += [(Path(w).stem + " (file)", ["--weights", w], ("", w)) for w in args.weights]
+    # (label, command, environment) per variant: the installed code, then each --code checkout's
+    commands = {name: (base + extra, None) for name, extra, _ in variants}
+    if args.code:  # this checkout too as `python -m` with PYTHONPATH, so both start alike
+        mine = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        commands = {name: ([sys.executable, "-m", "colorize_cli", *extra], mine) for name, extra, _ in variants}
+    for tree in args.code:
+        env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+        commands.update({f"{name} ({tree})": ([sys.executable, "-m", "colorize_cli", *extra], env)
+                         for name, extra, _ in variants})
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -102,15 +121,16 @@ def main(argv: list[str] | None = None) -> None:
             [sys.executable, __file__, "--make-photo", str(folder), str(args.megapixels or "")],
             capture_output=True, text=True, check=True).stdout.strip())
         out = folder / "out.png"
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
-        for name, extra, _ in variants:  # warm the file cache and .pyc files; not counted
-            run_once([*base, str(photo), "-o", str(out), "--overwrite", "-q", *extra])
-        for _ in range(args.runs):
-            for name, extra, _ in variants:
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for command, env in commands.values():  # warm the file cache and .pyc files; not counted
+            run_once([*command, str(photo), "-o", str(out), "--overwrite", "-q"], env, folder)
+        for round_ in range(args.runs):
+            order = list(commands.items())
+            for name, (command, env) in order if round_ % 2 == 0 else order[::-1]:  # neither always first
                 out.unlink(missing_ok=True)
-                times[name].append(run_once([*base, str(photo), "-o", str(out), "-q", *extra]))
+                times[name].append(run_once([*command, str(photo), "-o", str(out), "-q"], env, folder))
 
-        print(f"photo: {photo} · {args.runs} runs per model, interleaved · {os.cpu_count()} CPUs")
+        print(f"photo: {photo} · {args.runs} runs per command, interleaved · {os.cpu_count()} CPUs")
         print("| model | wall s (min / median / max) | peak RSS MB |")
         print("|---|---:|---:|")
         for name, runs in times.items():
