@@ -24,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colorize_cli.bench.metrics import colourfulness, mean_ciede2000  # noqa: E402
+from colorize_cli.bench.runner import cached_colourings  # noqa: E402
 from colorize_cli.color import lab_to_rgb, rgb_to_lab, saturate  # noqa: E402
 
 
@@ -36,10 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     knees = [float(k) for k in args.knees.split(",")]
     grid = [(1.0, 0.0)] + [(float(s), k) for k in knees for s in args.saturations.split(",")]
-    truths = {t.stem: t for t in args.truth.rglob("*") if t.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    pairs = cached_colourings(args.cache, args.truth)  # matched as the bench names its cache
+    if not pairs:
+        raise SystemExit(f"{args.cache} holds no colouring of a photo in {args.truth}")
+    print(f"{len(pairs)} cached colourings of the photos in {args.truth}")
     scores: dict[tuple[float, float], list[tuple[float, float, float]]] = {g: [] for g in grid}
-    for output in sorted(args.cache.glob("*.png")):
-        truth = np.asarray(Image.open(truths[output.stem]).convert("RGB"))
+    for output, truth_path in pairs:
+        truth = np.asarray(Image.open(truth_path).convert("RGB"))
         lab = rgb_to_lab(torch.from_numpy(np.asarray(Image.open(output).convert("RGB")).copy()).permute(2, 0, 1) / 255)
         for s, knee in grid:
             ab = lab[1:] * s if knee == 0 else saturate(lab[1:], s, knee)

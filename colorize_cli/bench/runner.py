@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import glob
 import hashlib
 import json
 import os
@@ -708,7 +709,7 @@ def run_bench(
     # under the same name, or moved to another place in the set (its seed is seed + its index),
     # is coloured again, never scored with a colouring it would not get now.
     contents = [_content_digest(path) for path in paths] if cache_root else []
-    cache_names = ([f"{key}-{content}-s{seed + index}"
+    cache_names = ([f"{_cache_prefix(key, content)}{seed + index}"
                     for index, (key, content) in enumerate(zip(keys, contents))] if cache_root else keys)
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
@@ -840,6 +841,26 @@ def run_bench(
         notes=notes,
         samples=samples,
     )
+
+
+def _cache_prefix(key: str, content: str) -> str:
+    """A cached colouring's name up to its seed: `{key}-{content}-s{seed}.png`."""
+    return f"{key}-{content}-s"
+
+
+def cached_colourings(cache_dir: str | Path, data_dir: str | Path) -> list[tuple[Path, Path]]:
+    """(cached colouring, its ground truth) for each photo of ``data_dir`` that ``cache_dir`` (one
+    run's folder in a bench's ``cache/``) holds a colouring of, matched as the bench names them:
+    by the photo's path and content (any seed: a run's folder holds one seed per photo)."""
+    cache_dir, data_dir = Path(cache_dir), Path(data_dir)
+    paths = list_images(data_dir)
+    pairs = []
+    for path, key in zip(paths, _image_keys(paths, data_dir)):
+        prefix = _cache_prefix(key, _content_digest(path))
+        found = sorted(p for p in cache_dir.glob(glob.escape(prefix) + "*.png") if p.stem[len(prefix):].isdigit())
+        if found:
+            pairs.append((found[0], path))
+    return pairs
 
 
 def _content_digest(path: Path) -> str:
