@@ -252,9 +252,11 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     todo: list[tuple[int, Job]] = []
     claimed: dict[Path, Path] = {}
     inputs = {real_path(job.source): job.source for job in jobs}
+    # The folders outputs go into (in/x.png/y.jpg -> OUT/x.png/y.png): no photo's output may be one of them.
+    folders = {parent: job.source for job in jobs for output in job.outputs for parent in real_path(output).parents}
     for index, job in enumerate(jobs):
         try:
-            result = _settle(job, inputs, claimed, overwrite=overwrite, skip_existing=skip_existing)
+            result = _settle(job, inputs, claimed, folders, overwrite=overwrite, skip_existing=skip_existing)
         except OSError as e:  # e.g. a name too long for the disk: this photo fails, the batch goes on
             err = OutputError(f"{job.source}: cannot write {job.outputs[0]}: {e.strerror or e}")
             result = JobResult(job.source, "failed", reason=str(err), error=err)
@@ -265,8 +267,8 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     return settled, todo
 
 
-def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, overwrite: bool,
-            skip_existing: bool) -> JobResult | None:
+def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], folders: dict[Path, Path], *,
+            overwrite: bool, skip_existing: bool) -> JobResult | None:
     """The job's result if it is settled without the model (see `triage`), else None."""
     resolved = [(p, real_path(p)) for p in job.outputs]
     hit = next((p for p, r in resolved if r in inputs), None)
@@ -277,6 +279,11 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, ov
     if clash is not None:
         err = OutputError(f"{job.source}: output {clash[0]} is also the output of {claimed[clash[1]]}")
         return JobResult(job.source, "failed", reason=str(err), error=err)
+    folder = next(((p, r) for p, r in resolved if r in folders), None)
+    if folder is not None:  # whichever were written first, the other could never be
+        err = OutputError(f"{job.source}: {folder[0]} is also the folder the colouring of {folders[folder[1]]} goes "
+                          "into; rename one of the two, or colour them in two runs with different -o")
+        return JobResult(job.source, "failed", reason=str(err), error=err)
     existing = [p for p in job.outputs if p.exists()]  # OSError for a name the disk cannot hold
     for _, r in resolved:
         claimed[r] = job.source
@@ -284,6 +291,11 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, ov
     if in_the_way is not None:  # never "skipped" (a resumed batch would never colour it), never replaced
         err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
         return JobResult(job.source, "failed", reason=str(err), error=err)
+    if skip_existing:  # a batch names its outputs itself: only this photo's own colourings count as done
+        foreign = _foreign_output(job)
+        if foreign is not None:
+            err = _in_the_way(job, *foreign)
+            return JobResult(job.source, "failed", reason=str(err), error=err)
     if existing and not overwrite:
         if skip_existing and len(existing) == len(job.outputs):
             return JobResult(job.source, "skipped", outputs=job.outputs, reason="output exists")
@@ -292,6 +304,44 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], *, ov
                                     "(overwrite=True from Python).")
             return JobResult(job.source, "failed", reason=str(err), error=err)
     return None
+
+
+# Output formats that cannot carry colorize's note: a file of theirs at an output's name is taken
+# for an earlier colouring, as nothing can tell (README: batch).
+NOTELESS_SUFFIXES = (".bmp",)
+
+
+def not_its_colouring(path: Path, source: Path) -> str | None:
+    """None if the file at `path` is colorize's colouring of `source` (as far as its note tells:
+    a note before notes named their source counts), else what it is instead, for a message."""
+    from .metadata import COLOURING_NOTE, note_source, software_note
+
+    if path.is_dir():
+        return "a folder"
+    note = software_note(path)
+    if note is None or not note.startswith("colorize "):
+        return None if path.suffix.lower() in NOTELESS_SUFFIXES else "a file colorize did not make"
+    if COLOURING_NOTE not in note:
+        return "a contact sheet colorize made"
+    made_from = note_source(note)
+    if made_from is not None and made_from != source.name:
+        return f"colorize's colouring of another photo, {made_from}"
+    return None
+
+
+def _foreign_output(job: Job) -> tuple[Path, str] | None:
+    """The first of the job's existing outputs that is not its photo's colouring, and what it is."""
+    for path in job.outputs:
+        if path.exists() or path.is_symlink():
+            why = not_its_colouring(path, job.source)
+            if why:
+                return path, why
+    return None
+
+
+def _in_the_way(job: Job, path: Path, what: str) -> OutputError:
+    return OutputError(f"{job.source}: {path} is where its colouring goes, but it is {what}: not replaced "
+                       "(move it, or colour into another folder with -o)")
 
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
@@ -327,7 +377,6 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
         # (job index, job, its saves, [had colour], pages, pages coloured); had colour is a list as
         # a multi-page save finds out about its later pages while it writes them
         saves: list[tuple[int, Job, list[Future], list[bool], int, int, int]] = []  # ..., output pixels
-        notes: dict[int, str] = {}  # sample index -> the outputs' Software note
         batch: list[tuple[Job, LoadedImage]] = []  # a job and its first page
 
         def later_pages(job: Job, count: int, sample: int, had_colour: list[bool]) -> Iterator[tuple]:
@@ -337,7 +386,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             hints are for the first page."""
             from .color import has_colour
 
-            note = engine.provenance(sampler, steps, size, saturation, seed, sample)
+            note = engine.provenance(sampler, steps, size, saturation, seed, sample, source=job.source.name)
 
             for number in range(1, count):
                 page = load_image(job.source, page=number)
@@ -405,9 +454,8 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 for k in range(samples):
                     if (id(job), k) not in coloured:
                         continue
-                    if k not in notes:  # the note depends on the sample only: make it once per run
-                        notes[k] = engine.provenance(sampler, steps, size, saturation, seed, k, hints)
-                    metadata = labelled(image, notes[k])
+                    note = engine.provenance(sampler, steps, size, saturation, seed, k, hints, source=job.source.name)
+                    metadata = labelled(image, note)
                     save = (job.outputs[k], coloured[(id(job), k)], image.alpha)
                     options = dict(overwrite=overwrite, source=job.source, metadata=metadata)
                     if count > 1:  # the model runs in this thread: so does the writing that pulls pages through it
@@ -432,7 +480,12 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     keep.append(entry)
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
+                foreign = None
                 if errors and skip_existing and all(isinstance(e, OutputExistsError) for e in errors):
+                    foreign = _foreign_output(job)
+                    if foreign is not None:  # e.g. another photo's folder of colourings, made meanwhile
+                        errors = [_in_the_way(job, *foreign)]
+                if errors and skip_existing and foreign is None and all(isinstance(e, OutputExistsError) for e in errors):
                     # Written meanwhile by another run of the same batch: what a resume skips.
                     finish(index, JobResult(job.source, "skipped", outputs=job.outputs,
                                             reason="output exists (written meanwhile by another run)"))

@@ -135,6 +135,24 @@ def note_settings(note: str | None) -> dict[str, str]:
     return {key: match.group(1) for key, match in found.items() if match}
 
 
+COLOURING_NOTE = "machine colourisation"  # in every colouring's note (Engine.provenance), not in a contact sheet's
+
+
+def note_source(note: str | None) -> str | None:
+    """The input file name a colouring's note records (`Engine.provenance`), None if it records none
+    (a note of colorize before 2026-11-27, or not colorize's)."""
+    if not note or not note.startswith("colorize "):
+        return None
+    at = note.rfind(', source "')
+    if at < 0:
+        return None
+    try:
+        name = json.loads(note[at + len(", source "):])
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
+
+
 def made_by_colorize(path: str | os.PathLike) -> bool:
     """Whether colorize wrote the image at `path` (a colouring or a contact sheet: see `with_software`)."""
     note = software_note(path)

@@ -7,6 +7,7 @@ model through an edge-aware, luminance-guided upsampling (see `upsample.py`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,13 +192,18 @@ class Engine:
         return sampler, steps, size, saturation
 
     def provenance(self, sampler: str | None, steps: int | None, size: int | None, saturation: float | None,
-                   seed: int, sample: int = 0, hints: Sequence[Hint] = ()) -> str:
-        """The note each output carries (EXIF and PNG `Software`): what made it, and how to make it again."""
+                   seed: int, sample: int = 0, hints: Sequence[Hint] = (), source: str | None = None) -> str:
+        """The note each output carries (EXIF and PNG `Software`): what made it, and how to make it again.
+
+        `source`: the input's file name, last and JSON-quoted (any name survives, in ASCII), so a
+        rerun of a batch knows a file at an output's name for this photo's colouring and not
+        another's (`metadata.note_source`)."""
         sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
         weights = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
         given = "".join(f", hint {hint.text}" for hint in hints)
+        named = f", source {json.dumps(source)}" if source is not None else ""
         return (f"colorize {__version__}, machine colourisation: model {self.name}{weights}, sampler {sampler}, "
-                f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}{given}")
+                f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}{given}{named}")
 
     @torch.inference_mode()
     def predict_ab(self, L_work: torch.Tensor, generators: list[torch.Generator], sampler: str, steps: int,

@@ -315,6 +315,78 @@ def test_batch_mirrors_resumes_and_reports_failures(fake_registry, tmp_path, mon
     assert result.exit_code == 0 and "0 done, 2 skipped, 0 failed" in result.stderr
 
 
+def test_a_batch_counts_as_done_only_its_photos_own_colourings(fake_registry, tmp_path):
+    """A rerun skips an output only if its note says it is this photo's colouring: a user's own
+    photo, another photo's colouring or a contact sheet at the name is reported, never taken for
+    done and never replaced (not even with --overwrite); a colouring whose note names no source
+    (colorize before the source was recorded) and a BMP (no note at all) still count as done."""
+    from PIL import Image
+
+    from colorize_cli.metadata import note_source, software_note
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    for name, seed in (("a.png", 1), ("b.jpg", 2), ("c.png", 3)):
+        save_photo(scans / name, "L", seed=seed)
+    assert run("batch", scans, "-o", out).exit_code == 0
+    assert note_source(software_note(out / "b.png")) == "b.jpg"
+
+    own = out / "a.png"  # the user's photo where a.png's colouring goes
+    Image.new("RGB", (8, 8), "red").save(own)
+    (out / "b.png").replace(out / "c.png")  # b's colouring where c's goes
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for extra in ((), ("--overwrite",)):
+        result = run("batch", scans, "-o", out, "--json", *extra)
+        assert result.exit_code == ExitCode.PARTIAL, result.stderr
+        files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+        assert files["a.png"]["status"] == "failed" and "colorize did not make" in files["a.png"]["reason"]
+        assert files["c.png"]["status"] == "failed" and "colouring of another photo, b.jpg" in files["c.png"]["reason"]
+        assert files["b.jpg"]["status"] == "done"  # its own output was moved away: coloured again
+        assert all((out / name).read_bytes() == data for name, data in before.items())  # nothing replaced
+
+    sheet_scans = tmp_path / "sheet-scans"
+    sheet_scans.mkdir()
+    save_photo(sheet_scans / "review.png", "L")
+    assert run("batch", scans, "-o", tmp_path / "o2", "--contact-sheet", tmp_path / "o3" / "review.png").exit_code == 0
+    result = run("batch", sheet_scans, "-o", tmp_path / "o3", "--json")
+    assert "a contact sheet colorize made" in json.loads(result.stdout)["files"][0]["reason"]
+
+
+def test_colourings_without_a_recorded_source_and_bmps_still_resume(fake_registry, tmp_path):
+    from colorize_cli.imageio import load_image, save_image
+    from colorize_cli.metadata import ImageMetadata, software_note
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    save_photo(scans / "b.png", "L", seed=2)
+    assert run("batch", scans, "-o", out).exit_code == 0
+    note = software_note(out / "a.png")
+    legacy = note[:note.rindex(", source ")]  # as colorize wrote it before notes named their source
+    image = load_image(out / "a.png")
+    save_image(out / "a.png", image.pixels, overwrite=True, metadata=ImageMetadata(software=legacy))
+    result = run("batch", scans, "-o", out, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 2
+    assert run("batch", scans, "-o", tmp_path / "bmp", "--format", "bmp").exit_code == 0
+    result = run("batch", scans, "-o", tmp_path / "bmp", "--format", "bmp", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 2
+
+
+def test_a_photo_whose_output_is_another_photos_folder_of_colourings_is_reported(fake_registry, tmp_path):
+    """in/x.jpg -> out/x.png and in/x.png/y.jpg -> out/x.png/y.png cannot both be written: the
+    photo is reported before anything is coloured (it was 'skipped' or failed by chance)."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    (scans / "x.png").mkdir(parents=True)
+    save_photo(scans / "x.jpg", "L")
+    save_photo(scans / "x.png" / "y.jpg", "L", seed=2)
+    for _ in range(2):  # and the same on a rerun
+        result = run("batch", scans, "-o", out, "-r", "--json")
+        assert result.exit_code == ExitCode.PARTIAL
+        files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+        assert files["x.jpg"]["status"] == "failed" and "also the folder" in files["x.jpg"]["reason"]
+        assert files["y.jpg"]["status"] in ("done", "skipped") and (out / "x.png" / "y.png").is_file()
+
+
 def test_a_batch_removes_what_a_killed_run_left_half_written_and_nothing_else(fake_registry, tmp_path):
     from colorize_cli.atomic import temp_path_beside
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
@@ -266,3 +267,22 @@ def test_a_librarys_layout_note_is_not_taken_for_a_caption(tmp_path, description
     path = tmp_path / "scan.tif"
     Image.fromarray(np.full((20, 30), 90, np.uint8)).save(path, tiffinfo={270: description})
     assert (270 in load_image(path).metadata.tags) is kept
+
+
+@pytest.mark.parametrize("name", ["scan.jpg", 'odd, source "x".png', "caf\u00e9 1950.tif", "raw-\udcff.jpg", "-"])
+def test_a_notes_source_reads_back_whatever_the_name(name, tmp_path):
+    """The note names its input last, JSON-quoted in ASCII, so any file name (quotes, the field's
+    own words, accents, bytes that are not UTF-8) reads back exactly, from PNG and JPEG alike."""
+    from colorize_cli.imageio import save_image
+    from colorize_cli.metadata import ImageMetadata, note_settings, note_source, software_note
+
+    note = ("colorize 0.1.0, machine colourisation: model unet (sha256 0123456789abcdef), sampler oneshot, "
+            f"steps 1, size 256, saturation 1.1, seed 0, sample 0, hint 1,2:red, source {json.dumps(name)}")
+    assert note.isascii() and note_source(note) == name
+    for suffix in (".png", ".jpg"):
+        path = tmp_path / f"out{suffix}"
+        save_image(path, np.zeros((4, 4, 3), np.uint8), metadata=ImageMetadata(software=note))
+        assert note_source(software_note(path)) == name
+        assert note_settings(software_note(path))["seed"] == "0"
+    assert note_source(note[:note.rindex(", source ")]) is None  # a note from before sources were recorded
+    assert note_source("GIMP 2.10") is None
