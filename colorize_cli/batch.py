@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,18 +114,23 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
     matches but whose extension is not an image's is taken only when it opens as an image;
     otherwise (a sidecar: IMG_0001.AAE, photo.xmp) it is appended to `not_images`.
     """
-    where = case_insensitive_glob(pattern) if pattern else "*"
-    walker: Iterable[Path] = root.rglob(where) if recursive else root.glob(where)
-    found = set()
+    where = case_insensitive_glob(pattern) if pattern is not None else "*"
+    found: set[Path] = set()
     try:
-        paths = list(walker)
-    except (NotImplementedError, ValueError) as e:  # an absolute or empty pattern
-        raise UsageError(f"--glob {pattern!r}: give a pattern relative to the folder, e.g. '*.tif' ({e})") from None
+        paths = _glob_each_folder(root, where, found) if recursive else list(root.glob(where))
+    except (NotImplementedError, ValueError, IndexError) as e:  # an absolute, empty or dot pattern
+        why = "" if isinstance(e, IndexError) else f" ({e})"  # pathlib's IndexError for '.' says nothing useful
+        raise UsageError(f"--glob {pattern!r}: give a pattern of file names relative to the folder, e.g. "
+                         f"'*.tif'{why}") from None
     for path in paths:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if not (path.is_file() or (path.is_symlink() and not path.exists())):
+        try:
+            if not (path.is_file() or (path.is_symlink() and not path.exists())):
+                continue
+        except OSError:  # e.g. a path longer than the system takes: loading it reports why
+            found.add(path)
             continue
         if path.suffix.lower() in IMAGE_EXTENSIONS or (pattern is not None and not path.exists()):
             found.add(path)
@@ -134,10 +139,21 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
                 found.add(path)
             elif not_images is not None:
                 not_images.append(path)
-    if recursive:  # glob passes over folders it cannot list without a word
-        for _ in os.walk(root, onerror=lambda error: found.add(Path(error.filename))):
-            pass
     return sorted(found)
+
+
+def _glob_each_folder(root: Path, where: str, unreadable: set[Path]) -> list[Path]:
+    """`root.rglob(where)`, folder by folder: a folder that cannot be listed or globbed (no
+    permission, a path too long for the system) goes into `unreadable`, so the batch reports it
+    and colours the rest; `rglob` would pass over the first without a word and stop at the second."""
+    paths: list[Path] = []
+    for folder, subfolders, _ in os.walk(root, onerror=lambda error: unreadable.add(Path(error.filename))):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]  # hidden: left out anyway
+        try:
+            paths.extend(Path(folder).glob(where))
+        except OSError:
+            unreadable.add(Path(folder))
+    return paths
 
 
 def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples: int,
@@ -184,8 +200,8 @@ def distinct_targets(plain: list[Path], qualified: list[Path], identities: Seque
             if not own[i] and (owners[key] > 1 or key in claimed):
                 own[i] = changed = True
     chosen = [q if qualified_now else p for p, q, qualified_now in zip(plain, qualified, own)]
-    seen: dict[str, int] = {}
-    for key in (str(c).lower() for c in chosen):
+    seen = {key: 1 for key, count in owners.items() if count > 1}  # a shared plain name stays nobody's:
+    for key in (str(c).lower() for c in chosen):  # a photo without extension ("a") qualifies to it ("a.png")
         seen[key] = seen.get(key, 0) + 1
     identities = [str(c) for c in chosen] if identities is None else identities
     return [_tagged(c, identity) if seen[str(c).lower()] > 1 else c for c, identity in zip(chosen, identities)]

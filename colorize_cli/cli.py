@@ -70,6 +70,11 @@ class DefaultCommandGroup(TyperGroup):
         end = args.index("--") if "--" in args else len(args)
         if "--debug" in args[:end]:
             args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        empty = next((i for i, a in enumerate(args[:end]) if a == "" or (a.startswith("--") and a.endswith("="))), None)
+        if empty is not None:  # `-o "$OUT"` with OUT unset would write into the current folder
+            option = args[empty].rstrip("=") or (args[empty - 1] if empty and args[empty - 1].startswith("-") else "")
+            raise typer.BadParameter("it is empty (an unset shell variable?): give one, or leave it out",
+                                     param_hint=option or "an argument")
         _state["output_is_folder"] = _names_a_folder(_output_argument(args[:end]))
         first = next((i for i, a in enumerate(args) if a not in ("--debug",)), None)
         if first is not None and args[first] not in self.commands and args[first] not in self.group_options:
@@ -763,6 +768,9 @@ def batch_command(
 
     if not folder.is_dir():
         raise fail(FileNotFoundError(f"{folder} is not a folder"))
+    if output is not None and str(output) == "-":
+        raise fail(UsageError("batch writes a folder of colourings; -o - (standard output) is for one photo: "
+                              "colorize photo.jpg -o -"))
     suffix = "." + ext.lower().lstrip(".")
     problem = unwritable_reason(suffix)
     if problem is not None:

@@ -292,6 +292,68 @@ def test_names_that_look_like_another_photos_output_are_kept_apart(fake_registry
         "other.png", "photo.jpg.png", "photo.tif.jpg.png", "photo.tif.png"]
 
 
+def test_a_photo_without_extension_never_takes_the_name_it_shares(fake_registry, tmp_path):
+    """`a` and `a.jpg` share the plain name a.png, which neither gets; `a`'s qualified name would be
+    that same a.png, so it is tagged instead."""
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "a.jpg", "L")
+    Image.open(save_photo(scans / "b.png", "L", seed=2)).save(scans / "a", format="PNG")
+    assert run("batch", scans, "--glob", "*", "-o", tmp_path / "out", "-q").exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "a.png" not in names and "a.jpg.png" in names and any(re.fullmatch(r"a-[0-9a-f]{6}\.png", n) for n in names)
+
+
+@pytest.mark.parametrize("args", [("-o", ""), ("--glob", ""), ("--glob=",), ("--contact-sheet", "")])
+def test_an_empty_value_is_refused_not_taken_for_here_or_everything(fake_registry, tmp_path, args, monkeypatch):
+    """`-o "$OUT"` with OUT unset used to write into the current folder; `--glob ''` coloured everything."""
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = run("batch", scans, *args)
+    assert result.exit_code == ExitCode.USAGE and "empty" in error_lines(result)[0]
+    assert list(here.iterdir()) == [] and sorted(p.name for p in scans.iterdir()) == ["a.png"]  # nothing written
+    assert run("", "-o", tmp_path / "x.png").exit_code == ExitCode.USAGE  # an empty photo name too
+
+
+@pytest.mark.parametrize("args, words", [(("-o", "-"), "standard output"), (("--glob", "."), "relative to the folder"),
+                                         (("--glob", "/abs/*.png"), "relative to the folder")])
+def test_batch_options_that_cannot_work_are_usage_errors(fake_registry, tmp_path, args, words):
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "a.png", "L")
+    result = run("batch", scans, *args)
+    assert result.exit_code == ExitCode.USAGE and len(error_lines(result)) == 1 and words in result.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_folder_too_deep_for_the_system_fails_alone(fake_registry, tmp_path):
+    """A path over PATH_MAX made rglob stop the whole batch (exit 2, nothing coloured)."""
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "top.png", "L")
+    deep = scans
+    fd = os.open(scans, os.O_RDONLY)
+    try:  # built relative to each level, as no absolute path that long can be used
+        for _ in range(20):
+            os.mkdir("d" * 240, dir_fd=fd)
+            inner = os.open("d" * 240, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    deep = scans / "/".join(["d" * 240] * 20)
+    assert len(str(deep)) > 4096
+    result = run("batch", scans, "-r", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == ExitCode.PARTIAL, result.stderr
+    files = json.loads(result.stdout)["files"]
+    assert [f["status"] for f in files if f["source"].endswith("top.png")] == ["done"]
+    assert any(f["status"] == "failed" for f in files)
+
+
 def test_a_resumed_batch_writes_only_the_missing_samples(fake_registry, tmp_path):
     scans = tmp_path / "scans"
     scans.mkdir()
