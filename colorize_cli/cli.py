@@ -1097,6 +1097,14 @@ def run() -> None:
         code = 0
     except SystemExit as e:
         code = e.code
+    # The command is over (its outputs written, its last line printed). A Ctrl-C or `kill` now, often
+    # a second one for a run already stopping, ends the process at once: raised as a
+    # KeyboardInterrupt it would land in some exit handler as a traceback.
+    def end_now(signum, frame) -> None:
+        os._exit(code if isinstance(code, int) and code else int(ExitCode.INTERRUPTED))
+
+    signal.signal(signal.SIGINT, end_now)
+    signal.signal(signal.SIGTERM, end_now)
     _exit_skipping_teardown(code)
 
 

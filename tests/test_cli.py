@@ -497,6 +497,36 @@ def test_the_executable_skips_teardown_but_not_what_a_command_leaves(tmp_path, a
     assert "thread finished" in proc.stdout and "interpreter teardown ran" in proc.stdout
 
 
+_LATE_SIGNAL_PROBE = """
+import atexit, os, signal, sys, threading, time
+from colorize_cli import cli
+
+SIGNAL = getattr(signal, sys.argv[1])
+
+def late_signal():  # a second Ctrl-C or kill, arriving while the exit handlers run
+    os.kill(os.getpid(), SIGNAL)
+    time.sleep(0.5)
+    print("exit handler finished")
+
+atexit.register(late_signal)
+if sys.argv[2] == "thread":  # the ordinary exit (see below), as with a training run's loader threads
+    threading.Thread(target=time.sleep, args=(0.2,)).start()
+sys.argv = ["colorize", *sys.argv[3:]]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("exit_path", ["plain", "thread"])
+def test_a_signal_after_the_command_ends_the_process_without_a_traceback(tmp_path, signame, exit_path):
+    proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL_PROBE, signame, exit_path, "missing.png"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == ExitCode.BAD_INPUT  # the command's own code
+    assert proc.stderr.startswith("Error:") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "exit handler finished" not in proc.stdout
+
+
 def test_train_command_passes_every_training_option_through(monkeypatch, tmp_path):
     """`colorize train` offers every option of train_command (what `python -m colorize_cli.train`
     and docs/training.md offer) and hands the values on unchanged."""

@@ -684,6 +684,11 @@ def test_run_folders_are_protected_and_data_paths_stored_absolute(few_dir, tmp_p
     (tmp_path / "afile").write_text("x")
     with pytest.raises(OutputError, match="in the way"):
         train_command(data=[few_dir], out=tmp_path / "afile", **common)
+    (out / "checkpoint.safetensors").unlink()  # kept the model, deleted the checkpoint to save space
+    model = (out / "unet.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match="holds a trained model, unet.safetensors, and no checkpoint"):
+        train_command(data=[few_dir], out=out, **common)
+    assert (out / "unet.safetensors").read_bytes() == model
 
 
 def test_damaged_checkpoint_metadata_is_a_training_error(few_dir, tmp_path):

@@ -357,6 +357,10 @@ class Trainer:
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
+        trained = self.out / f"{o.model}.safetensors"  # what `export` writes
+        if not o.resume and (trained.exists() or trained.is_symlink()):  # e.g. its checkpoint deleted to save space
+            raise TrainingError(f"{self.out} holds a trained model, {trained.name}, and no checkpoint to resume: a new "
+                                "run would replace it; choose another --out, or move the file")
         if self.info.rank == 0:
             make_folder(self.out, "the run folder --out")
         train_refs, val_refs = split(refs, o.val_fraction)
