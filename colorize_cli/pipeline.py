@@ -8,6 +8,7 @@ model through an edge-aware, luminance-guided upsampling (see `upsample.py`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,9 @@ class Engine:
         weights = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
         given = "".join(f", hint {hint.text}" for hint in hints)
         named = f", source {json.dumps(source)}" if source is not None else ""
-        return (f"colorize {__version__}, machine colourisation: model {self.name}{weights}, sampler {sampler}, "
+        # a --weights file whose name is not UTF-8: its bytes shown as \xNN (a note is text)
+        model = os.fsencode(self.name).decode("utf-8", "backslashreplace")
+        return (f"colorize {__version__}, machine colourisation: model {model}{weights}, sampler {sampler}, "
                 f"steps {steps}, size {size}, saturation {saturation:g}, seed {seed}, sample {sample}{given}{named}")
 
     @torch.inference_mode()

@@ -20,7 +20,8 @@ import re
 import shutil
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
@@ -714,6 +715,26 @@ def save_model_file(
     return path
 
 
+@contextmanager
+def safetensors_name(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A name of `path` that safetensors can open: the path itself, or, for a name that is not
+    UTF-8 (which its Rust core refuses, though the disk holds such names), `/dev/fd/N` of the file
+    opened here (Linux and macOS, where such names occur)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/dev/fd"):
+            raise
+        fd = os.open(text, os.O_RDONLY)
+        try:
+            yield f"/dev/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield text
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The safetensors `__metadata__` dict of `path` (empty when it has none); no tensors read."""
     from safetensors import SafetensorError, safe_open
@@ -722,7 +743,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     check_safetensors(path)
     try:
         # "numpy" framework: reading the header must not import torch.
-        with safe_open(str(path), framework="numpy") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="numpy") as f:
             return dict(f.metadata() or {})
     except SafetensorError as e:
         raise UnsafeWeightsError(f"{path} is not a valid safetensors file ({e}).") from e
@@ -744,7 +765,7 @@ def load_model_file(
     path = Path(path)
     check_safetensors(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="pt", device="cpu") as f:
             config = _config_from_metadata(f.metadata() or {}, path)
             _check_architecture(config, expected_architecture, path)
             state_dict = {}

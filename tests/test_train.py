@@ -522,6 +522,30 @@ def test_resume_keeps_the_runs_own_settings_unless_given(few_dir, tmp_path):
     assert "held-out images by path" in log_records(out, "start")[-1]["notes"][0]
 
 
+def test_a_run_folder_whose_name_is_not_utf8_resumes_and_its_export_loads(few_dir, tmp_path):
+    """safetensors' core refuses such paths ("not valid UTF-8"), so a run there could never be
+    resumed and its export was called an invalid file."""
+    from colorize_cli.pipeline import Engine
+
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    try:
+        out.mkdir()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    common = dict(model="unet", out=out, preset="tiny", size=SIZE, batch_size=4, lr=3e-3, warmup_steps=2, workers=0,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    train_command(data=[few_dir], steps=2, **common)
+    assert train_command(data=[], resume=True, steps=3, given={"steps", "resume", "out"}, **common).steps == 3
+    engine = Engine.load(weights=out / "unet.safetensors", device="cpu")
+    (rgb,) = engine.colorize_pixels([np.full((16, 16, 3), 128, np.uint8)], size=16)
+    assert rgb.shape == (16, 16, 3)
+    assert engine.provenance(None, None, 16, None, 0).isascii()
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/w-\xff.safetensors"))  # a --weights file of such a name
+    odd.write_bytes((out / "unet.safetensors").read_bytes())
+    note = Engine.load(weights=odd, device="cpu").provenance(None, None, 16, None, 0)
+    assert "model w-\\xff " in note and note.isascii()  # a note is text: the byte is shown, not carried
+
+
 def test_time_limit_stops_cleanly_and_resume_finishes(few_dir, tmp_path):
     out = tmp_path / "t"
     stopped = train(options([few_dir], out, "unet", steps=50, log_every=2, time_limit=1e-6,

@@ -48,11 +48,13 @@ def load_checkpoint(path: str | os.PathLike[str], *,
     """The checkpoint's tensors and metadata; with `tensors=False` only the metadata (no tensor is read)."""
     from safetensors import SafetensorError, safe_open
 
+    from ..weights import safetensors_name
+
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"no checkpoint to resume from at {path}")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="pt", device="cpu") as f:
             meta_raw = (f.metadata() or {}).get(META_KEY)
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except SafetensorError as e:
