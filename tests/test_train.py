@@ -511,6 +511,8 @@ def test_resume_keeps_the_runs_own_settings_unless_given(few_dir, tmp_path):
     assert (start["workers"], start["log_every"], start["data"]) == (0, 1, [str(few_dir)])
     with pytest.raises(TrainingError, match="--data is required"):
         train_command(data=[], model="unet", out=tmp_path / "n", show_progress=False)
+    with pytest.raises(TrainingError, match="--data is empty"):  # not the current folder
+        train_command(data=[""], model="unet", out=tmp_path / "n", show_progress=False)
     assert "notes" not in log_records(out, "start")[-1]
     # A checkpoint of a colorize that chose its held-out images by path: resumed, and said so.
     from colorize_cli.train import checkpoint as ckpt

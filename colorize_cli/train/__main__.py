@@ -15,9 +15,16 @@ from ..errors import error_message
 from .data import TrainingError
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (`--out "$DIR"` with DIR unset) is refused, not taken for here."""
+    if not text:
+        raise argparse.ArgumentTypeError("it is empty (an unset shell variable?)")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m colorize_cli.train", description=train_command.__doc__)
-    p.add_argument("--data", type=Path, nargs="+", action="extend", default=[],
+    p.add_argument("--data", type=_path, nargs="+", action="extend", default=[],
                    help="folders of images and/or .tar shards (a resumed run reads its own)")
     signature = inspect.signature(train_command)
     for name, param in signature.parameters.items():
@@ -30,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float,
-                "Path | None": Path}.get(annotation, str)
+                "Path | None": _path}.get(annotation, str)
         p.add_argument(flag, type=kind, default=default)
     p.add_argument("--no-progress", action="store_true", help="no Rich progress bar")
     return p

@@ -181,6 +181,8 @@ def train_command(
         raise TrainingError("--resume needs --out DIR (the run folder holding checkpoint.safetensors)")
     if not data and not resume:
         raise TrainingError("--data is required: image folders and/or .tar shards to train on")
+    if any(os.fspath(p) == "" for p in data):  # `--data "$DIR"` with DIR unset: not the current folder
+        raise TrainingError("--data is empty (an unset shell variable?): give a folder or a .tar shard")
     created = _init_distributed(device)
     try:
         options = TrainOptions(
