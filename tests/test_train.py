@@ -548,6 +548,25 @@ def test_a_run_folder_whose_name_is_not_utf8_resumes_and_its_export_loads(few_di
     assert "model w-\\xff " in note and note.isascii()  # a note is text: the byte is shown, not carried
 
 
+def test_a_resume_on_other_data_says_so(few_dir, tmp_path):
+    """Images added, removed or renamed (or the folder renamed, which renames every key) between a
+    run and its resume: the resume goes on, but says it cannot match an uninterrupted run."""
+    import shutil
+
+    data = tmp_path / "photos"
+    shutil.copytree(few_dir, data)
+    out = tmp_path / "run"
+    common = dict(model="unet", out=out, preset="tiny", size=SIZE, batch_size=2, lr=3e-3, warmup_steps=1, workers=0,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    train_command(data=[data], steps=1, **common)
+    train_command(data=[], resume=True, steps=2, given={"steps", "resume", "out"}, **common)
+    assert "notes" not in log_records(out, "start")[-1]  # the same data: nothing to say
+    Image.fromarray(colourful(5)).save(data / "c5.png")
+    train_command(data=[], resume=True, steps=3, given={"steps", "resume", "out"}, **common)
+    notes = log_records(out, "start")[-1]["notes"]
+    assert any("2 images then, 3 now" in note for note in notes)
+
+
 def test_time_limit_stops_cleanly_and_resume_finishes(few_dir, tmp_path):
     out = tmp_path / "t"
     stopped = train(options([few_dir], out, "unet", steps=50, log_every=2, time_limit=1e-6,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import os
@@ -364,6 +365,10 @@ class Trainer:
         if self.info.rank == 0:
             make_folder(self.out, "the run folder --out")
         train_refs, val_refs = split(refs, o.val_fraction)
+        # What the run trains on, by the images' keys: a resume on other data is told (`_restore`).
+        self.data_images = len(refs)
+        self.data_digest = hashlib.sha256("\n".join(sorted(r.key for r in refs)).encode(
+            "utf-8", "surrogateescape")).hexdigest()[:16]
         # Each loader process needs a batch of images per epoch: with few images, fewer processes.
         # A function of the data and options alone, so a resumed run finds the same layout.
         self.workers = min(o.workers, len(train_refs) // o.batch_size)
@@ -623,7 +628,8 @@ class Trainer:
                 positions.update(s["positions"])
             meta = {"step": self.step, "options": self.options.to_dict(), "config": self.model.config.to_dict(),
                     "optimizers": optim_meta, "data": {"world": self.info.world, "workers": max(self.workers, 1),
-                                                       "positions": positions, "split": SPLIT_VERSION},
+                                                       "positions": positions, "split": SPLIT_VERSION,
+                                                       "images": self.data_images, "digest": self.data_digest},
                     "flops": self.flops}
             ckpt.save_checkpoint(self.out / ckpt.FILENAME, tensors, meta)
             self.log.write({"event": "checkpoint", "step": self.step})
@@ -650,10 +656,17 @@ class Trainer:
             self.notes.append("this run was started by a colorize that chose its held-out images by path; from "
                               "here on they are chosen by name (docs/training.md), so some images it held out are "
                               "now trained on and its validation losses are not comparable across the change")
-        if data["world"] == self.info.world and data["workers"] == max(self.workers, 1):
+        changed = data.get("digest", self.data_digest) != self.data_digest
+        if changed:
+            self.notes.append(f"the data are not what this run was trained on ({data.get('images')} images then, "
+                              f"{self.data_images} now, or other names: images added, removed or renamed, a folder "
+                              "renamed): it goes on from the epoch it had reached in a new order, so it will not match "
+                              "an uninterrupted run, and images are held out by name, so some held out before may be "
+                              "trained on now")
+        if not changed and data["world"] == self.info.world and data["workers"] == max(self.workers, 1):
             self.positions = {int(k): StreamPosition(*v) for k, v in data["positions"].items()}
         else:
-            # Another layout of shards: restart at the epoch the run had reached (not bit-exact).
+            # Other data, or another layout of shards: restart at the epoch the run had reached (not bit-exact).
             epoch = max((v[0] for v in data["positions"].values()), default=0) + 1
             shards = self.info.world * max(self.workers, 1)
             self.positions = {s: StreamPosition(epoch, 0) for s in range(shards)}
