@@ -174,6 +174,24 @@ def test_split_and_order_do_not_depend_on_where_the_data_lies(image_dir, shard, 
     assert len(index_sources([image_dir, image_dir / "c0.png"])[0]) == len(index_sources([image_dir])[0])
 
 
+def test_data_behind_links_is_found_once_and_a_link_loop_ends(image_dir, shard, tmp_path):
+    """A linked folder inside a --data folder is walked (rglob passed over it: "no images found"
+    for a folder of links); the same images or shard reached through a link count once (they
+    were counted twice, one copy possibly held out and the other trained on)."""
+    count = len(index_sources([image_dir])[0])
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "photos").symlink_to(image_dir, target_is_directory=True)
+    (links / "photos" / "loop").symlink_to(links, target_is_directory=True)  # back up: no endless walk
+    try:
+        assert len(index_sources([links])[0]) == count
+        assert len(index_sources([image_dir, links])[0]) == count
+        (tmp_path / "alias.tar").symlink_to(shard)
+        assert len(index_sources([shard, tmp_path / "alias.tar"])[0]) == len(index_sources([shard])[0])
+    finally:
+        (image_dir / "loop").unlink()
+
+
 def test_stream_resumes_exactly_with_workers(image_dir, shard):
     refs, _ = index_sources([image_dir, shard])
     stream = TrainStream(refs, SIZE, 2, seed=3, workers=2)

@@ -125,7 +125,7 @@ def index_sources(paths: list[str | os.PathLike[str]],
             raise TrainingError(f"--data path does not exist: {path}")
         if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
             raise TrainingError(f"--data {path} is neither a folder nor a regular file")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = _files_under(path) if path.is_dir() else [path]
         files = [f for f in files if not any(real_path(f).is_relative_to(e) for e in skipped)
                  and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
         folder = Path(os.path.abspath(path)).name  # the argument's own name, not a link target's
@@ -142,14 +142,35 @@ def index_sources(paths: list[str | os.PathLike[str]],
     # One entry per image even when two --data arguments reach it; ordered by key (then name,
     # for two shards of one file name) so the order does not depend on where the data lies.
     unique: dict[str, ImageRef] = {}
-    for ref in refs:  # reached twice (a folder and a file in it): the folder-relative key, whatever the order
-        if ref.name not in unique or len(ref.key) > len(unique[ref.name].key):
-            unique[ref.name] = ref
+    real: dict[str, str] = {}  # each file resolved once (a shard holds thousands of images)
+    for ref in refs:  # reached twice (a folder and a file in it, a link): the folder-relative key, whatever the order
+        if ref.path not in real:
+            real[ref.path] = str(real_path(Path(ref.path)))
+        identity = real[ref.path] + ref.name[len(ref.path):]  # (+ "::member" in a shard)
+        if identity not in unique or len(ref.key) > len(unique[identity].key):
+            unique[identity] = ref
     refs = sorted(unique.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
         raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
     return refs, refused
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under `folder`, sorted, through links to folders too (each real folder once, so a
+    link back up is no loop); a folder that cannot be read is an error, not fewer images."""
+    def unreadable(error: OSError) -> None:
+        raise TrainingError(f"cannot read {error.filename} under --data {folder}: {error.strerror or error}")
+
+    files, walked = [], set()
+    for here, subfolders, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = real_path(Path(here))
+        if real in walked:
+            subfolders[:] = []
+            continue
+        walked.add(real)
+        files += [Path(here) / name for name in names if (Path(here) / name).is_file()]
+    return sorted(files)
 
 
 def is_held_out(key: str, fraction: float) -> bool:
