@@ -1055,3 +1055,18 @@ def test_throughput_profile_counts_cudnn_layout_transposes_apart_from_convolutio
     ])
     assert kinds == {"layout transposes (cuDNN NCHW<->NHWC)": 60.0, "convolutions": 30.0,
                      "fused elementwise / norms (Triton)": 7.0, "other": 3.0}
+
+
+def test_compressed_archives_are_named_as_such(shard, tmp_path):
+    """Shards are read in place by offset, so they must be plain tars: a gzip one, a .tar.gz given
+    or found in a folder is named as compressed, with what to do (was 'invalid header' or 'no images')."""
+    import gzip
+
+    packed = gzip.compress(shard.read_bytes())
+    (tmp_path / "gz.tar").write_bytes(packed)
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "b.tar.gz").write_bytes(packed)
+    for data in (tmp_path / "gz.tar", tmp_path / "only" / "b.tar.gz", tmp_path / "only"):
+        with pytest.raises(TrainingError, match="compressed") as caught:
+            index_sources([data])
+        assert "decompress" in str(caught.value)

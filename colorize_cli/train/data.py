@@ -103,8 +103,25 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
                 refs.append(ImageRef(f"{path}::{member.name}", str(path), member.offset_data, member.size,
                                      key=f"{path.name}::{member.name}"))
     except (tarfile.TarError, OSError) as e:
-        raise TrainingError(f"cannot read tar shard {path}: {e}") from e
+        raise TrainingError(f"cannot read tar shard {path}: {_compressed(path) or e}") from e
     return refs, refused
+
+
+# Archives a shard cannot be: images are read in place, by offset, from a plain tar.
+COMPRESSED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".zip")
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+
+
+def _compressed(path: Path) -> str | None:
+    """Why a shard that is a compressed archive cannot be read, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return None
+    kind = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    return None if kind is None else (f"it is {kind}-compressed, and shards are read in place: decompress it to a "
+                                      "plain .tar")
 
 
 def index_sources(paths: list[str | os.PathLike[str]],
@@ -115,6 +132,7 @@ def index_sources(paths: list[str | os.PathLike[str]],
         raise TrainingError("no --data given: pass folders of images or .tar shards")
     refs: list[ImageRef] = []
     refused = 0
+    archives: list[Path] = []  # compressed archives in --data folders: not readable, worth a word if nothing else is
     # The run's own folder (its sample grids) is never training data, even inside a --data folder,
     # nor is any other run's folder there (one holding a checkpoint).
     skipped = [real_path(e) for e in exclude]
@@ -138,7 +156,11 @@ def index_sources(paths: list[str | os.PathLike[str]],
                 key = (Path(folder) / file.relative_to(path)).as_posix() if path.is_dir() else file.name
                 refs.append(ImageRef(str(file), str(file), key=key))
             elif not path.is_dir():
-                raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}")
+                hint = (" (a compressed archive: decompress it to a plain .tar, as shards are read in place)"
+                        if file.name.lower().endswith(COMPRESSED_SUFFIXES) else "")
+                raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}{hint}")
+            elif file.name.lower().endswith(COMPRESSED_SUFFIXES):
+                archives.append(file)
     # One entry per image even when two --data arguments reach it; ordered by key (then name,
     # for two shards of one file name) so the order does not depend on where the data lies.
     unique: dict[str, ImageRef] = {}
@@ -152,6 +174,9 @@ def index_sources(paths: list[str | os.PathLike[str]],
     refs = sorted(unique.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
+        if archives:
+            why += (f" ({len(archives)} compressed archive(s), e.g. {archives[0].name}: decompress them to plain "
+                    ".tar shards, which are read in place)")
         raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
     return refs, refused
 
