@@ -1070,3 +1070,8 @@ def test_compressed_archives_are_named_as_such(shard, tmp_path):
         with pytest.raises(TrainingError, match="compressed") as caught:
             index_sources([data])
         assert "decompress" in str(caught.value)
+
+
+def test_data_inside_the_run_folder_is_named_as_the_reason_nothing_was_found(image_dir):
+    with pytest.raises(TrainingError, match="inside the run folder --out"):
+        index_sources([image_dir], exclude=[image_dir])

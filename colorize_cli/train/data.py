@@ -174,6 +174,9 @@ def index_sources(paths: list[str | os.PathLike[str]],
     refs = sorted(unique.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
+        inside = next((raw for raw in paths if any(real_path(Path(raw)).is_relative_to(e) for e in skipped)), None)
+        if inside is not None:
+            why += f" ({inside} is inside the run folder --out, whose files are never training data: choose another --out)"
         if archives:
             why += (f" ({len(archives)} compressed archive(s), e.g. {archives[0].name}: decompress them to plain "
                     ".tar shards, which are read in place)")
