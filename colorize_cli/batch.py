@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -180,14 +181,15 @@ def distinct_targets(plain: list[Path], qualified: list[Path], identities: Seque
     a plain name made when photo.tif was alone must never be taken for the colouring of a
     photo.jpg added later. A qualified name can be another source's plain name (photo.tif.png
     for photo.tif.jpg): that source is qualified too. Names that still differ only in case
-    (Photo.jpg and photo.jpg) get a tag from the exact name too (Photo.jpg-1f3a9c.png): written to
-    a case-insensitive disk (macOS, Windows, exFAT cards), one would replace the other.
+    (Photo.jpg and photo.jpg), or in how an accent is composed, get a tag from the exact name too
+    (Photo.jpg-1f3a9c.png): written to a case-insensitive disk (macOS, Windows, exFAT cards), one
+    would replace the other.
     `identities` (one per source, default: its qualified output's name) is what a tag is made
     from: photos of the same name from different folders, coloured into one, need theirs to
     differ (a/photo.jpg -> photo.jpg-<tag of a/photo.jpg>.png, b/photo.jpg -> ...).
     """
-    plain_keys = [str(p).lower() for p in plain]  # lower: one file on case-insensitive disks
-    qualified_keys = [str(q).lower() for q in qualified]
+    plain_keys = [_disk_key(p) for p in plain]
+    qualified_keys = [_disk_key(q) for q in qualified]
     owners: dict[str, int] = {}
     for key in plain_keys:
         owners[key] = owners.get(key, 0) + 1
@@ -201,10 +203,16 @@ def distinct_targets(plain: list[Path], qualified: list[Path], identities: Seque
                 own[i] = changed = True
     chosen = [q if qualified_now else p for p, q, qualified_now in zip(plain, qualified, own)]
     seen = {key: 1 for key, count in owners.items() if count > 1}  # a shared plain name stays nobody's:
-    for key in (str(c).lower() for c in chosen):  # a photo without extension ("a") qualifies to it ("a.png")
+    for key in (_disk_key(c) for c in chosen):  # a photo without extension ("a") qualifies to it ("a.png")
         seen[key] = seen.get(key, 0) + 1
     identities = [str(c) for c in chosen] if identities is None else identities
-    return [_tagged(c, identity) if seen[str(c).lower()] > 1 else c for c, identity in zip(chosen, identities)]
+    return [_tagged(c, identity) if seen[_disk_key(c)] > 1 else c for c, identity in zip(chosen, identities)]
+
+
+def _disk_key(path: Path) -> str:
+    """One key per file a disk may hold under several spellings: case-insensitive disks (macOS,
+    Windows, exFAT cards) take Photo.jpg for photo.jpg, macOS also a composed é for a decomposed one."""
+    return unicodedata.normalize("NFC", str(path)).lower()
 
 
 def _tagged(path: Path, identity: str) -> Path:

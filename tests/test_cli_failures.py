@@ -851,3 +851,19 @@ def test_a_glob_leaves_out_sidecars_but_takes_an_image_without_an_extension(fake
     # Named, a file that is not an image is still an error: only a glob's matches are sorted out.
     named = run(scans / "IMG_0001.AAE", "-o", tmp_path / "x.png")
     assert named.exit_code != 0 and len(error_lines(named)) == 1
+
+
+def test_names_that_differ_only_in_unicode_composition_are_kept_apart(fake_registry, tmp_path):
+    """café.png composed and decomposed are two files here but one on a Mac disk: each gets a tag."""
+    import unicodedata
+
+    scans = tmp_path / "box"
+    scans.mkdir()
+    composed, decomposed = (unicodedata.normalize(form, "caf\u00e9.png") for form in ("NFC", "NFD"))
+    save_photo(scans / composed, "L")
+    save_photo(scans / decomposed, "L", seed=2)
+    if len(list(scans.iterdir())) != 2:
+        pytest.skip("this disk takes the two spellings for one name")
+    assert run("batch", scans, "-o", tmp_path / "out", "-q").exit_code == 0
+    names = [unicodedata.normalize("NFC", p.name) for p in (tmp_path / "out").iterdir()]
+    assert len(names) == 2 and all(re.fullmatch("caf\u00e9\\.png-[0-9a-f]{6}\\.png", n) for n in names), names
