@@ -8,11 +8,12 @@ and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,11 +277,13 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     todo: list[tuple[int, Job]] = []
     claimed: dict[Path, Path] = {}
     inputs = {real_path(job.source): job.source for job in jobs}
+    resolved = [[(p, real_path(p)) for p in job.outputs] for job in jobs]
     # The folders outputs go into (in/x.png/y.jpg -> OUT/x.png/y.png): no photo's output may be one of them.
-    folders = {parent: job.source for job in jobs for output in job.outputs for parent in real_path(output).parents}
+    folders = {parent: job.source for job, outputs in zip(jobs, resolved) for _, r in outputs for parent in r.parents}
     for index, job in enumerate(jobs):
         try:
-            result = _settle(job, inputs, claimed, folders, overwrite=overwrite, skip_existing=skip_existing)
+            result = _settle(job, resolved[index], inputs, claimed, folders, overwrite=overwrite,
+                             skip_existing=skip_existing)
         except OSError as e:  # e.g. a name too long for the disk: this photo fails, the batch goes on
             err = OutputError(f"{job.source}: cannot write {job.outputs[0]}: {e.strerror or e}")
             result = JobResult(job.source, "failed", reason=str(err), error=err)
@@ -291,10 +294,10 @@ def triage(jobs: list[Job], *, overwrite: bool, skip_existing: bool) -> tuple[di
     return settled, todo
 
 
-def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], folders: dict[Path, Path], *,
-            overwrite: bool, skip_existing: bool) -> JobResult | None:
-    """The job's result if it is settled without the model (see `triage`), else None."""
-    resolved = [(p, real_path(p)) for p in job.outputs]
+def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path], claimed: dict[Path, Path],
+            folders: dict[Path, Path], *, overwrite: bool, skip_existing: bool) -> JobResult | None:
+    """The job's result if it is settled without the model (see `triage`), else None.
+    `resolved`: its outputs with their real paths."""
     hit = next((p for p, r in resolved if r in inputs), None)
     if hit is not None:  # e.g. `colorize a.png a-colorized.png`: never write over an input
         err = SameFileError(f"{job.source}: refusing to write {hit}: it is an input of this run.")
@@ -316,7 +319,7 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], folde
         err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
         return JobResult(job.source, "failed", reason=str(err), error=err)
     if skip_existing:  # a batch names its outputs itself: only this photo's own colourings count as done
-        foreign = _foreign_output(job)
+        foreign = _foreign_output(job, inputs)
         if foreign is not None:
             err = _in_the_way(job, *foreign)
             return JobResult(job.source, "failed", reason=str(err), error=err)
@@ -335,29 +338,50 @@ def _settle(job: Job, inputs: dict[Path, Path], claimed: dict[Path, Path], folde
 NOTELESS_SUFFIXES = (".bmp",)
 
 
-def not_its_colouring(path: Path, source: Path) -> str | None:
-    """None if the file at `path` is colorize's colouring of `source` (as far as its note tells:
-    a note before notes named their source counts), else what it is instead, for a message."""
-    from .metadata import COLOURING_NOTE, note_source, software_note
+def not_its_colouring(path: Path, source: Path, run: Collection[Path] = ()) -> str | None:
+    """None if the file at `path` is colorize's colouring of `source`, else what it is instead, for
+    a message. As far as its note tells: a colouring whose note names no source (colorize before
+    2026-11-27) counts, and so does one that names a photo beside `source` that is not among
+    `run` (the real paths of this run's photos): `scan.jpg` renamed `scan.JPG` keeps its colouring,
+    while `scan-1.png`, a `--samples` colouring of `scan.jpg`, is not taken for `scan-1.jpg`'s."""
+    from .metadata import COLOURING_NOTE, note_source
 
     if path.is_dir():
         return "a folder"
-    note = software_note(path)
+    if not path.exists():
+        return "a link to nothing"
+    note = _note(path)
     if note is None or not note.startswith("colorize "):
         return None if path.suffix.lower() in NOTELESS_SUFFIXES else "a file colorize did not make"
     if COLOURING_NOTE not in note:
         return "a contact sheet colorize made"
     made_from = note_source(note)
-    if made_from is not None and made_from != source.name:
+    if made_from is None or unicodedata.normalize("NFC", made_from) == unicodedata.normalize("NFC", source.name):
+        return None
+    if real_path(source.parent / made_from) in run:
         return f"colorize's colouring of another photo, {made_from}"
     return None
 
 
-def _foreign_output(job: Job) -> tuple[Path, str] | None:
+def _note(path: Path) -> str | None:
+    """The file's `Software` note, read once per version of the file (a run triages its outputs
+    before loading the model and again before colouring)."""
+    st = path.stat()
+    return _note_of(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _note_of(path: str, mtime_ns: int, size: int) -> str | None:
+    from .metadata import software_note
+
+    return software_note(path)
+
+
+def _foreign_output(job: Job, run: Collection[Path]) -> tuple[Path, str] | None:
     """The first of the job's existing outputs that is not its photo's colouring, and what it is."""
     for path in job.outputs:
         if path.exists() or path.is_symlink():
-            why = not_its_colouring(path, job.source)
+            why = not_its_colouring(path, job.source, run)
             if why:
                 return path, why
     return None
@@ -391,6 +415,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             on_result(result)
 
     settled, todo = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    run_photos = {real_path(job.source) for job in jobs}
     for index, result in settled.items():
         finish(index, result)
     remove_stale_temps(path for job in jobs for path in job.outputs)  # left by a killed earlier run
@@ -506,7 +531,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 errors = [f.exception() for f in futs if f.exception() is not None]
                 foreign = None
                 if errors and skip_existing and all(isinstance(e, OutputExistsError) for e in errors):
-                    foreign = _foreign_output(job)
+                    foreign = _foreign_output(job, run_photos)
                     if foreign is not None:  # e.g. another photo's folder of colourings, made meanwhile
                         errors = [_in_the_way(job, *foreign)]
                 if errors and skip_existing and foreign is None and all(isinstance(e, OutputExistsError) for e in errors):

@@ -72,7 +72,9 @@ class DefaultCommandGroup(TyperGroup):
             args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
         empty = next((i for i, a in enumerate(args[:end]) if a == "" or (a.startswith("--") and a.endswith("="))), None)
         if empty is not None:  # `-o "$OUT"` with OUT unset would write into the current folder
-            option = args[empty].rstrip("=") or (args[empty - 1] if empty and args[empty - 1].startswith("-") else "")
+            before = args[empty - 1] if empty else ""
+            takes_value = before.startswith("-") and before not in self._flags()
+            option = args[empty].rstrip("=") or (before if takes_value else "")
             raise typer.BadParameter("it is empty (an unset shell variable?): give one, or leave it out",
                                      param_hint=option or "an argument")
         _state["output_is_folder"] = _names_a_folder(_output_argument(args[:end]))
@@ -80,6 +82,17 @@ class DefaultCommandGroup(TyperGroup):
         if first is not None and args[first] not in self.commands and args[first] not in self.group_options:
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
         return super().parse_args(ctx, args)
+
+    def _flags(self) -> set[str]:
+        """Every option of every command that takes no value (`-r`, `--json`): an empty word after
+        one of them is an argument of its own."""
+        flags = {"--debug", "--version", "-h", "--help"}
+        for command in self.commands.values():
+            for group in (command, *getattr(command, "commands", {}).values()):
+                for param in group.params:
+                    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                        flags.update(param.opts + param.secondary_opts)
+        return flags
 
     def invoke(self, ctx: click.Context):
         """Ctrl-C or `kill` where no command says more (loading a model, a download): one line.
@@ -1101,7 +1114,12 @@ def run() -> None:
     # a second one for a run already stopping, ends the process at once: raised as a
     # KeyboardInterrupt it would land in some exit handler as a traceback.
     def end_now(signum, frame) -> None:
-        os._exit(code if isinstance(code, int) and code else int(ExitCode.INTERRUPTED))
+        for stream in (sys.stdout, sys.stderr):  # what the command printed still arrives
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
     signal.signal(signal.SIGINT, end_now)
     signal.signal(signal.SIGTERM, end_now)

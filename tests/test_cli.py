@@ -344,6 +344,11 @@ def test_a_batch_counts_as_done_only_its_photos_own_colourings(fake_registry, tm
         assert files["b.jpg"]["status"] == "done"  # its own output was moved away: coloured again
         assert all((out / name).read_bytes() == data for name, data in before.items())  # nothing replaced
 
+    (scans / "b.jpg").rename(scans / "b.JPG")  # renamed: its colouring (b.png, made for b.jpg) is still its own
+    result = run("batch", scans, "-o", out, "--json")
+    files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+    assert files["b.JPG"]["status"] == "skipped"
+
     sheet_scans = tmp_path / "sheet-scans"
     sheet_scans.mkdir()
     save_photo(sheet_scans / "review.png", "L")
@@ -519,12 +524,15 @@ cli.run()
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("exit_path", ["plain", "thread"])
 def test_a_signal_after_the_command_ends_the_process_without_a_traceback(tmp_path, signame, exit_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL_PROBE, signame, exit_path, "missing.png"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == ExitCode.BAD_INPUT  # the command's own code
     assert proc.stderr.startswith("Error:") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "exit handler finished" not in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL_PROBE, signame, exit_path, "--version"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("colorize ") and not proc.stderr  # success stays success
 
 
 def test_train_command_passes_every_training_option_through(monkeypatch, tmp_path):

@@ -317,6 +317,8 @@ def test_an_empty_value_is_refused_not_taken_for_here_or_everything(fake_registr
     assert result.exit_code == ExitCode.USAGE and "empty" in error_lines(result)[0]
     assert list(here.iterdir()) == [] and sorted(p.name for p in scans.iterdir()) == ["a.png"]  # nothing written
     assert run("", "-o", tmp_path / "x.png").exit_code == ExitCode.USAGE  # an empty photo name too
+    result = run("batch", "-r", "")  # the empty word is the folder, not a value of the flag before it
+    assert "for an argument" in error_lines(result)[0] and "-r" not in error_lines(result)[0]
 
 
 @pytest.mark.parametrize("args, words", [(("-o", "-"), "standard output"), (("--glob", "."), "relative to the folder"),

@@ -1075,3 +1075,22 @@ def test_compressed_archives_are_named_as_such(shard, tmp_path):
 def test_data_inside_the_run_folder_is_named_as_the_reason_nothing_was_found(image_dir):
     with pytest.raises(TrainingError, match="inside the run folder --out"):
         index_sources([image_dir], exclude=[image_dir])
+
+
+def test_an_unreadable_subfolder_is_left_out_and_said(image_dir, monkeypatch):
+    """A disk's lost+found under --data /mnt/disk: the run trains on the rest and says what it left
+    out (index_sources without a list to report into refuses instead: never silently fewer images)."""
+    from colorize_cli.train import data as data_mod
+
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):  # as os.walk reports a folder it may not list
+        onerror(PermissionError(13, "Permission denied", str(Path(top) / "lost+found")))
+        yield from real_walk(top, onerror=onerror, followlinks=followlinks)
+
+    monkeypatch.setattr(data_mod.os, "walk", walk)
+    left_out: list[Path] = []
+    refs, _ = index_sources([image_dir], unreadable=left_out)
+    assert refs and left_out == [image_dir / "lost+found"]
+    with pytest.raises(TrainingError, match="cannot read .*lost\\+found"):
+        index_sources([image_dir])

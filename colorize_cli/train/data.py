@@ -124,15 +124,18 @@ def _compressed(path: Path) -> str | None:
                                       "plain .tar")
 
 
-def index_sources(paths: list[str | os.PathLike[str]],
-                  exclude: list[str | os.PathLike[str]] = ()) -> tuple[list[ImageRef], int]:
+def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.PathLike[str]] = (),
+                  unreadable: list[Path] | None = None) -> tuple[list[ImageRef], int]:
     """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
-    name, and the number of tar members refused as unsafe or not images."""
+    name, and the number of tar members refused as unsafe or not images. Subfolders that cannot be
+    read (a disk's lost+found, a locked folder) are appended to `unreadable`, or are an error
+    without it."""
     if not paths:
         raise TrainingError("no --data given: pass folders of images or .tar shards")
     refs: list[ImageRef] = []
     refused = 0
     archives: list[Path] = []  # compressed archives in --data folders: not readable, worth a word if nothing else is
+    real: dict[str, str] = {}  # each file's real path, resolved once (a shard holds thousands of images)
     # The run's own folder (its sample grids) is never training data, even inside a --data folder,
     # nor is any other run's folder there (one holding a checkpoint).
     skipped = [real_path(e) for e in exclude]
@@ -143,8 +146,10 @@ def index_sources(paths: list[str | os.PathLike[str]],
             raise TrainingError(f"--data path does not exist: {path}")
         if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
             raise TrainingError(f"--data {path} is neither a folder nor a regular file")
-        files = _files_under(path) if path.is_dir() else [path]
-        files = [f for f in files if not any(real_path(f).is_relative_to(e) for e in skipped)
+        files = _files_under(path, unreadable) if path.is_dir() else [path]
+        for f in files:  # each file resolved once: for the run folder test here, for duplicates below
+            real.setdefault(str(f), str(real_path(f)))
+        files = [f for f in files if not any(Path(real[str(f)]).is_relative_to(e) for e in skipped)
                  and not (path.is_dir() and in_marked_folder(f, path, RUN_CHECKPOINT, run_folders))]
         folder = Path(os.path.abspath(path)).name  # the argument's own name, not a link target's
         for file in files:
@@ -164,7 +169,6 @@ def index_sources(paths: list[str | os.PathLike[str]],
     # One entry per image even when two --data arguments reach it; ordered by key (then name,
     # for two shards of one file name) so the order does not depend on where the data lies.
     unique: dict[str, ImageRef] = {}
-    real: dict[str, str] = {}  # each file resolved once (a shard holds thousands of images)
     for ref in refs:  # reached twice (a folder and a file in it, a link): the folder-relative key, whatever the order
         if ref.path not in real:
             real[ref.path] = str(real_path(Path(ref.path)))
@@ -184,14 +188,17 @@ def index_sources(paths: list[str | os.PathLike[str]],
     return refs, refused
 
 
-def _files_under(folder: Path) -> list[Path]:
+def _files_under(folder: Path, unreadable: list[Path] | None) -> list[Path]:
     """Every file under `folder`, sorted, through links to folders too (each real folder once, so a
-    link back up is no loop); a folder that cannot be read is an error, not fewer images."""
-    def unreadable(error: OSError) -> None:
-        raise TrainingError(f"cannot read {error.filename} under --data {folder}: {error.strerror or error}")
+    link back up is no loop). A folder that cannot be read goes into `unreadable` (the run says
+    so) or, without that list, is an error: never silently fewer images."""
+    def cannot_read(error: OSError) -> None:
+        if unreadable is None or Path(error.filename) == folder:
+            raise TrainingError(f"cannot read {error.filename} under --data {folder}: {error.strerror or error}")
+        unreadable.append(Path(error.filename))
 
     files, walked = [], set()
-    for here, subfolders, names in os.walk(folder, onerror=unreadable, followlinks=True):
+    for here, subfolders, names in os.walk(folder, onerror=cannot_read, followlinks=True):
         real = real_path(Path(here))
         if real in walked:
             subfolders[:] = []

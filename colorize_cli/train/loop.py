@@ -354,7 +354,11 @@ class Trainer:
             options = _keep_stage_switch(replace(saved, **runtime, resume=True, out=options.out), saved)
         self.options = o = options
         self.validate(o)
-        refs, self.refused = index_sources(o.data, exclude=[o.out])  # user errors in --data surface before any model work
+        unreadable: list[Path] = []
+        refs, self.refused = index_sources(o.data, exclude=[o.out], unreadable=unreadable)  # user errors first
+        if unreadable:  # e.g. a disk's lost+found under --data /mnt/disk
+            self.notes.append(f"left out {len(unreadable)} folder(s) under --data that cannot be read, e.g. "
+                              f"{unreadable[0]}")
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
