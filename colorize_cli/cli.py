@@ -24,7 +24,6 @@ from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -64,7 +63,7 @@ class DefaultCommandGroup(TyperGroup):
 
     group_options = {"--help", "-h", "--version", "--debug", "--install-completion", "--show-completion"}
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         # `--debug` anywhere (an error line says "run with --debug", and users append it) is the
         # group's option, so it goes first; after `--` every word is a file name.
         end = args.index("--") if "--" in args else len(args)
@@ -94,7 +93,7 @@ class DefaultCommandGroup(TyperGroup):
                         flags.update(param.opts + param.secondary_opts)
         return flags
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         """Ctrl-C or `kill` where no command says more (loading a model, a download): one line.
 
         Typer would turn the KeyboardInterrupt into a silent exit 130."""
