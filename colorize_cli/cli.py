@@ -402,6 +402,36 @@ def _make_folder(path: Path) -> None:
         raise fail(e) from None
 
 
+def _refuse_unwritable_folders(jobs) -> None:
+    """Stop before colouring when no output of `jobs` could be written (a read-only disk, a folder
+    without write permission): else every photo is coloured first and then fails. Where some could
+    be written, the others fail one by one, as usual."""
+    if not jobs:
+        return
+    writable: dict[Path, bool] = {}
+    for job in jobs:
+        folder = job.outputs[0].parent
+        while not folder.exists() and folder.parent != folder:  # the nearest folder there is
+            folder = folder.parent
+        if folder not in writable:
+            writable[folder] = os.access(folder, os.W_OK | os.X_OK)
+        if writable[folder]:
+            return
+    from .imageio import OutputError
+
+    folder = next(iter(writable))
+    raise fail(OutputError(f"cannot write into {folder}: "
+                           f"{'a read-only disk' if _read_only_mount(folder) else 'no permission'}; "
+                           "choose another folder with -o"))
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # (no statvfs on Windows)
+        return False
+
+
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,
          as_json, overwrite, skip_existing, single, strip_metadata, hints=(), contact_sheet=None,
          root=None, list_outputs=True, given_settings: dict[str, str] | None = None) -> None:
@@ -412,6 +442,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     # the command line: a plain rerun that finds every output made (refused, or skipped when a
     # batch resumes) says so at once, not after a second of start-up.
     to_colour = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]
+    _refuse_unwritable_folders([job for _, job in to_colour])
     settings_given = any(v is not None for v in (sampler, steps, size, saturation)) or samples > 1
     if not (to_colour or settings_given):
         _check_model_options(model, weights, device)

@@ -869,3 +869,24 @@ def test_names_that_differ_only_in_unicode_composition_are_kept_apart(fake_regis
     assert run("batch", scans, "-o", tmp_path / "out", "-q").exit_code == 0
     names = [unicodedata.normalize("NFC", p.name) for p in (tmp_path / "out").iterdir()]
     assert len(names) == 2 and all(re.fullmatch("caf\u00e9\\.png-[0-9a-f]{6}\\.png", n) for n in names), names
+
+
+def test_a_batch_into_a_folder_it_cannot_write_stops_before_colouring(fake_registry, tmp_path, monkeypatch):
+    """A read-only disk or a folder without write permission: one error before the model loads,
+    not every photo coloured and then failed one by one. (Simulated: the tests may run as root.)"""
+    from colorize_cli import pipeline
+
+    scans, out = tmp_path / "box", tmp_path / "out"
+    scans.mkdir()
+    out.mkdir()
+    for i in range(3):
+        save_photo(scans / f"p{i}.png", "L", seed=i)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (real_access(path, mode, **kw)
+                                                                 and not (Path(path) == out and mode & os.W_OK)))
+    monkeypatch.setattr(pipeline.Engine, "load", lambda *a, **k: pytest.fail("model loaded for outputs it cannot write"))
+    result = run("batch", scans, "-o", out)
+    assert result.exit_code == ExitCode.OUTPUT and len(error_lines(result)) == 1, result.stderr
+    assert f"cannot write into {out}" in error_lines(result)[0]
+    result = run(scans / "p0.png", "-o", out / "one.png")
+    assert result.exit_code == ExitCode.OUTPUT and "cannot write into" in error_lines(result)[0]  # one photo alike
