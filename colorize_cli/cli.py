@@ -413,6 +413,8 @@ def _refuse_unwritable_folders(jobs) -> None:
         folder = job.outputs[0].parent
         while not folder.exists() and folder.parent != folder:  # the nearest folder there is
             folder = folder.parent
+        if not folder.is_dir():  # a file in the way: the writer says so, in its own words
+            return
         if folder not in writable:
             writable[folder] = os.access(folder, os.W_OK | os.X_OK)
         if writable[folder]:
