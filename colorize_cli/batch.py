@@ -13,7 +13,7 @@ import hashlib
 import os
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,7 +319,7 @@ def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path
         err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
         return JobResult(job.source, "failed", reason=str(err), error=err)
     if skip_existing:  # a batch names its outputs itself: only this photo's own colourings count as done
-        foreign = _foreign_output(job, inputs)
+        foreign = _foreign_output(job)
         if foreign is not None:
             err = _in_the_way(job, *foreign)
             return JobResult(job.source, "failed", reason=str(err), error=err)
@@ -338,12 +338,12 @@ def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path
 NOTELESS_SUFFIXES = (".bmp",)
 
 
-def not_its_colouring(path: Path, source: Path, run: Collection[Path] = ()) -> str | None:
+def not_its_colouring(path: Path, source: Path) -> str | None:
     """None if the file at `path` is colorize's colouring of `source`, else what it is instead, for
     a message. As far as its note tells: a colouring whose note names no source (colorize before
-    2026-11-27) counts, and so does one that names a photo beside `source` that is not among
-    `run` (the real paths of this run's photos): `scan.jpg` renamed `scan.JPG` keeps its colouring,
-    while `scan-1.png`, a `--samples` colouring of `scan.jpg`, is not taken for `scan-1.jpg`'s."""
+    2026-11-27) counts, and so does one whose source has the photo's stem, as output names come
+    from the stem (`scan.jpg` renamed `scan.JPG` or `scan.jpeg` keeps its colouring), while
+    `scan-1.png`, a `--samples` colouring of `scan.jpg`, is not taken for `scan-1.jpg`'s."""
     from .metadata import COLOURING_NOTE, note_source
 
     if path.is_dir():
@@ -356,32 +356,36 @@ def not_its_colouring(path: Path, source: Path, run: Collection[Path] = ()) -> s
     if COLOURING_NOTE not in note:
         return "a contact sheet colorize made"
     made_from = note_source(note)
-    if made_from is None or unicodedata.normalize("NFC", made_from) == unicodedata.normalize("NFC", source.name):
+    if made_from is None or _stem_key(made_from) == _stem_key(source.name):
         return None
-    if real_path(source.parent / made_from) in run:
-        return f"colorize's colouring of another photo, {made_from}"
-    return None
+    return f"colorize's colouring of another photo, {made_from}"
+
+
+def _stem_key(name: str) -> str:
+    """A file name's stem as a disk that ignores case and accent composition sees it."""
+    return unicodedata.normalize("NFC", Path(name).stem).casefold()
 
 
 def _note(path: Path) -> str | None:
     """The file's `Software` note, read once per version of the file (a run triages its outputs
     before loading the model and again before colouring)."""
     st = path.stat()
-    return _note_of(str(path), st.st_mtime_ns, st.st_size)
+    return _note_of(os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _note_of(path: str, mtime_ns: int, size: int) -> str | None:
+def _note_of(path: str, *version: int) -> str | None:
+    """`version`: what tells one state of the file from another (device, inode, times, size)."""
     from .metadata import software_note
 
     return software_note(path)
 
 
-def _foreign_output(job: Job, run: Collection[Path]) -> tuple[Path, str] | None:
+def _foreign_output(job: Job) -> tuple[Path, str] | None:
     """The first of the job's existing outputs that is not its photo's colouring, and what it is."""
     for path in job.outputs:
         if path.exists() or path.is_symlink():
-            why = not_its_colouring(path, job.source, run)
+            why = not_its_colouring(path, job.source)
             if why:
                 return path, why
     return None
@@ -415,7 +419,6 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             on_result(result)
 
     settled, todo = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
-    run_photos = {real_path(job.source) for job in jobs}
     for index, result in settled.items():
         finish(index, result)
     remove_stale_temps(path for job in jobs for path in job.outputs)  # left by a killed earlier run
@@ -531,7 +534,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                 errors = [f.exception() for f in futs if f.exception() is not None]
                 foreign = None
                 if errors and skip_existing and all(isinstance(e, OutputExistsError) for e in errors):
-                    foreign = _foreign_output(job, run_photos)
+                    foreign = _foreign_output(job)
                     if foreign is not None:  # e.g. another photo's folder of colourings, made meanwhile
                         errors = [_in_the_way(job, *foreign)]
                 if errors and skip_existing and foreign is None and all(isinstance(e, OutputExistsError) for e in errors):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import errno
 import io
 import json
 import os
@@ -72,8 +73,7 @@ class DefaultCommandGroup(TyperGroup):
         empty = next((i for i, a in enumerate(args[:end]) if a == "" or (a.startswith("--") and a.endswith("="))), None)
         if empty is not None:  # `-o "$OUT"` with OUT unset would write into the current folder
             before = args[empty - 1] if empty else ""
-            takes_value = before.startswith("-") and before not in self._flags()
-            option = args[empty].rstrip("=") or (before if takes_value else "")
+            option = args[empty].rstrip("=") or (before if before in self._value_options() else "")
             raise typer.BadParameter("it is empty (an unset shell variable?): give one, or leave it out",
                                      param_hint=option or "an argument")
         _state["output_is_folder"] = _names_a_folder(_output_argument(args[:end]))
@@ -82,16 +82,17 @@ class DefaultCommandGroup(TyperGroup):
             args = args[:first] + [DEFAULT_COMMAND] + args[first:]
         return super().parse_args(ctx, args)
 
-    def _flags(self) -> set[str]:
-        """Every option of every command that takes no value (`-r`, `--json`): an empty word after
-        one of them is an argument of its own."""
-        flags = {"--debug", "--version", "-h", "--help"}
+    def _value_options(self) -> set[str]:
+        """Every option of every command that takes a value (`-o`, `--glob`): an empty word after
+        one of them is that value; after anything else it is an argument of its own."""
+        options = set()
         for command in self.commands.values():
             for group in (command, *getattr(command, "commands", {}).values()):
                 for param in group.params:
-                    if getattr(param, "is_flag", False) or getattr(param, "count", False):
-                        flags.update(param.opts + param.secondary_opts)
-        return flags
+                    if param.opts and param.opts[0].startswith("-") and not (
+                            getattr(param, "is_flag", False) or getattr(param, "count", False)):
+                        options.update(param.opts)
+        return options
 
     def invoke(self, ctx: typer.Context):
         """Ctrl-C or `kill` where no command says more (loading a model, a download): one line.
@@ -406,32 +407,33 @@ def _refuse_unwritable_folders(jobs) -> None:
     """Stop before colouring when no output of `jobs` could be written (a read-only disk, a folder
     without write permission): else every photo is coloured first and then fails. Where some could
     be written, the others fail one by one, as usual."""
-    if not jobs:
-        return
-    writable: dict[Path, bool] = {}
+    refusals: dict[Path, str | None] = {}
     for job in jobs:
         folder = job.outputs[0].parent
         while not folder.exists() and folder.parent != folder:  # the nearest folder there is
             folder = folder.parent
         if not folder.is_dir():  # a file in the way: the writer says so, in its own words
             return
-        if folder not in writable:
-            writable[folder] = os.access(folder, os.W_OK | os.X_OK)
-        if writable[folder]:
+        if folder not in refusals:
+            refusals[folder] = _write_refusal(folder)
+        if refusals[folder] is None:
             return
-    from .imageio import OutputError
+    if refusals:
+        from .imageio import OutputError
 
-    folder = next(iter(writable))
-    raise fail(OutputError(f"cannot write into {folder}: "
-                           f"{'a read-only disk' if _read_only_mount(folder) else 'no permission'}; "
-                           "choose another folder with -o"))
+        folder, why = next(iter(refusals.items()))
+        raise fail(OutputError(f"cannot write into {folder}: {why}; choose another folder with -o"))
 
 
-def _read_only_mount(folder: Path) -> bool:
+def _write_refusal(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, found by making one (permission bits, read-only mounts,
+    ACLs and network disks all answer alike; it is gone when closed), or None if one can."""
     try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (AttributeError, OSError):  # (no statvfs on Windows)
-        return False
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:  # only a refusal counts; anything else is left to the writer's own message
+        return {errno.EROFS: "a read-only disk", errno.EACCES: "no permission",
+                errno.EPERM: "not permitted"}.get(e.errno)
 
 
 def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturation, device, batch_size, quiet,

@@ -357,6 +357,21 @@ def test_a_batch_counts_as_done_only_its_photos_own_colourings(fake_registry, tm
     assert "a contact sheet colorize made" in json.loads(result.stdout)["files"][0]["reason"]
 
 
+def test_a_samples_colouring_is_never_taken_for_the_photo_its_name_matches(fake_registry, tmp_path):
+    """scan.png's second-run sample scan-1.png sits where scan-1.png's colouring goes: whichever
+    photos a later run selects (--glob), it is reported, not skipped as done."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    save_photo(scans / "scan.png", "L")
+    assert run("batch", scans, "-o", out, "--samples", "2", "-q").exit_code == 0
+    save_photo(scans / "scan-1.png", "L", seed=2)
+    for extra in ((), ("--glob", "scan-1*")):
+        result = run("batch", scans, "-o", out, "--json", *extra)
+        files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+        assert files["scan-1.png"]["status"] == "failed", files
+        assert "colouring of another photo, scan.png" in files["scan-1.png"]["reason"]
+
+
 def test_colourings_without_a_recorded_source_and_bmps_still_resume(fake_registry, tmp_path):
     from colorize_cli.imageio import load_image, save_image
     from colorize_cli.metadata import ImageMetadata, software_note

@@ -5,6 +5,7 @@ Each test here is a case an adversarial run of the CLI found going wrong (2026-1
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -317,8 +318,9 @@ def test_an_empty_value_is_refused_not_taken_for_here_or_everything(fake_registr
     assert result.exit_code == ExitCode.USAGE and "empty" in error_lines(result)[0]
     assert list(here.iterdir()) == [] and sorted(p.name for p in scans.iterdir()) == ["a.png"]  # nothing written
     assert run("", "-o", tmp_path / "x.png").exit_code == ExitCode.USAGE  # an empty photo name too
-    result = run("batch", "-r", "")  # the empty word is the folder, not a value of the flag before it
-    assert "for an argument" in error_lines(result)[0] and "-r" not in error_lines(result)[0]
+    for words in (("batch", "-r", ""), ("batch", "-rq", ""), (scans / "a.png", "--seed", "1", "")):
+        result = run(*words)  # the empty word is an argument of its own, not the value of the word before it
+        assert "for an argument" in error_lines(result)[0], words
 
 
 @pytest.mark.parametrize("args, words", [(("-o", "-"), "standard output"), (("--glob", "."), "relative to the folder"),
@@ -881,12 +883,38 @@ def test_a_batch_into_a_folder_it_cannot_write_stops_before_colouring(fake_regis
     out.mkdir()
     for i in range(3):
         save_photo(scans / f"p{i}.png", "L", seed=i)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (real_access(path, mode, **kw)
-                                                                 and not (Path(path) == out and mode & os.W_OK)))
+    import tempfile
+
+    real_temporary_file = tempfile.TemporaryFile
+
+    def temporary_file(*args, dir=None, **kwargs):  # as a read-only disk answers (root passes permission bits)
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
     monkeypatch.setattr(pipeline.Engine, "load", lambda *a, **k: pytest.fail("model loaded for outputs it cannot write"))
     result = run("batch", scans, "-o", out)
     assert result.exit_code == ExitCode.OUTPUT and len(error_lines(result)) == 1, result.stderr
-    assert f"cannot write into {out}" in error_lines(result)[0]
+    assert f"cannot write into {out}: a read-only disk" in error_lines(result)[0]
     result = run(scans / "p0.png", "-o", out / "one.png")
     assert result.exit_code == ExitCode.OUTPUT and "cannot write into" in error_lines(result)[0]  # one photo alike
+
+
+def test_a_notes_cache_sees_a_file_replaced_with_the_same_size_and_time(tmp_path):
+    """`cp -p` or `rsync -t` over an output keeps its size and mtime: the cached note must not."""
+    from colorize_cli import batch
+    from colorize_cli.imageio import save_image
+    from colorize_cli.metadata import ImageMetadata
+
+    path, other = tmp_path / "scan-1.png", tmp_path / "other.png"
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    for target, name in ((path, "scan-1.jpg"), (other, "scan-2.jpg")):
+        save_image(target, pixels, metadata=ImageMetadata(software=f'colorize 0.1.0, machine colourisation: model u, '
+                                                          f'sampler oneshot, seed 0, sample 0, source "{name}"'))
+    assert path.stat().st_size == other.stat().st_size
+    assert batch.not_its_colouring(path, tmp_path / "scan-1.jpg") is None
+    stamp = path.stat()
+    path.write_bytes(other.read_bytes())  # in place: same inode, size and (below) modification time
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert "another photo, scan-2.jpg" in batch.not_its_colouring(path, tmp_path / "scan-1.jpg")

@@ -1094,3 +1094,7 @@ def test_an_unreadable_subfolder_is_left_out_and_said(image_dir, monkeypatch):
     assert refs and left_out == [image_dir / "lost+found"]
     with pytest.raises(TrainingError, match="cannot read .*lost\\+found"):
         index_sources([image_dir])
+    empty = image_dir.parent / "nothing-readable"
+    empty.mkdir(exist_ok=True)
+    with pytest.raises(TrainingError, match="1 folder\\(s\\) could not be read"):  # the only reason nothing was found
+        index_sources([empty], unreadable=[])

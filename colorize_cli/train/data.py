@@ -181,6 +181,8 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
         inside = next((raw for raw in paths if any(real_path(Path(raw)).is_relative_to(e) for e in skipped)), None)
         if inside is not None:
             why += f" ({inside} is inside the run folder --out, whose files are never training data: choose another --out)"
+        if unreadable:
+            why += f" ({len(unreadable)} folder(s) could not be read, e.g. {unreadable[0]})"
         if archives:
             why += (f" ({len(archives)} compressed archive(s), e.g. {archives[0].name}: decompress them to plain "
                     ".tar shards, which are read in place)")
