@@ -514,3 +514,41 @@ def test_cached_colourings_pair_each_cached_output_with_its_photo(data_dir, tmp_
     assert all(output.parent == run_cache for output, _ in pairs)
     (data_dir / "b.jpg").write_bytes((data_dir / "c.png").read_bytes())  # b replaced: its colouring is stale
     assert [truth.name for _, truth in runner.cached_colourings(run_cache, data_dir)] == ["a.png", "c.png", "d.png"]
+
+
+def test_bench_set_edge_cases_are_named_not_passed_over(data_dir, tmp_path):
+    """Two names that are not UTF-8 (their clash-breaking digests failed to encode: exit 2), a
+    broken link (silently left out), a bench's own output folder as the set (scored its cache as
+    truth), photos colorize made (scored as truth without a word), `--models ,` (baselines only),
+    a repeated model or strength (two identical rows)."""
+    import os
+
+    from colorize_cli.errors import UsageError
+    from colorize_cli.imageio import save_image
+    from colorize_cli.metadata import ImageMetadata
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for raw in (b"\xff\xfe.png", b"\xfd.png"):  # both become "_" as keys: the digest must take them
+        (odd / os.fsdecode(raw)).write_bytes((data_dir / "a.png").read_bytes())
+    assert len(runner._image_keys(runner.list_images(odd), odd)) == 2
+    runner.run_bench(odd, [FakeEngine()], "psnr", None, None, tmp_path / "odd-out", 0)
+
+    (data_dir / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert data_dir / "gone.png" in runner.list_images(data_dir)
+    (data_dir / "gone.png").unlink()
+
+    out = tmp_path / "out"
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    for inside in (out, next((out / "cache").iterdir())):
+        with pytest.raises(UsageError, match="bench's output folder"):
+            runner.list_images(inside)
+
+    image = runner.read_rgb(data_dir / "a.png")
+    save_image(data_dir / "made.png", image, metadata=ImageMetadata(software="colorize 0.1.0, machine colourisation"))
+    result = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0)
+    assert any("colorize's own colourings" in note for note in result.notes)
+
+    with pytest.raises(UsageError, match="names no model"):
+        runner.bench_command(data_dir, models=",", metrics="psnr", quiet=True, engine_loader=lambda *a: FakeEngine())
+    assert runner.parse_saturations("1,1,2") == [1.0, 2.0] and runner.parse_samplers("ddim:5,ddim:5") == [("ddim", 5)]

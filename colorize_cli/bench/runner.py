@@ -107,7 +107,7 @@ def parse_saturations(text: str | None) -> list[float]:
             values.append(float(part))
         except ValueError:
             raise ValueError(f"bad --saturation {part!r}: expected numbers like 1,1.5,2") from None
-    return values
+    return list(dict.fromkeys(values))  # each strength once: a repeated one would be a second, identical row
 
 
 def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
@@ -128,7 +128,7 @@ def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r} in --samplers (samplers: {', '.join(SAMPLERS)})")
         settings.append((name, int(steps) if steps else None))
-    return settings
+    return list(dict.fromkeys(settings))  # each setting once, as --saturation
 
 
 @dataclass(frozen=True)
@@ -317,9 +317,15 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
         raise UsageError(f"{data_dir} is a file: bench takes a folder of colour photos")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
+    inside = next((folder for folder in (data_dir.resolve(), *data_dir.resolve().parents)
+                   if (folder / BENCH_MARKER).is_file()), None)
+    if inside is not None:  # its cache of colourings would be scored as if they were the truth
+        raise UsageError(f"{data_dir} is {'' if inside == data_dir.resolve() else 'inside '}a bench's output folder "
+                         f"({inside}: its colourings, cache and reports), not a set of photos")
     marked: dict[Path, bool] = {}
     files = sorted(
-        (p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        (p for p in data_dir.rglob("*")  # a broken link too: scores never quietly leave a photo out
+         if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES
          and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
          and not in_marked_folder(p, data_dir, BENCH_MARKER, marked)),
         key=lambda p: p.relative_to(data_dir).as_posix(),
@@ -381,7 +387,7 @@ def _image_keys(paths: Sequence[Path], data_dir: Path) -> list[str]:
     for key in keys:
         counts[key.lower()] = counts.get(key.lower(), 0) + 1
     return [key if counts[key.lower()] == 1 else
-            f"{key}-{hashlib.sha256(p.relative_to(data_dir).as_posix().encode()).hexdigest()[:8]}"
+            f"{key}-{hashlib.sha256(p.relative_to(data_dir).as_posix().encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
             for key, p in zip(keys, paths)]
 
 
@@ -697,13 +703,20 @@ def run_bench(
     for folder in (out_dir, cache_root):
         if folder is not None and real_path(folder) == real_path(data_dir):
             raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
+    paths = list_images(data_dir, limit)  # (before this run marks its own folders: one may hold the set)
     for folder in (out_dir, cache_dir):  # marked, so no later bench of the set takes it for photos
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
             (Path(folder) / BENCH_MARKER).write_text("colorize bench output: not part of any image set\n")
-    paths = list_images(data_dir, limit)
     if "ssim" in scorer.metrics:
         _check_ssim_sizes(paths)
+    from colorize_cli.metadata import made_by_colorize
+
+    ours = [p for p in paths if made_by_colorize(p)]
+    if ours:  # (`batch` leaves such files out; here the user chose the set)
+        notes.append(f"{len(ours)} photo(s) of the set are colorize's own colourings or sheets (e.g. "
+                     f"{ours[0].relative_to(data_dir).as_posix()}): scored as ground truth, they measure agreement "
+                     "with colorize, not with real colour")
     keys = _image_keys(paths, data_dir)
     # A cached colouring is named after its image's content and its seed too: a photo replaced
     # under the same name, or moved to another place in the set (its seed is seed + its index),
@@ -825,7 +838,7 @@ def run_bench(
         truth_summary["cf"] = float(np.mean(list(scorer.truth_cf.values())))
     if grey_truths:
         notes.append(f"{len(grey_truths)} photo(s) of the set have no colour (e.g. {grey_truths[0]}): the grey "
-                     "baseline is exact on them (PSNR infinite) and they tell nothing about colour; a "
+                     "baseline is (nearly) exact on them and they tell nothing about colour; a "
                      "colourization set should hold colour photos")
     if {"fid", "kid"} & set(metric_names) and len(paths) < FEW_FOR_FID:
         notes.append(f"FID and KID compare two distributions of Inception features; on {len(paths)} images they "
@@ -877,7 +890,7 @@ def _files_digest(paths: Sequence[Path], data_dir: Path, contents: Sequence[str]
     photo replaced by another of the same size and date must not keep the old one's features."""
     digest = hashlib.sha256(b"tf-inception-2015-12-05 pool3 299 bilinear v1\n")
     for path, content in zip(paths, contents):
-        digest.update(f"{path.relative_to(data_dir).as_posix()}\t{content}\n".encode())
+        digest.update(f"{path.relative_to(data_dir).as_posix()}\t{content}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -965,7 +978,9 @@ def bench_command(
     from colorize_cli.bench import report as reports
 
     load = engine_loader or _load_engine
-    names = [n.strip() for n in models.split(",") if n.strip()] if models else [None]
+    names = list(dict.fromkeys(n.strip() for n in models.split(",") if n.strip())) if models is not None else [None]
+    if not names:  # `--models ,`: not "the baselines alone" by accident (`--models grey` asks for that)
+        raise UsageError(f"--models {models!r} names no model; e.g. --models unet,lab-ddpm")
     sampler_settings, saturation_values = parse_samplers(samplers), parse_saturations(saturations)  # typos before loading
     metric_names = parse_metrics(metrics) if metrics else None
     engines = [load(name, device) for name in names if name not in BASELINE_NAMES]
