@@ -194,6 +194,8 @@ def result_to_dict(result: BenchResult, command: Sequence[str] | None = None) ->
             "protocol": {
                 "input": "CIE L* of the ground truth as neutral grey sRGB (a*=b*=0), uint8",
                 "scored_at": "ground truth size, 8-bit sRGB",
+                "psnr": "RGB, dB; null where an output equals its truth (infinite: JSON has no infinity), "
+                        "and a mean over such images is null too",
                 "ssim": "per RGB channel, 7x7 uniform window, sample covariance (skimage default)",
                 "deltae": "mean CIEDE2000, Lab D65 via kornia",
                 "cf": "Hasler-Suesstrunk M3, signed, 0-255 RGB; delta_cf = |mean CF - mean CF(truth)|",
