@@ -1072,6 +1072,14 @@ def test_compressed_archives_are_named_as_such(shard, tmp_path):
         assert "decompress" in str(caught.value)
 
 
+def test_a_data_link_to_nowhere_is_named_as_a_link(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dead").symlink_to(tmp_path / "missing")
+    for link in ("loop", "dead"):
+        with pytest.raises(TrainingError, match="is a link that leads nowhere"):
+            index_sources([tmp_path / link])
+
+
 def test_data_inside_the_run_folder_is_named_as_the_reason_nothing_was_found(image_dir):
     with pytest.raises(TrainingError, match="inside the run folder --out"):
         index_sources([image_dir], exclude=[image_dir])

@@ -143,6 +143,8 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
     for raw in paths:
         path = Path(raw)
         if not path.exists():
+            if path.is_symlink():
+                raise TrainingError(f"--data {path} is a link that leads nowhere (or back to itself)")
             raise TrainingError(f"--data path does not exist: {path}")
         if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
             raise TrainingError(f"--data {path} is neither a folder nor a regular file")
