@@ -107,11 +107,12 @@ class Colorizer:
 
         source = _path_argument("source", source)
         target = _path_argument("output", output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
+        named = output is not None  # a file the caller named: overwrite=True may replace whatever is there
         if target.is_dir() or not target.suffix:
-            target = target / f"{source.stem}-colorized.png"
+            target, named = target / f"{source.stem}-colorized.png", False
         output_format(target)  # an extension no format has: say so before colouring
         parsed = _parse_hints(hints)
-        (result,) = run_jobs(self.engine, [Job(source, [target])], sampler=self.sampler, steps=self.steps,
+        (result,) = run_jobs(self.engine, [Job(source, [target], named=named)], sampler=self.sampler, steps=self.steps,
                              size=self.size, seed=self.seed, samples=1, saturation=self.saturation, batch_size=1,
                              overwrite=overwrite, skip_existing=False, keep_metadata=keep_metadata, hints=parsed)
         if result.status == "failed":

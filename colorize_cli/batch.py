@@ -40,6 +40,8 @@ HELD_PIXELS = 48_000_000
 class Job:
     source: Path
     outputs: list[Path]          # one per sample
+    named: bool = False          # the user named the output file (-o FILE, an API target): whatever is there
+                                 # may be replaced with --overwrite; a name colorize made replaces only its own
 
 
 @dataclass
@@ -318,7 +320,7 @@ def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path
     if in_the_way is not None:  # never "skipped" (a resumed batch would never colour it), never replaced
         err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
         return JobResult(job.source, "failed", reason=str(err), error=err)
-    if skip_existing:  # a batch names its outputs itself: only this photo's own colourings count as done
+    if existing and not job.named:  # a name colorize made: only this photo's own colouring is done, or replaced
         foreign = _foreign_output(job)
         if foreign is not None:
             err = _in_the_way(job, *foreign)

@@ -844,3 +844,30 @@ def test_colourings_waiting_for_a_slow_writer_stay_within_the_budget(tmp_path, t
     # When the first output is written, at most the photo being coloured and one loading ahead
     # have joined it (without the budget all six would be in memory by then).
     assert loads_when_written[0] <= 4
+
+
+def test_overwrite_replaces_a_file_at_a_name_colorize_made_only_if_it_is_that_photos_colouring(fake_registry, tmp_path):
+    """`colorize a.png b.png -o out/ --overwrite` must not destroy a hand-coloured out/a-colorized.png
+    the user keeps there; `-o FILE` names the file to replace, so it may (as the API's target)."""
+    from PIL import Image
+
+    from colorize_cli.api import Colorizer
+    from colorize_cli.imageio import OutputError
+
+    src_a, src_b, out = save_photo(tmp_path / "a.png", "L"), save_photo(tmp_path / "b.png", "L", seed=2), tmp_path / "out"
+    out.mkdir()
+    mine = out / "a-colorized.png"
+    Image.new("RGB", (8, 8), "red").save(mine)
+    before = mine.read_bytes()
+    result = run(src_a, src_b, "-o", out, "--overwrite", "--json")
+    files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+    assert files["a.png"]["status"] == "failed" and "colorize did not make" in files["a.png"]["reason"]
+    assert files["b.png"]["status"] == "done" and mine.read_bytes() == before
+    assert run(src_b, src_a, "-o", out, "--overwrite").exit_code == ExitCode.PARTIAL  # its own b: replaced, a: not
+    assert run(src_a, "-o", mine, "--overwrite").exit_code == 0 and mine.read_bytes() != before  # named: replaced
+
+    beside = tmp_path / "a-colorized.png"  # the API: its default name is colorize's, its target the caller's
+    Image.new("RGB", (8, 8), "red").save(beside)
+    with pytest.raises(OutputError, match="colorize did not make"):
+        Colorizer(size=32, device="cpu").colorize_file(src_a, overwrite=True)
+    assert Colorizer(size=32, device="cpu").colorize_file(src_a, beside, overwrite=True) == beside
