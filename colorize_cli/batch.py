@@ -40,8 +40,8 @@ HELD_PIXELS = 48_000_000
 class Job:
     source: Path
     outputs: list[Path]          # one per sample
-    named: bool = False          # the user named the output file (-o FILE, an API target): whatever is there
-                                 # may be replaced with --overwrite; a name colorize made replaces only its own
+    named: bool = False          # the user named the output file (-o FILE, an API target; one sample): whatever
+                                 # is there may be replaced with --overwrite; at a name colorize made, only its own
 
 
 @dataclass
@@ -313,7 +313,8 @@ def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path
         err = OutputError(f"{job.source}: {folder[0]} is also the folder the colouring of {folders[folder[1]]} goes "
                           "into; rename one of the two, or colour them in two runs with different -o")
         return JobResult(job.source, "failed", reason=str(err), error=err)
-    existing = [p for p in job.outputs if p.exists()]  # OSError for a name the disk cannot hold
+    # (a broken link too: replacing it would lose it) OSError for a name the disk cannot hold
+    existing = [p for p in job.outputs if p.exists() or p.is_symlink()]
     for _, r in resolved:
         claimed[r] = job.source
     in_the_way = next((p for p in existing if p.is_dir()), None)

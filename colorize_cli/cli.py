@@ -659,7 +659,8 @@ def _colour_files(images: list[Path], output: Optional[Path], *, model, weights,
         targets = distinct_targets([f / f"{image.stem}-colorized.png" for f, image in zip(folders, images)],
                                    [f / f"{image.name}-colorized.png" for f, image in zip(folders, images)],
                                    [str(image.absolute()) for image in images])
-    named = output is not None and not to_folder  # -o FILE: the user's choice to replace with --overwrite
+    # -o FILE: the user's choice to replace with --overwrite (with --samples, FILE-1, FILE-2... are colorize's names)
+    named = output is not None and not to_folder and samples == 1
     jobs = [Job(image, sample_paths(target, samples), named=named) for image, target in zip(images, targets)]
     if to_folder:
         _make_folder(output)

@@ -866,6 +866,17 @@ def test_overwrite_replaces_a_file_at_a_name_colorize_made_only_if_it_is_that_ph
     assert run(src_b, src_a, "-o", out, "--overwrite").exit_code == ExitCode.PARTIAL  # its own b: replaced, a: not
     assert run(src_a, "-o", mine, "--overwrite").exit_code == 0 and mine.read_bytes() != before  # named: replaced
 
+    link = out / "b-colorized.png"  # a broken link where a colouring goes: not "nothing there"
+    link.unlink()
+    link.symlink_to(tmp_path / "nowhere.png")
+    result = run(src_b, "-o", out / "", "--overwrite")
+    assert result.exit_code == ExitCode.OUTPUT and "a link to nothing" in error_lines(result)[0] and link.is_symlink()
+    shot = tmp_path / "shot-1.png"  # -o shot.png --samples 2 writes shot-1.png, shot-2.png: names colorize made
+    Image.new("RGB", (8, 8), "blue").save(shot)
+    kept = shot.read_bytes()
+    assert run(src_a, "-o", tmp_path / "shot.png", "--samples", "2", "--overwrite").exit_code == ExitCode.OUTPUT
+    assert shot.read_bytes() == kept
+
     beside = tmp_path / "a-colorized.png"  # the API: its default name is colorize's, its target the caller's
     Image.new("RGB", (8, 8), "red").save(beside)
     with pytest.raises(OutputError, match="colorize did not make"):
