@@ -396,7 +396,7 @@ def _foreign_output(job: Job) -> tuple[Path, str] | None:
 
 def _in_the_way(job: Job, path: Path, what: str) -> OutputError:
     return OutputError(f"{job.source}: {path} is where its colouring goes, but it is {what}: not replaced "
-                       "(move it, or colour into another folder with -o)")
+                       "(move it, or write the colourings to another folder)")
 
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
