@@ -403,8 +403,10 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
              samples: int, saturation: float | None = None, batch_size: int, overwrite: bool, skip_existing: bool,
              keep_metadata: bool = True, hints: Sequence[Hint] = (),
              on_result: Callable[[JobResult], None] | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> list[JobResult]:
-    """Colour every job; return one result per job, in order (see `triage` for existing outputs).
+             on_step: Callable[[int, int], None] | None = None,
+             triaged: tuple[dict[int, JobResult], list[tuple[int, Job]]] | None = None) -> list[JobResult]:
+    """Colour every job; return one result per job, in order (see `triage` for existing outputs;
+    `triaged`: its answer for these jobs, when the caller has it already).
 
     Each output carries its source's metadata (only the resolution unless `keep_metadata`) and
     a note naming the model and settings. `hints` apply to every image (a hint outside a photo
@@ -421,7 +423,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
         if on_result is not None:
             on_result(result)
 
-    settled, todo = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    settled, todo = triaged or triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
     for index, result in settled.items():
         finish(index, result)
     remove_stale_temps(path for job in jobs for path in job.outputs)  # left by a killed earlier run
@@ -535,16 +537,14 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
                     keep.append(entry)
                     continue
                 errors = [f.exception() for f in futs if f.exception() is not None]
-                foreign = None
                 if errors and skip_existing and all(isinstance(e, OutputExistsError) for e in errors):
                     foreign = _foreign_output(job)
-                    if foreign is not None:  # e.g. another photo's folder of colourings, made meanwhile
-                        errors = [_in_the_way(job, *foreign)]
-                if errors and skip_existing and foreign is None and all(isinstance(e, OutputExistsError) for e in errors):
-                    # Written meanwhile by another run of the same batch: what a resume skips.
-                    finish(index, JobResult(job.source, "skipped", outputs=job.outputs,
-                                            reason="output exists (written meanwhile by another run)"))
-                elif errors:
+                    if foreign is None:  # written meanwhile by another run of the same batch: what a resume skips
+                        finish(index, JobResult(job.source, "skipped", outputs=job.outputs,
+                                                reason="output exists (written meanwhile by another run)"))
+                        continue
+                    errors = [_in_the_way(job, *foreign)]  # e.g. another photo's folder of colourings
+                if errors:
                     finish(index, JobResult(job.source, "failed", reason=_reason(job.source, errors[0]), error=errors[0]))
                 else:
                     finish(index, JobResult(job.source, "done", outputs=job.outputs, had_colour=had_colour[0],

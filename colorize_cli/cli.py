@@ -7,9 +7,9 @@ subcommands. Heavy modules (torch, the models) are imported inside the commands,
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
-import errno
 import io
 import json
 import os
@@ -445,7 +445,8 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
     # Load the model only when something needs colouring, or to check colouring settings typed on
     # the command line: a plain rerun that finds every output made (refused, or skipped when a
     # batch resumes) says so at once, not after a second of start-up.
-    to_colour = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)[1]
+    triaged = triage(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    to_colour = triaged[1]
     _refuse_unwritable_folders([job for _, job in to_colour])
     settings_given = any(v is not None for v in (sampler, steps, size, saturation)) or samples > 1
     if not (to_colour or settings_given):
@@ -468,9 +469,7 @@ def _run(jobs, *, model, weights, sampler, steps, seed, samples, size, saturatio
             results = run_jobs(engine, jobs, sampler=sampler.value if sampler else None, steps=steps, size=size,
                                seed=seed, samples=samples, saturation=saturation, batch_size=batch_size,
                                overwrite=overwrite, skip_existing=skip_existing, keep_metadata=not strip_metadata,
-                               hints=hints,
-                               on_result=report,
-                               on_step=report.step)
+                               hints=hints, on_result=report, on_step=report.step, triaged=triaged)
     except KeyboardInterrupt:
         finished = _summary(report.results if report is not None else [])
         stop = interrupted("interrupted; finished outputs are kept, rerun to resume.", finished)  # (--json: the files)
