@@ -317,10 +317,10 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
         raise UsageError(f"{data_dir} is a file: bench takes a folder of colour photos")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {data_dir}")
-    inside = next((folder for folder in (data_dir.resolve(), *data_dir.resolve().parents)
-                   if (folder / BENCH_MARKER).is_file()), None)
+    real = real_path(data_dir)
+    inside = next((folder for folder in (real, *real.parents) if (folder / BENCH_MARKER).is_file()), None)
     if inside is not None:  # its cache of colourings would be scored as if they were the truth
-        raise UsageError(f"{data_dir} is {'' if inside == data_dir.resolve() else 'inside '}a bench's output folder "
+        raise UsageError(f"{data_dir} is {'' if inside == real else 'inside '}a bench's output folder "
                          f"({inside}: its colourings, cache and reports), not a set of photos")
     marked: dict[Path, bool] = {}
     files = sorted(
