@@ -79,6 +79,28 @@ def kernel_breakdown(kernels: list[tuple[str, float]]) -> dict[str, float]:
     return totals
 
 
+# Operators that only forward a copy to aten::copy_: the one above them is the copy's origin.
+COPY_WRAPPERS = frozenset({"aten::copy_", "aten::_to_copy", "aten::to", "aten::contiguous", "aten::clone",
+                           "aten::reshape", "aten::_reshape_alias"})
+
+
+def copy_origins(copies: list[tuple[list[str], str, float]]) -> list[tuple[str, int, float, str]]:
+    """Who asks for the copies: (ancestor names innermost first, input shapes, µs) per aten::copy_ ->
+    (origin, count, µs, commonest shapes) by µs, largest first. Copies outside any operator (in
+    the compiled graph's or the step's own code) come under '(top level)'."""
+    totals: dict[str, list] = {}
+    for ancestry, shapes, us in copies:
+        origin = next((name for name in ancestry if name not in COPY_WRAPPERS), "(top level)")
+        entry = totals.setdefault(origin, [0, 0.0, {}])
+        entry[0] += 1
+        entry[1] += us
+        entry[2][shapes] = entry[2].get(shapes, 0.0) + us
+    rows = []
+    for origin, (count, us, by_shape) in totals.items():
+        rows.append((origin, count, us, max(by_shape, key=by_shape.get)))
+    return sorted(rows, key=lambda row: -row[2])
+
+
 def profile_steps(trainer: Trainer, images: torch.Tensor, steps: int, path: Path) -> None:
     """Where a step's time goes: torch.profiler over `steps` steps, top operators by device time, and
     (CUDA) the kernels' time by kind against the wall time, which shows launch gaps too. The operator
@@ -90,7 +112,7 @@ def profile_steps(trainer: Trainer, images: torch.Tensor, steps: int, path: Path
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
     sync(trainer.device)
     t0 = time.perf_counter()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(steps):
             trainer.train_step(images)
         sync(trainer.device)
@@ -98,12 +120,29 @@ def profile_steps(trainer: Trainer, images: torch.Tensor, steps: int, path: Path
     key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
     text = prof.key_averages().table(sort_by=key, row_limit=40)
     kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    lines = []
     if kernels:
         busy = sum(us for _, us in kernels)
         lines = [f"{steps} steps: {wall_us / steps / 1e3:.1f} ms/step wall (profiler on), "
                  f"kernels {busy / steps / 1e3:.1f} ms/step"]
         for kind, us in sorted(kernel_breakdown(kernels).items(), key=lambda kv: -kv[1]):
             lines.append(f"  {kind:<40}{us / steps / 1e3:8.1f} ms/step {100 * us / busy:6.1f} % of kernel time")
+    # GPU session 3 (2026-11-27) found ~67 aten::copy_ per channels-last step, 8 ms of 75: who asks?
+    copies = []
+    for e in prof.events():
+        if e.name != "aten::copy_" or e.device_type != DeviceType.CPU:
+            continue
+        ancestry, parent = [], e.cpu_parent
+        while parent is not None:
+            ancestry.append(parent.name)
+            parent = parent.cpu_parent
+        copies.append((ancestry, str(e.input_shapes), e.device_time_total if kernels else e.cpu_time_total))
+    origins = copy_origins(copies)
+    if origins:
+        lines.append(f"aten::copy_ by the operator that asked for it ({'device' if kernels else 'CPU'} time):")
+        for origin, count, us, shapes in origins[:12]:
+            lines.append(f"  {origin[:56]:<56}{count / steps:6.1f}/step{us / steps / 1e3:8.2f} ms/step  e.g. {shapes[:90]}")
+    if lines:
         summary = "\n".join(lines)
         print(summary, file=sys.stderr)
         text = summary + "\n\n" + text

@@ -1057,6 +1057,26 @@ def test_throughput_profile_counts_cudnn_layout_transposes_apart_from_convolutio
                      "fused elementwise / norms (Triton)": 7.0, "other": 3.0}
 
 
+def test_throughput_profile_names_the_operator_behind_each_copy():
+    """Copies are charged to the first ancestor that is not itself a copy wrapper (a `.contiguous()`
+    inside a convolution's backward is the convolution's), grouped, largest first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from train_throughput import copy_origins
+    finally:
+        sys.path.pop(0)
+    rows = copy_origins([
+        (["aten::contiguous", "aten::convolution_backward", "ConvolutionBackward0"], "[[256, 128, 64, 64]]", 130.0),
+        (["aten::_to_copy", "aten::to", "aten::convolution_backward"], "[[256, 64, 64, 64]]", 70.0),
+        (["aten::convolution_backward"], "[[256, 128, 64, 64]]", 130.0),
+        (["aten::clone", "aten::group_norm"], "[[256, 128, 64, 64]]", 50.0),
+        ([], "[[256, 3, 64, 64]]", 5.0),
+    ])
+    assert rows == [("aten::convolution_backward", 3, 330.0, "[[256, 128, 64, 64]]"),
+                    ("aten::group_norm", 1, 50.0, "[[256, 128, 64, 64]]"),
+                    ("(top level)", 1, 5.0, "[[256, 3, 64, 64]]")]
+
+
 def test_compressed_archives_are_named_as_such(shard, tmp_path):
     """Shards are read in place by offset, so they must be plain tars: a gzip one, a .tar.gz given
     or found in a folder is named as compressed, with what to do (was 'invalid header' or 'no images')."""
