@@ -64,18 +64,27 @@ def has_colour(pixels: np.ndarray) -> bool:
     return float(_chroma(torch.from_numpy(sample).permute(2, 0, 1)).mean()) > COLOUR_CHROMA
 
 
-# kornia's sRGB -> XYZ matrix and D65 white, for `_chroma`.
-_RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
-_WHITE = (0.95047, 1.0, 1.08883)
+# kornia's Lab arithmetic, written out for what runs on every photo (the L* tables and the colour
+# check of `upsample.py`, `_chroma` here): importing kornia costs more than colouring a photo's L*.
+# The tests compare each use with kornia's own conversion.
+RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+D65_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> linear RGB (the sRGB decoding curve), elementwise."""
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
+
+
+def lab_f(t: torch.Tensor) -> torch.Tensor:
+    """CIE Lab's f(t) of a white-relative X, Y or Z (L* = 116 f(Y) - 16), elementwise."""
+    return torch.where(t > 0.008856, t.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * t + 4.0 / 29.0)
 
 
 def _chroma(rgb: torch.Tensor) -> torch.Tensor:
-    """Lab chroma of sRGB in [0, 1] (3, ...), as `rgb_to_lab` gives it, by kornia's formulas without
-    kornia: every photo is checked for colour, and importing kornia costs more than colouring L*."""
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
-    matrix = torch.tensor(_RGB_TO_XYZ) / torch.tensor(_WHITE)[:, None]
-    xyz = torch.einsum("ij,j...->i...", matrix, linear)
-    f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * xyz + 4.0 / 29.0)
+    """Lab chroma of sRGB in [0, 1] (3, ...), as `rgb_to_lab` gives it, without kornia."""
+    matrix = torch.tensor(RGB_TO_XYZ) / torch.tensor(D65_WHITE)[:, None]
+    f = lab_f(torch.einsum("ij,j...->i...", matrix, srgb_to_linear(rgb)))
     return torch.hypot(500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2]))
 
 

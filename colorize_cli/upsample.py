@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from colorize_cli.color import AB_MAX, AB_MIN
+from colorize_cli.color import AB_MAX, AB_MIN, D65_WHITE, RGB_TO_XYZ, lab_f, srgb_to_linear
 
 # Guided-filter defaults for L* in 0..100 at a working size of a few hundred pixels.
 DEFAULT_RADIUS = 2  # box radius in low-resolution pixels (5x5 window)
@@ -68,7 +68,7 @@ def luminance(pixels: np.ndarray, *, tile_rows: int | None = None) -> np.ndarray
 
 
 # kornia's sRGB -> XYZ row for Y (D65, white Y = 1), so L* here agrees with color.rgb_to_lab.
-_Y_FROM_LINEAR_RGB = (0.212671, 0.715160, 0.072169)
+_Y_FROM_LINEAR_RGB = RGB_TO_XYZ[1]
 
 
 @lru_cache(maxsize=None)
@@ -78,16 +78,14 @@ def _code_tables(dtype: str) -> tuple[np.ndarray, np.ndarray]:
     import would cost a photo more time than the whole colouring of its L*; the tests compare)."""
     top = np.iinfo(np.dtype(dtype)).max
     codes = torch.arange(top + 1, dtype=torch.float64) / top
-    linear = torch.where(codes > 0.04045, ((codes + 0.055) / 1.055).pow(2.4), codes / 12.92)  # sRGB decoding
-    weighted = linear[None, :] * torch.tensor(_Y_FROM_LINEAR_RGB, dtype=torch.float64)[:, None]
+    weighted = srgb_to_linear(codes)[None, :] * torch.tensor(_Y_FROM_LINEAR_RGB, dtype=torch.float64)[:, None]
     grey_L = _L_from_Y(weighted.sum(dim=0))
     return weighted.float().numpy().copy(), grey_L.float().numpy().copy()
 
 
 def _L_from_Y(Y: torch.Tensor) -> torch.Tensor:
     """CIE L* of relative luminance Y (white = 1), as kornia's Lab conversion computes it."""
-    f = torch.where(Y > 0.008856, Y.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * Y + 4.0 / 29.0)
-    return f.mul_(116.0).sub_(16.0)
+    return lab_f(Y).mul_(116.0).sub_(16.0)
 
 
 def working_L(
@@ -217,8 +215,7 @@ def _bisect_chroma(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int
     return lo
 
 
-# kornia's Lab -> linear RGB constants (D65), so the test agrees with color.lab_to_rgb.
-_D65_WHITE = (0.95047, 1.0, 1.08883)
+# kornia's XYZ -> linear RGB matrix (D65), so the test agrees with color.lab_to_rgb.
 _XYZ_TO_LINEAR_RGB = (
     (3.2404813432005266, -1.5371515162713185, -0.4985363261688878),
     (-0.9692549499965682, 1.8759900014898907, 0.0415559265582928),
@@ -244,7 +241,7 @@ def _lab_to_linear_rgb(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
     """
     fy = (L + 16.0) / 116.0
     f = (fy + a / 500.0, fy, (fy - b / 200.0).clamp_min(0.0))  # kornia clamps fz the same way
-    xyz = [w * torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787) for t, w in zip(f, _D65_WHITE)]
+    xyz = [w * torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787) for t, w in zip(f, D65_WHITE)]
     return torch.stack([m0 * xyz[0] + m1 * xyz[1] + m2 * xyz[2] for m0, m1, m2 in _XYZ_TO_LINEAR_RGB])
 
 
