@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +89,15 @@ def copy_origins(copies: list[tuple[list[str], str, float]]) -> list[tuple[str, 
     """Who asks for the copies: (ancestor names innermost first, input shapes, µs) per aten::copy_ ->
     (origin, count, µs, commonest shapes) by µs, largest first. Copies outside any operator (in
     the compiled graph's or the step's own code) come under '(top level)'."""
-    totals: dict[str, list] = {}
+    count: Counter[str] = Counter()
+    micros: Counter[str] = Counter()
+    by_shape: dict[str, Counter[str]] = defaultdict(Counter)
     for ancestry, shapes, us in copies:
         origin = next((name for name in ancestry if name not in COPY_WRAPPERS), "(top level)")
-        entry = totals.setdefault(origin, [0, 0.0, {}])
-        entry[0] += 1
-        entry[1] += us
-        entry[2][shapes] = entry[2].get(shapes, 0.0) + us
-    rows = []
-    for origin, (count, us, by_shape) in totals.items():
-        rows.append((origin, count, us, max(by_shape, key=by_shape.get)))
+        count[origin] += 1
+        micros[origin] += us
+        by_shape[origin][shapes] += us
+    rows = [(origin, count[origin], micros[origin], by_shape[origin].most_common(1)[0][0]) for origin in count]
     return sorted(rows, key=lambda row: -row[2])
 
 
