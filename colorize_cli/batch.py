@@ -322,7 +322,7 @@ def _settle(job: Job, resolved: list[tuple[Path, Path]], inputs: dict[Path, Path
         err = OutputError(f"{job.source}: a folder, {in_the_way}, is where its colouring goes")
         return JobResult(job.source, "failed", reason=str(err), error=err)
     if existing and not job.named:  # a name colorize made: only this photo's own colouring is done, or replaced
-        foreign = _foreign_output(job)
+        foreign = _foreign_output(job, existing)
         if foreign is not None:
             err = _in_the_way(job, *foreign)
             return JobResult(job.source, "failed", reason=str(err), error=err)
@@ -384,13 +384,15 @@ def _note_of(path: str, *version: int) -> str | None:
     return software_note(path)
 
 
-def _foreign_output(job: Job) -> tuple[Path, str] | None:
-    """The first of the job's existing outputs that is not its photo's colouring, and what it is."""
-    for path in job.outputs:
-        if path.exists() or path.is_symlink():
-            why = not_its_colouring(path, job.source)
-            if why:
-                return path, why
+def _foreign_output(job: Job, existing: Sequence[Path] | None = None) -> tuple[Path, str] | None:
+    """The first of the job's existing outputs (`existing`, when the caller has looked already) that
+    is not its photo's colouring, and what it is."""
+    if existing is None:
+        existing = [p for p in job.outputs if p.exists() or p.is_symlink()]
+    for path in existing:
+        why = not_its_colouring(path, job.source)
+        if why:
+            return path, why
     return None
 
 
