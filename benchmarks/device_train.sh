@@ -4,6 +4,7 @@
 # call's limit. Everything that must come back is written under $OUT (at most 8 files of 16 MiB).
 #
 #   THROUGHPUT=1 RUNS="ddpm gan cold" SHARD=.devdata/tiny64-0.tar bash benchmarks/device_train.sh
+#   PARITY=1 RUNS= SHARD=none bash benchmarks/device_train.sh     (--channels-last's numerics, ~5 min)
 #   RUNS=ddpm SHARD=".devdata/tiny64-2.tar.gz .devdata/tiny64-4.tar.gz" bash benchmarks/device_train.sh
 #   (runs: ddpm, gan, unet, bins — the unet with the classification head, from the bundled unet —, cold)
 #
@@ -41,6 +42,15 @@ if [ "${THROUGHPUT:-0}" = 1 ]; then
         timeout 200 python3 benchmarks/train_throughput.py --model lab-ddpm $args --size 64 --batch 256 --json \
             | tee -a "$LOGS/throughput.jsonl"
     done
+fi
+
+# Does --channels-last train the same model on this GPU? (GPU session 4's channels-last run diverged.)
+# NCHW against NHWC, eager and compiled, from the bundled lab-ddpm, on a fixed synthetic batch.
+if [ "${PARITY:-0}" = 1 ]; then
+    timeout "${PARITY_TIMEOUT:-400}" python3 benchmarks/layout_parity.py \
+        --init-weights colorize_cli/weights/lab-ddpm.safetensors --batch 256 --steps 30 \
+        --json "$LOGS/parity.json" ${PARITY_ARGS:-} > "$LOGS/parity.txt" 2>&1
+    tail -n 4 "$LOGS/parity.txt"
 fi
 
 BASE=colorize_cli/weights/unet.safetensors

@@ -1077,6 +1077,30 @@ def test_throughput_profile_names_the_operator_behind_each_copy():
                     ("(top level)", 1, 5.0, "[[256, 3, 64, 64]]")]
 
 
+
+def test_layout_parity_flags_a_misplaced_gradient_and_a_transposed_layout_only():
+    """The channels-last check: a gradient whose elements sit in the wrong places (what a flat read of
+    a differently laid-out tensor gives) shows as a large error, and only layouts that really differ
+    are reported (a 1x1 conv's weight is NCHW and NHWC at once)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from layout_parity import relative_errors, same_layout
+    finally:
+        sys.path.pop(0)
+    g = torch.randn(8, 4, 3, 3)
+    flat_misread = g.permute(0, 2, 3, 1).reshape(-1).view(8, 4, 3, 3)  # NHWC memory read as NCHW
+    rounding = torch.full((8,), 1e-9)  # a gradient that is zero but for rounding, and its rounding
+    errors = relative_errors({"w": flat_misread, "b": torch.ones(8) * (1 + 1e-6), "z": -rounding},
+                             {"w": g, "b": torch.ones(8), "z": rounding})
+    assert errors["w"] > 0.5 and errors["b"] < 1e-5 and errors["z"] < 1e-5
+    assert relative_errors({}, {"w": g}) == {"w": float("inf")}
+    assert relative_errors({"w": g, "extra": g}, {"w": g}) == {"w": 0.0, "extra": float("inf")}
+    # the strides autograd gave a 1x1 conv weight's gradient in a CPU run (the weight: 16, 1, 1, 1)
+    assert same_layout(torch.zeros(16, 16, 1, 1), torch.empty_strided((16, 16, 1, 1), (1, 16, 16, 16)).zero_()) is False
+    assert same_layout(torch.zeros(16, 16, 1, 1), torch.empty_strided((16, 16, 1, 1), (16, 1, 16, 16)).zero_())
+    assert not same_layout(g, g.contiguous(memory_format=torch.channels_last))
+    assert same_layout(g, g.clone())
+
 def test_compressed_archives_are_named_as_such(shard, tmp_path):
     """Shards are read in place by offset, so they must be plain tars: a gzip one, a .tar.gz given
     or found in a folder is named as compressed, with what to do (was 'invalid header' or 'no images')."""

@@ -728,7 +728,8 @@ class Trainer:
             last_losses = dict(zip(sums.keys(), values.tolist()))  # the one host sync per interval
             bad = [k for k, v in last_losses.items() if not math.isfinite(v)]
             if bad:
-                raise TrainingError(f"the {', '.join(bad)} loss became {last_losses[bad[0]]} by step {self.step}; "
+                raise TrainingError(f"the training loss became {last_losses[bad[0]]} by step {self.step} "
+                                    f"({', '.join(bad)}); "
                                     f"the last checkpoint is kept: resume with a lower --lr, or start again")
             now = time.perf_counter()
             dt = now - t_last
