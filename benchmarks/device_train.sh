@@ -75,7 +75,7 @@ fi
 # name -> training arguments. Steps set the cosine schedule; --time-limit ends the call's share early.
 declare -A ARGS=(
     [ddpm]="--model lab-ddpm --preset small --encoder efficientnet-lite0 --prediction v --schedule cosine
-            --batch-size 256 --lr 3e-4 --steps ${DDPM_STEPS:-3000}"
+            --batch-size 256 --lr ${DDPM_LR:-3e-4} --steps ${DDPM_STEPS:-3000}"
     [gan]="--model unet-gan --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --adv-weight 0.01
            --gan-start ${GAN_START:-0.1} --steps ${GAN_STEPS:-3000}"
     [unet]="--model unet --batch-size 128 --lr 2e-4 --perceptual-weight 0.1 --steps ${UNET_STEPS:-3000}"

@@ -1062,7 +1062,7 @@ def train_cli(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Global gradient-norm clip (0: off)."),
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of images held out."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="MFU denominator (default: the device's)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC weights and activations (with --compile, inside the compiled graph too)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC weights and activations (with --compile, inside the compiled graph too). Experimental: a compiled CUDA run diverged with it (docs/training.md)."),
     gan_start: float = typer.Option(0.3, "--gan-start", help="unet-gan: share of steps of regression warm-up."),
     vq_fraction: float = typer.Option(0.3, "--vq-fraction", help="latent-cold: share of steps for the VQ-VAE."),
     stage: str = typer.Option("auto", "--stage", help="latent-cold: auto, vq or cold."),
