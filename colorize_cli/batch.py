@@ -109,14 +109,18 @@ def case_insensitive_glob(pattern: str) -> str:
 
 
 def discover(root: Path, *, recursive: bool, pattern: str | None,
-             not_images: list[Path] | None = None) -> list[Path]:
+             not_images: list[Path] | None = None, overlooked: list[Path] | None = None) -> list[Path]:
     """Image files under `root` (sorted, hidden files skipped), optionally filtered by a glob
     (matched without regard to case).
 
     Broken links to images and subfolders that cannot be read are listed too: loading them
     fails, so the batch reports them instead of silently passing them over. A file the glob
     matches but whose extension is not an image's is taken only when it opens as an image;
-    otherwise (a sidecar: IMG_0001.AAE, photo.xmp) it is appended to `not_images`.
+    otherwise (a sidecar: IMG_0001.AAE, photo.xmp) it is appended to `not_images`. Without a
+    glob, only image extensions are taken; where `overlooked` is given, the files without any
+    extension (or a counter in its place) that open as images all the same (scans saved as
+    `scan0001` or `scan.001`) are appended to it, so the batch can say so. Only their headers are
+    read; other extensions are never opened (a camera's raw files would open as TIFFs).
     """
     where = case_insensitive_glob(pattern) if pattern is not None else "*"
     found: set[Path] = set()
@@ -143,7 +147,14 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
                 found.add(path)
             elif not_images is not None:
                 not_images.append(path)
+        elif overlooked is not None and _no_extension(path) and opens_as_image(path, unreadable=False):
+            overlooked.append(path)
     return sorted(found)
+
+
+def _no_extension(path: Path) -> bool:
+    """No extension, or a counter in its place (`scan.001`)."""
+    return path.suffix == "" or path.suffix[1:].isdigit()
 
 
 def _glob_each_folder(root: Path, where: str, unreadable: set[Path]) -> list[Path]:
@@ -165,13 +176,16 @@ def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples
     """Mirror `root`'s folder structure under `out_dir`: a/b/photo.jpg -> OUT/a/b/photo.png.
 
     Photos that would share an output (photo.jpg and photo.tif) all keep their own extension in
-    the name (photo.jpg.png, photo.tif.png): see `distinct_targets`. `siblings`: the folder's
+    the name (photo.jpg.png, photo.tif.png): see `distinct_targets`; a counter for an extension
+    is kept always (scan.001 -> scan.001.png). `siblings`: the folder's
     other photos, not coloured this time (a `--glob` leaves them out) but named as if they were,
     so a photo's output name never depends on which photos a run selects.
     """
     named = sorted(set(sources) | set(siblings))
     rels = [src.relative_to(root) for src in named]
-    targets = dict(zip(named, distinct_targets([out_dir / rel.with_suffix(ext) for rel in rels],
+    # A counter in the extension's place (scan.001, a `--glob` match) is part of the photo's name.
+    plain = [rel.with_name(rel.name + ext) if _no_extension(rel) else rel.with_suffix(ext) for rel in rels]
+    targets = dict(zip(named, distinct_targets([out_dir / p for p in plain],
                                                [out_dir / rel.with_name(rel.name + ext) for rel in rels])))
     return [Job(src, sample_paths(targets[src], samples)) for src in sources]
 

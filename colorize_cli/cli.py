@@ -834,13 +834,17 @@ def batch_command(
             raise fail(UsageError(problem))
     try:
         not_images: list[Path] = []
-        sources = discover(folder, recursive=recursive, pattern=glob, not_images=not_images)
+        overlooked: list[Path] | None = None if glob or quiet or as_json else []
+        sources = discover(folder, recursive=recursive, pattern=glob, not_images=not_images, overlooked=overlooked)
         everything = discover(folder, recursive=recursive, pattern=None) if glob else []
     except UsageError as e:
         raise fail(e) from None
     if not_images and not (quiet or as_json):
         stderr.print(printable(f"Note: left out {len(not_images)} file(s) matching --glob {glob!r} that are not "
                                f"images (e.g. {not_images[0]})"), markup=False)
+    if overlooked:  # a scanner or an old archive that wrote no extension: say how to take them
+        stderr.print(printable(f"Note: left out {len(overlooked)} file(s) without an extension that open as images "
+                               f"(e.g. {min(overlooked)}): --glob '*' colours them too"), markup=False)
     made = functools.lru_cache(maxsize=None)(made_by_colorize)  # each file's note read once
     if real_path(out_dir).is_relative_to(real_path(folder)):
         sources = _leave_out_earlier_outputs(sources, folder, out_dir, suffix, samples, made)

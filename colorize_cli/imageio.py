@@ -194,17 +194,19 @@ def _is_tiff(path: Path) -> bool:
         return False
 
 
-def opens_as_image(path: str | os.PathLike) -> bool:
+def opens_as_image(path: str | os.PathLike, *, unreadable: bool = True) -> bool:
     """Whether Pillow recognises the file as one of the formats colorize reads (the header only,
     no pixels decoded). For files whose extension says nothing: a `--glob` match like IMG_0001.AAE
-    or photo.xmp (sidecars) is not a photo, while a JPEG saved without an extension is."""
+    or photo.xmp (sidecars) is not a photo, while a JPEG saved without an extension is.
+    `unreadable`: the answer for a file that cannot be opened (a glob's match is taken, so that
+    loading it reports the problem)."""
     try:
         with Image.open(path, formats=readable_formats(path)):
             return True
     except UnidentifiedImageError:
         return False
-    except PermissionError:  # cannot tell: taken, so that loading it reports the problem
-        return True
+    except PermissionError:
+        return unreadable
     except (OSError, ValueError, SyntaxError):
         return False
 

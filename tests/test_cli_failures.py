@@ -858,6 +858,30 @@ def test_a_glob_leaves_out_sidecars_but_takes_an_image_without_an_extension(fake
     assert named.exit_code != 0 and len(error_lines(named)) == 1
 
 
+def test_a_batch_names_scans_saved_without_an_extension_and_how_to_take_them(fake_registry, tmp_path):
+    """A scanner that writes `scan0001` or `scan.001`: the batch colours the named photos and says
+    which files it passed over that are photos all the same, never a note file or a camera's raw
+    file (which opens as a TIFF); `--glob '*'` then colours them."""
+    from conftest import photo
+    scans = tmp_path / "box"
+    scans.mkdir()
+    save_photo(scans / "named.jpg", "L")
+    for name in ("scan0001", "scan.002"):
+        Image.fromarray(photo()).convert("L").save(scans / name, format="PNG")
+    (scans / "README").write_text("box 3, 1950s")
+    Image.fromarray(photo()).convert("L").save(scans / "IMG_0001.CR2", format="TIFF")
+    result = run("batch", scans)
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "without an extension" in line]
+    assert len(notes) == 1 and "left out 2 file(s)" in notes[0] and "scan.002" in notes[0], result.stderr
+    assert [p.name for p in (tmp_path / "box-colorized").iterdir()] == ["named.png"]
+    quiet = run("batch", scans, "-o", tmp_path / "q", "-q")
+    assert quiet.exit_code == 0 and "without an extension" not in quiet.stderr
+    taken = run("batch", scans, "-o", tmp_path / "all", "--glob", "*")
+    assert taken.exit_code == 0, taken.stderr
+    assert {"scan0001.png", "scan.002.png", "named.png"} <= {p.name for p in (tmp_path / "all").iterdir()}
+    assert "without an extension" not in taken.stderr
+
 def test_names_that_differ_only_in_unicode_composition_are_kept_apart(fake_registry, tmp_path):
     """café.png composed and decomposed are two files here but one on a Mac disk: each gets a tag."""
     import unicodedata
