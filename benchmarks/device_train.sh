@@ -18,7 +18,8 @@
 #              .tar.gz made with gzip, which halves a tiny64 shard (27 -> 14 MB: the tar padding and
 #              the JPEGs' headers compress), so two fit in one upload; unpacked on the machine's disk
 #   .devinit/  exports of earlier calls to continue from (NAME.safetensors, encoder stripped unless the
-#              run trained it with EXTRA="--encoder-lr-scale F")
+#              run trained it with EXTRA="--encoder-lr-scale F"), and torch.compile's blob of an earlier
+#              call (NAME.compile.partNN, as it came back: benchmarks/compile_cache.py; same torch only)
 # Upload budget (64 MiB): the tracked tree is ~35 MB (two bundled models), a shard 27 MB, kornia
 # 2 MB; a run with the perceptual loss needs .devvgg instead of part of the shard.
 # A run whose checkpoint is still on a warm machine (/root/runs/NAME) resumes exactly instead.
@@ -124,7 +125,11 @@ for name in ${RUNS:-}; do
     else
         cmd="${ARGS[$name]} --out $dir --init-weights $(start_from $name)"
     fi
-    python3 -m colorize_cli.train --data "${shards[@]}" $cmd --size 64 --compile --workers ${WORKERS:-4} --warmup-steps 200 ${EXTRA:-} \
+    # torch.compile's work comes from the last call's blob where one travels (.devinit/NAME.compile,
+    # joined from its parts) and goes back for the next call: ~2.5 of a call's ~6 training minutes.
+    cat ".devinit/$name.compile.part"* > "/root/$name.compile" 2>/dev/null || rm -f "/root/$name.compile"
+    python3 benchmarks/compile_cache.py --load "/root/$name.compile" --save "/root/compile-out/$name.compile" -- \
+        --data "${shards[@]}" $cmd --size 64 --compile --workers ${WORKERS:-4} --warmup-steps 200 ${EXTRA:-} \
         --val-every 500 --ckpt-every 100000 --time-limit "$minutes" --no-progress \
         > "$LOGS/$name.log" 2>&1 &
     pids+=($!)
@@ -160,6 +165,7 @@ for name in ${RUNS:-}; do
         [ "$(basename "$f")" = checkpoint.safetensors ] && continue
         split -b 15m -d "$f" "$OUT/$name.export.part"
     done
+    [ -f "/root/compile-out/$name.compile" ] && split -b 15m -d "/root/compile-out/$name.compile" "$OUT/$name.compile.part"
 done
 cp -r /root/runs "$LOGS/" 2>/dev/null; find "$LOGS" -name '*.safetensors' -delete
 tar czf "$OUT/logs.tgz" -C "$LOGS" .

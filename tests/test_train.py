@@ -1101,6 +1101,24 @@ def test_layout_parity_flags_a_misplaced_gradient_and_a_transposed_layout_only()
     assert not same_layout(g, g.contiguous(memory_format=torch.channels_last))
     assert same_layout(g, g.clone())
 
+
+def test_compile_cache_wrapper_compiles_from_scratch_when_it_has_no_usable_blob(tmp_path, capsys, monkeypatch):
+    """The device calls' compile-cache wrapper: a missing or damaged blob means compiling as usual
+    (one line in the log), never a failed call; nothing compiled, nothing written."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from compile_cache import load, main, save
+    finally:
+        sys.path.pop(0)
+    assert "not there, compiling from scratch" in load(tmp_path / "none.compile")
+    damaged = tmp_path / "damaged.compile"
+    damaged.write_bytes(b"half a blob")
+    assert "compiling from scratch" in load(damaged) or "held nothing" in load(damaged)
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: None)  # this process compiled nothing
+    assert "nothing saved" in save(tmp_path / "out.compile") and not (tmp_path / "out.compile").exists()
+    assert main(["--save", str(tmp_path / "x")]) == 2
+    assert "after '--'" in capsys.readouterr().err
+
 def test_compressed_archives_are_named_as_such(shard, tmp_path):
     """Shards are read in place by offset, so they must be plain tars: a gzip one, a .tar.gz given
     or found in a folder is named as compressed, with what to do (was 'invalid header' or 'no images')."""
