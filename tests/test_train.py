@@ -631,7 +631,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(model, kw, image_di
                 assert torch.equal(fa.get_tensor(k), fb.get_tensor(k)), k
 
     def losses(out):  # what each record says about training (not the clock)
-        return [{k: v for k, v in r.items() if k not in ("time", "images_per_s", "mfu")}
+        return [{k: v for k, v in r.items() if k not in ("time", "images_per_s", "mfu", "loader_wait")}
                 for r in log_records(out, "train")]
 
     assert losses(tmp_path / "full") == losses(tmp_path / "cut")  # no step twice, the same intervals
@@ -888,6 +888,30 @@ def test_objective_options_out_of_range_are_refused(few_dir, tmp_path):
             train(options([few_dir], tmp_path / "r", model, objective=ObjectiveOptions(**kw)))
         assert not (tmp_path / "r").exists()  # refused before the run folder is made
 
+
+
+def test_the_log_says_how_much_of_each_interval_waited_for_the_loader(few_dir, tmp_path, monkeypatch):
+    """`loader_wait`: the share of an interval spent waiting for the next batch, near 1 when the
+    loader is the bottleneck (here it sleeps 0.2 s a batch; a tiny step takes milliseconds)."""
+    import time as time_module
+    from colorize_cli.train import loop
+
+    real = loop.make_loader
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __iter__(self):
+            for batch in self.inner:
+                time_module.sleep(0.2)
+                yield batch
+
+    monkeypatch.setattr(loop, "make_loader", lambda *a, **k: Slow(real(*a, **k)))
+    train(options([few_dir], tmp_path / "slow", "unet", steps=8, log_every=4,
+                  objective=ObjectiveOptions(perceptual_weight=0)))
+    waits = [r["loader_wait"] for r in log_records(tmp_path / "slow", "train")]
+    assert len(waits) == 2 and all(0.5 < w <= 1.0 for w in waits), waits
 
 def test_a_loss_that_is_no_longer_a_number_stops_the_run(few_dir, tmp_path, monkeypatch):
     from colorize_cli.train import loop

@@ -712,13 +712,14 @@ class Trainer:
         counts: dict[str, int] = {}  # steps each loss was recorded in (a stage may not record them all)
         t_last = time.perf_counter()
         step_last = self.step
+        waited = 0.0  # seconds this interval spent waiting for the loader's next batch
         rates: list[float] = []
         last_losses: dict[str, float] = {}
         stage = self.objective.stage_at(self.step)
 
         def flush() -> None:
             """One `train` record: the mean of each loss over the steps since the last record."""
-            nonlocal sums, counts, t_last, step_last, last_losses
+            nonlocal sums, counts, t_last, step_last, last_losses, waited
             if not sums:
                 return
             values = torch.stack([v.float() / counts[k] for k, v in sums.items()])
@@ -739,13 +740,15 @@ class Trainer:
             mfu = None
             if peak and stage.name in self.flops:
                 mfu = self.flops[stage.name] * steps_done / dt / (peak * 1e12)
+            # The share of the interval the loop waited for data: near 0 when the device is the
+            # bottleneck, so a low images/s with a high share says add --workers.
             record = {"event": "train", "step": self.step, "stage": stage.name, **last_losses,
                       "lr": self.optimizers[stage.groups[0]].param_groups[0]["lr"], "images_per_s": rate,
-                      "mfu": mfu, "time": time.time()}
+                      "mfu": mfu, "loader_wait": min(1.0, waited / dt) if dt > 0 else None, "time": time.time()}
             self.log.write(record)
             self.emit(record)
             sums, counts = {}, {}
-            t_last, step_last = time.perf_counter(), self.step
+            t_last, step_last, waited = time.perf_counter(), self.step, 0.0
 
         batches = iter(self.loader)
         self.model.train()
@@ -758,7 +761,9 @@ class Trainer:
                     stage = self.objective.stage_at(self.step)
                     self.enter_stage(stage)
                     t_last, step_last = time.perf_counter(), self.step  # exclude stage set-up from timing
+                t_wait = time.perf_counter()
                 images, meta = next(batches)
+                waited += time.perf_counter() - t_wait
                 if stage.name not in self.flops:
                     self.flops[stage.name] = self.count_flops(images)
                 logs = self.train_step(images)
