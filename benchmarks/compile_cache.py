@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from colorize_cli.atomic import temp_path_beside  # noqa: E402
 from colorize_cli.train.__main__ import main as train_main  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def save(path: Path) -> str:
         return "compile cache: nothing compiled, nothing saved"
     blob, info = result
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path_beside(path)
     tmp.write_bytes(blob)
     os.replace(tmp, path)
     return f"compile cache: saved {path} ({len(blob) / 1e6:.1f} MB; {summary(info)})"

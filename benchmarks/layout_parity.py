@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -46,7 +47,7 @@ def relative_errors(grads: dict[str, Tensor], reference: dict[str, Tensor], floo
     gradients are zero but for rounding (a convolution's bias before a GroupNorm of one channel per
     group), and their relative error says nothing."""
     norms = {name: float(ref.float().norm()) for name, ref in reference.items()}
-    least = floor * (sorted(norms.values())[len(norms) // 2] if norms else 0.0)
+    least = floor * (statistics.median(norms.values()) if norms else 0.0)
     errors = {}
     for name, ref in reference.items():
         got = grads.get(name)
@@ -115,7 +116,7 @@ def compare(variant: dict, reference: dict, worst: int) -> dict:
     gaps = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(variant["losses"], reference["losses"])]
     return {
         "max_grad_error": max(errors.values()) if errors else 0.0,
-        "median_grad_error": sorted(errors.values())[len(errors) // 2] if errors else 0.0,
+        "median_grad_error": statistics.median(errors.values()) if errors else 0.0,
         "worst_grads": sorted(errors.items(), key=lambda kv: -kv[1])[:worst],
         "loss_gap_first": gaps[0] if gaps else None,
         "loss_gap_max": max(gaps) if gaps else None,
