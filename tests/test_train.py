@@ -1192,3 +1192,56 @@ def test_an_unreadable_subfolder_is_left_out_and_said(image_dir, monkeypatch):
     empty.mkdir(exist_ok=True)
     with pytest.raises(TrainingError, match="1 folder\\(s\\) could not be read"):  # the only reason nothing was found
         index_sources([empty], unreadable=[])
+
+
+def test_device_prep_packs_exactly_the_named_shards_and_refuses_an_upload_over_the_limit(
+        shard, tmp_path, monkeypatch, capsys):
+    """What a GPU call carries is rebuilt from a bare clone: the named shards gzipped (and nothing
+    stale beside them: the whole folder travels), an export copied with its encoder, and the upload
+    added up, untracked files included, with an Error when it is over the device tool's limit."""
+    import gzip
+    import importlib.metadata
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import device_prep
+    finally:
+        sys.path.pop(0)
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.devdata/\n/.devwhl/\n/.devinit/\n")
+    (repo / "tracked.bin").write_bytes(b"x" * 1000)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    (repo / "untracked.txt").write_bytes(b"y" * 500)
+    wheels = repo / ".devwhl"
+    wheels.mkdir()
+    (wheels / f"kornia-{importlib.metadata.version('kornia')}-py3-none-any.whl").write_bytes(b"w" * 100)
+    (repo / ".devdata").mkdir()
+    (repo / ".devdata" / "old.tar.gz").write_bytes(b"stale")
+    data = tmp_path / "train"
+    data.mkdir()
+    (data / "tiny-0.tar").write_bytes(shard.read_bytes())
+    export = tmp_path / "export.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"encoder.w": torch.ones(2), "w": torch.zeros(3)}, str(export),
+              metadata={"colorize.config": json.dumps({"encoder": "efficientnet-lite0"})})
+    monkeypatch.setattr(device_prep, "ROOT", repo)
+
+    assert device_prep.main(["--shard", "tiny-0", "--data-root", str(data), "--init", f"ddpm={export}"]) == 0
+    assert sorted(p.name for p in (repo / ".devdata").iterdir()) == ["tiny-0.tar.gz"]
+    assert gzip.decompress((repo / ".devdata" / "tiny-0.tar.gz").read_bytes()) == shard.read_bytes()
+    assert (repo / ".devinit" / "ddpm.safetensors").read_bytes() == export.read_bytes()
+    parts = device_prep.upload_size()
+    assert parts["tracked tree"] == 1000 + len((repo / ".gitignore").read_bytes())
+    assert parts["untracked, not ignored"] == 500
+    assert parts[".devdata"] == (repo / ".devdata" / "tiny-0.tar.gz").stat().st_size
+    assert "self-contained" in capsys.readouterr().out
+
+    monkeypatch.setattr(device_prep, "UPLOAD_LIMIT", 2000)
+    assert device_prep.main(["--data-root", str(data)]) == 1
+    assert "over the upload limit" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no shard"):
+        device_prep.main(["--shard", "tiny-9", "--data-root", str(data)])
