@@ -8,7 +8,8 @@
 #   RUNS=ddpm SHARD=".devdata/tiny64-2.tar.gz .devdata/tiny64-4.tar.gz" bash benchmarks/device_train.sh
 #   (runs: ddpm, gan, unet, bins — the unet with the classification head, from the bundled unet —, cold)
 #
-# What travels with the call (git-ignored folders named in `carry`):
+# What travels with the call (git-ignored folders named in `carry`; benchmarks/device_prep.py makes them
+# from a bare clone and adds up the upload):
 #   .devwhl/   the kornia wheel (the machine's Python lacks it); without a kornia_rs wheel beside it, a
 #              stand-in module is made (kornia imports kornia_rs.io at start-up; we never use
 #              kornia.io), which saves 5 MB of the 64 MiB upload
