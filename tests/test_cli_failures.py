@@ -719,6 +719,15 @@ def test_an_interrupted_training_run_says_whether_there_is_anything_to_resume(tm
     (run_folder / FILENAME).write_bytes(b"a checkpoint")
     line = one_error(run("train", "--data", tmp_path, "--out", run_folder, "-q"), ExitCode.INTERRUPTED)
     assert f"--resume --out {run_folder}" in line
+    # Without --out the run chose its folder: the message names it.
+    from colorize_cli.train.command import TrainingInterrupted
+
+    def interrupted_in(**kwargs):
+        raise TrainingInterrupted(str(run_folder))
+
+    monkeypatch.setattr(train_pkg, "train_command", interrupted_in)
+    line = one_error(run("train", "--data", tmp_path, "-q"), ExitCode.INTERRUPTED)
+    assert f"--resume --out {run_folder}" in line
 
 
 def test_other_runtime_errors_in_training_are_still_bugs(tmp_path, monkeypatch):

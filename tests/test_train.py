@@ -796,8 +796,9 @@ def test_resume_refuses_a_typed_setting_only_a_new_run_can_change(few_dir, tmp_p
     common = dict(model="unet", out=out, preset="tiny", size=SIZE, batch_size=4, warmup_steps=2, workers=0,
                   val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
     train_command(data=[few_dir], steps=1, lr=3e-3, **common)
-    with pytest.raises(TrainingError, match="--lr cannot change on --resume"):
-        train_command(data=[], resume=True, steps=2, lr=1e-3, given={"steps", "lr", "resume", "out"}, **common)
+    with pytest.raises(TrainingError, match="--batch-size cannot change on --resume"):
+        train_command(data=[], resume=True, steps=2, lr=3e-3, given={"steps", "batch_size", "resume", "out"},
+                      **dict(common, batch_size=2))
     with pytest.raises(TrainingError, match="--perceptual-weight cannot change"):
         train_command(data=[], resume=True, steps=2, lr=3e-3, given={"perceptual_weight"},
                       **dict(common, perceptual_weight=0.5))
@@ -1245,3 +1246,51 @@ def test_device_prep_packs_exactly_the_named_shards_and_refuses_an_upload_over_t
     assert "over the upload limit" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no shard"):
         device_prep.main(["--shard", "tiny-9", "--data-root", str(data)])
+
+
+def test_a_resume_with_a_new_lr_scales_the_same_schedule(few_dir, tmp_path):
+    """The way on from a diverged run: --resume with a lower --lr keeps the warm-up and cosine, at the new peak."""
+    common = dict(model="unet", preset="tiny", size=SIZE, batch_size=4, warmup_steps=2, workers=0, log_every=1,
+                  val_fraction=0.0, perceptual_weight=0.0, show_progress=False, ckpt_every=2)
+    train_command(data=[few_dir], out=tmp_path / "a", steps=4, lr=1e-3, **common)
+    train_command(data=[few_dir], out=tmp_path / "b", steps=2, lr=1e-3, **common)
+    train_command(data=[], out=tmp_path / "b", resume=True, steps=4, lr=1e-4, given={"steps", "lr"}, **common)
+    lrs = {run: [r["lr"] for r in log_records(tmp_path / run, "train")] for run in ("a", "b")}
+    assert lrs["b"][:2] == pytest.approx(lrs["a"][:2])
+    assert lrs["b"][2:] == pytest.approx([lr / 10 for lr in lrs["a"][2:]])
+    assert log_records(tmp_path / "b", "start")[-1]["options"]["lr"] == 1e-4
+
+
+def test_a_new_run_replaces_the_log_and_grids_of_one_interrupted_before_its_first_checkpoint(few_dir, tmp_path):
+    out = tmp_path / "r"
+    (out / "samples").mkdir(parents=True)
+    (out / "samples" / "step-000090.png").write_bytes(b"an aborted run's grid")
+    (out / "log.jsonl").write_text(json.dumps({"event": "start", "step": 0}) + "\n"
+                                   + json.dumps({"event": "train", "step": 35, "lr": 1.0}) + "\n")
+    train_command(data=[few_dir], out=out, model="unet", preset="tiny", size=SIZE, batch_size=4, steps=2,
+                  warmup_steps=1, workers=0, log_every=1, val_every=2, val_fraction=0.0, perceptual_weight=0.0,
+                  show_progress=False)
+    assert len(log_records(out, "start")) == 1
+    assert [r["step"] for r in log_records(out, "train")] == [1, 2]
+    assert not (out / "samples" / "step-000090.png").exists()
+
+
+def test_data_a_run_cannot_read_is_never_left_out_in_silence(image_dir, few_dir, tmp_path):
+    """A --data folder that is the run folder (or inside it) is refused even when other data remains;
+    a compressed archive beside images is named; a name the file system refuses is a data error."""
+    import gzip
+
+    with pytest.raises(TrainingError, match="inside the run folder --out"):
+        index_sources([few_dir, image_dir], exclude=[image_dir])
+    mixed = tmp_path / "mixed"
+    shutil.copytree(few_dir, mixed)
+    (mixed / "more.tar.gz").write_bytes(gzip.compress(b"x" * 1024))
+    compressed: list[Path] = []
+    refs, _ = index_sources([mixed], compressed=compressed)
+    assert len(refs) == 2 and compressed == [mixed / "more.tar.gz"]
+    with pytest.raises(TrainingError, match="cannot be read"):
+        index_sources([tmp_path / ("a" * 300)])
+    out = tmp_path / "run"
+    train_command(data=[mixed], out=out, model="unet", preset="tiny", size=SIZE, batch_size=2, steps=1,
+                  warmup_steps=1, workers=0, val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    assert "more.tar.gz" in " ".join(log_records(out, "start")[0]["notes"])

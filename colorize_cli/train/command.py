@@ -21,6 +21,14 @@ MODELS = ("lab-ddpm", "latent-cold", "unet", "unet-gan")
 ENCODERS = ("efficientnet-lite0", "none")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or a stop signal during a run; `out` is its folder (chosen by the run when not given)."""
+
+    def __init__(self, out: str):
+        super().__init__(out)
+        self.out = Path(out)
+
+
 def default_out(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -75,7 +83,8 @@ class RichProgress:
         kind = event["event"]
         if kind == "start":
             self.console.print(f"training on {event['device']} × {event['world']}: {event['train_images']} images"
-                               + (f", {event['skipped_members']} tar members skipped" if event["skipped_members"] else ""))
+                               + (f", {event['skipped_members']} tar members skipped" if event["skipped_members"] else "")
+                               + f"; run folder {event['out']}", markup=False, highlight=False)
             self.task = self.bar.add_task("train", total=event["steps"], completed=event["step"], stage="", status="")
         elif kind == "step":
             self.bar.update(self.task, completed=event["step"])
@@ -99,7 +108,7 @@ class RichProgress:
 
 
 def _refuse_changed_settings(options: TrainOptions, saved: dict, given: Collection[str]) -> None:
-    """A typed option that only a new run can change (--lr, --model, ...) must match the run's value:
+    """A typed option that only a new run can change (--model, --batch-size, ...) must match the run's value:
     silently training on with the old one would surprise."""
     from dataclasses import asdict
 
@@ -212,10 +221,13 @@ def train_command(
             _refuse_changed_settings(options, saved, given)
             model = saved.get("model", model)  # for the progress bar's name
         rank0 = int(os.environ.get("RANK", "0")) == 0
-        if show_progress and rank0:
-            with RichProgress(model) as progress:
-                return loop.train(options, progress)
-        return loop.train(options)
+        try:
+            if show_progress and rank0:
+                with RichProgress(model) as progress:
+                    return loop.train(options, progress)
+            return loop.train(options)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(options.out) from None
     finally:
         if created:
             import torch.distributed as dist

@@ -125,11 +125,13 @@ def _compressed(path: Path) -> str | None:
 
 
 def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.PathLike[str]] = (),
-                  unreadable: list[Path] | None = None) -> tuple[list[ImageRef], int]:
+                  unreadable: list[Path] | None = None,
+                  compressed: list[Path] | None = None) -> tuple[list[ImageRef], int]:
     """All images under `paths` (folders, searched recursively, image files, tar shards), sorted by
     name, and the number of tar members refused as unsafe or not images. Subfolders that cannot be
     read (a disk's lost+found, a locked folder) are appended to `unreadable`, or are an error
-    without it."""
+    without it; compressed archives in --data folders, which cannot be read in place, are appended
+    to `compressed` (when no image is found at all they are named in the error instead)."""
     if not paths:
         raise TrainingError("no --data given: pass folders of images or .tar shards")
     refs: list[ImageRef] = []
@@ -142,12 +144,20 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
     run_folders: dict[Path, bool] = {}
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        try:
+            exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise TrainingError(f"--data {path} cannot be read: {e.strerror or e}") from None
+        if not exists:
             if path.is_symlink():
                 raise TrainingError(f"--data {path} is a link that leads nowhere (or back to itself)")
             raise TrainingError(f"--data path does not exist: {path}")
-        if not path.is_dir() and not path.is_file():  # a pipe or device would block the reader
+        if not is_dir and not is_file:  # a pipe or device would block the reader
             raise TrainingError(f"--data {path} is neither a folder nor a regular file")
+        inside = next((e for e in skipped if real_path(path).is_relative_to(e)), None)
+        if inside is not None:  # every file of it would be left out, in silence where other data remains
+            raise TrainingError(f"--data {path} is inside the run folder --out ({inside}), whose files are never "
+                                "training data (they hold its sample grids): choose an --out outside it")
         files = _files_under(path, unreadable) if path.is_dir() else [path]
         for f in files:  # each file resolved once: for the run folder test here, for duplicates below
             real.setdefault(str(f), str(real_path(f)))
@@ -180,15 +190,14 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
     refs = sorted(unique.values(), key=lambda r: (r.key, r.name))
     if not refs:
         why = f" ({refused} archive member(s) refused: unsafe names or links, or not images)" if refused else ""
-        inside = next((raw for raw in paths if any(real_path(Path(raw)).is_relative_to(e) for e in skipped)), None)
-        if inside is not None:
-            why += f" ({inside} is inside the run folder --out, whose files are never training data: choose another --out)"
         if unreadable:
             why += f" ({len(unreadable)} folder(s) could not be read, e.g. {unreadable[0]})"
         if archives:
             why += (f" ({len(archives)} compressed archive(s), e.g. {archives[0].name}: decompress them to plain "
                     ".tar shards, which are read in place)")
         raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
+    if compressed is not None:
+        compressed += archives
     return refs, refused
 
 

@@ -94,9 +94,10 @@ class TrainOptions:
     objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
 
     # Options a resumed run may change; every other value comes from the checkpoint. `data` too:
-    # the same files may have moved (paths are stored absolute).
+    # the same files may have moved (paths are stored absolute); `lr` scales the same schedule, so a
+    # run that diverged continues from its last checkpoint at a lower peak.
     RUNTIME = ("steps", "device", "compile", "val_every", "ckpt_every", "log_every", "workers", "peak_tflops",
-               "time_limit", "channels_last", "data")
+               "time_limit", "channels_last", "data", "lr")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -355,10 +356,15 @@ class Trainer:
         self.options = o = options
         self.validate(o)
         unreadable: list[Path] = []
-        refs, self.refused = index_sources(o.data, exclude=[o.out], unreadable=unreadable)  # user errors first
+        compressed: list[Path] = []
+        refs, self.refused = index_sources(o.data, exclude=[o.out], unreadable=unreadable,  # user errors first
+                                           compressed=compressed)
         if unreadable:  # e.g. a disk's lost+found under --data /mnt/disk
             self.notes.append(f"left out {len(unreadable)} folder(s) under --data that cannot be read, e.g. "
                               f"{unreadable[0]}")
+        if compressed:
+            self.notes.append(f"left out {len(compressed)} compressed archive(s) under --data, e.g. {compressed[0]}: "
+                              "shards are read in place, so decompress them to plain .tar files to train on them")
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
@@ -430,6 +436,12 @@ class Trainer:
         self.log = JsonlLog(self.out / "log.jsonl", self.info.rank == 0)
         if resume_tensors is not None:  # what an interrupted process logged after its last checkpoint is redone
             self.log.drop_after(self.step)
+        elif self.info.rank == 0:
+            # A new run here (no checkpoint, no export: checked above) replaces what a run interrupted
+            # before its first checkpoint left, so its log and sample grids are not taken for this one's.
+            self.log.path.unlink(missing_ok=True)
+            for grid in (self.out / "samples").glob("step-*.png"):
+                grid.unlink(missing_ok=True)
         self.stage: Stage | None = None
         self.runners: dict[str, Callable] = {}
         self._ema_pairs: tuple[list[Tensor], list[Tensor]] | None = None
@@ -706,7 +718,8 @@ class Trainer:
         for note in self.notes:
             self.emit({"event": "note", "message": note})
         self.emit({"event": "start", "step": self.step, "steps": o.steps, "train_images": self.n_train,
-                   "device": str(self.device), "world": self.info.world, "skipped_members": self.refused})
+                   "device": str(self.device), "world": self.info.world, "skipped_members": self.refused,
+                   "out": str(self.out)})
         peak = o.peak_tflops if o.peak_tflops is not None else default_peak(self.device)
         sums: dict[str, Tensor] = {}
         counts: dict[str, int] = {}  # steps each loss was recorded in (a stage may not record them all)
@@ -731,7 +744,8 @@ class Trainer:
             if bad:
                 raise TrainingError(f"the training loss became {last_losses[bad[0]]} by step {self.step} "
                                     f"({', '.join(bad)}); "
-                                    f"the last checkpoint is kept: resume with a lower --lr, or start again")
+                                    f"the last checkpoint is kept: continue it with --resume --out {self.out} "
+                                    f"and a lower --lr (the same schedule, scaled), or start again")
             now = time.perf_counter()
             dt = now - t_last
             steps_done = self.step - step_last
