@@ -926,7 +926,11 @@ def models_info(name: str = typer.Argument(..., show_default=False), as_json: bo
         info.update(source=status.source, path=str(status.path) if status.path else None,
                     sha256_status=status.hash_status, problem=status.problem)
         if status.path is not None:
-            info["config"] = read_config(status.path)
+            try:
+                info["config"] = read_config(status.path)
+            except Exception:
+                if status.problem is None:
+                    raise  # (a damaged file's problem is already in the info: shown, not an error)
     except Exception as e:
         raise fail(e) from None
     if as_json:
@@ -1093,14 +1097,14 @@ def train_cli(
                                val_fraction=val_fraction, peak_tflops=peak_tflops, channels_last=channels_last,
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
                                encoder_lr_scale=encoder_lr_scale, show_progress=not quiet)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         from .train.checkpoint import FILENAME
 
-        if out is not None and not (out / FILENAME).is_file():
+        run = getattr(e, "out", out)  # the folder the run chose, when --out was not given
+        if run is None or not (run / FILENAME).is_file():
             raise interrupted("interrupted before the first checkpoint: there is nothing to resume; run the "
                               "command again to start over (--ckpt-every sets how often checkpoints are made).") from None
-        where = f"--out {out}" if out is not None else "--out RUN_FOLDER (printed when the run started)"
-        raise interrupted(f"interrupted; rerun with --resume {where} to continue from the last checkpoint.") from None
+        raise interrupted(f"interrupted; rerun with --resume --out {run} to continue from the last checkpoint.") from None
     except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
         raise fail(e) from None
     except (MemoryError, RuntimeError) as e:

@@ -182,10 +182,11 @@ class Engine:
         size = _whole_number(f"{prefix}size", self.default_size if size is None else size)
         if size < self.model.multiple or size > 4096:
             raise ValueError(f"{prefix}size must be between {self.model.multiple} and 4096 px")
+        saturation = self.default_saturation if saturation is None else saturation  # (a file's own, too)
         try:
             if isinstance(saturation, (bool, str, bytes)):  # a number, as size and steps must be
                 raise TypeError
-            saturation = self.default_saturation if saturation is None else float(saturation)
+            saturation = float(saturation)
         except (TypeError, ValueError):
             raise ValueError(f"{prefix}saturation must be a number, not {saturation!r}") from None
         if not 0.0 <= saturation <= MAX_SATURATION:

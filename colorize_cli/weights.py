@@ -383,7 +383,7 @@ def download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None)
     """Fetch `entry` into the Hugging Face cache (a no-op when a good copy is there) and check
     it, architecture included; a damaged cached copy is replaced."""
     found = locate_weights(entry, cache_dir=cache_dir)
-    if entry.repo is None:
+    if entry.repo is None or (found is not None and found.source == "bundled"):
         if found is not None:  # bundled: nothing to fetch, just check it
             return resolve_weights(entry, cache_dir=cache_dir, allow_download=False)
         raise WeightsNotFoundError(
@@ -821,7 +821,7 @@ def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> dict[str, 
         )
     try:
         config = json.loads(metadata[CONFIG_KEY])
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer of thousands of digits
         raise WeightsError(f"{path} has a model config that is not valid JSON ({type(e).__name__}).") from e
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise WeightsError(f"{path} has a model config without an architecture name.")

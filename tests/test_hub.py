@@ -163,3 +163,20 @@ def test_a_damaged_cached_copy_offline_is_refused_and_kept_and_a_failed_refetch_
     with pytest.raises(WeightsNotFoundError, match="was damaged .* and was removed; fetching it again failed"):
         resolve_weights(entry(hub.sha256), cache_dir=cache)
     assert blobs(cache) == []
+
+
+def test_a_model_both_bundled_and_published_is_not_downloaded_again(hub, tmp_path, monkeypatch):
+    """`models download` of a model that ships with the package: the bundled copy, checked; no fetch
+    (offline, the Hub could not be reached at all)."""
+    import dataclasses
+
+    from colorize_cli import weights as weights_module
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "tiny.safetensors").write_bytes((tmp_path / "published.safetensors").read_bytes())
+    monkeypatch.setattr(weights_module, "bundled_dir", lambda: bundled)
+    both = dataclasses.replace(entry(hub.sha256), file="tiny.safetensors")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    resolved = download(both, cache_dir=tmp_path / "cache")
+    assert resolved.source == "bundled" and hub.gets == 0

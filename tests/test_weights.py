@@ -612,3 +612,24 @@ def test_verify_missing_weights(bundled, cache_dir):
     result = verify(make_entry(), cache_dir=cache_dir)
     assert (result.resolved, result.hash_status, result.ok) == (False, "unknown", False)
     assert "colorize models download tiny" in result.problem
+
+
+def test_a_file_whose_config_cannot_be_used_is_refused_at_load_and_named(tmp_path):
+    """A saturation that is not a number, an integer of thousands of digits, an unknown prediction:
+    a weights error naming the file when it loads (not a bug report, not a failure at the first photo)."""
+    from colorize_cli.pipeline import Engine
+    from conftest import make_tiny_weights
+
+    source = make_tiny_weights(tmp_path / "ddpm.safetensors", "lab-ddpm")
+    with safe_open(str(source), "pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(metadata["colorize.config"])
+    variants = {"saturation": json.dumps(dict(config, saturation="2")),
+                "null": json.dumps(dict(config, saturation=None)),
+                "digits": json.dumps(dict(config, size=1)).replace('"size": 1', '"size": ' + "9" * 5000),
+                "prediction": json.dumps(dict(config, prediction="bogus"))}
+    for name, text in variants.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata=dict(metadata, **{"colorize.config": text}))
+        with pytest.raises(WeightsError, match=f"{name}.safetensors"):
+            Engine.load(weights=path, device="cpu")

@@ -99,6 +99,8 @@ class LabDDPM(ColorModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.schedule = diffusion.NoiseSchedule.from_name(config.schedule, config.timesteps)
+        if config.prediction not in diffusion.PREDICTIONS:  # at load, not at the first photo
+            raise ValueError(f"unknown prediction {config.prediction!r}; choose from {list(diffusion.PREDICTIONS)}")
 
     def network(self, L: torch.Tensor, context) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda x_t, t: self.unet(torch.cat([x_t, L], dim=1), t, context)
