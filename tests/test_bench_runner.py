@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from colorize_cli.bench import report as R
 from colorize_cli.bench import runner
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import rgb_to_lab
+from colorize_cli.errors import UsageError
 
 PIXEL = "psnr,ssim,deltae,cf"
 
@@ -552,3 +556,61 @@ def test_bench_set_edge_cases_are_named_not_passed_over(data_dir, tmp_path):
     with pytest.raises(UsageError, match="names no model"):
         runner.bench_command(data_dir, models=",", metrics="psnr", quiet=True, engine_loader=lambda *a: FakeEngine())
     assert runner.parse_saturations("1,1,2") == [1.0, 2.0] and runner.parse_samplers("ddim:5,ddim:5") == [("ddim", 5)]
+
+
+def test_an_output_folder_that_holds_the_set_or_its_photos_is_refused_before_anything_is_written(data_dir, tmp_path):
+    """--out in a subfolder of the set would write its contact sheet over a photo there; --out above
+    the set would mark the set as a bench's output, hiding it from every later bench."""
+    before = (data_dir / "sub" / "d.png").read_bytes()
+    with pytest.raises(UsageError, match="holds photos of the set"):
+        runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir / "sub", 0)
+    assert (data_dir / "sub" / "d.png").read_bytes() == before
+    assert not (data_dir / "sub" / runner.BENCH_MARKER).exists()
+    with pytest.raises(UsageError, match="holds the image set"):
+        runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir.parent, 0)
+    assert len(runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0).images) == 4
+
+
+def test_names_that_are_not_utf8_are_written_escaped_in_the_reports(data_dir, tmp_path):
+    odd = tmp_path / os.fsdecode(b"set\xff")
+    shutil.copytree(data_dir, odd)
+    result = runner.run_bench(odd, [FakeEngine()], "psnr", None, None, tmp_path / "out", 0)
+    paths = R.write_report(result, tmp_path / "out")
+    assert "set\\udcff" in paths["markdown"].read_text("utf-8")
+    assert paths["contact_html"].read_text("utf-8")
+
+
+def test_one_row_per_distinct_setting_and_model_file(data_dir, tiny_weights):
+    """A registry name and its file's path, or `ddim` and `ddim:N` at the model's default N, are one
+    setting; a model file called grey.safetensors does not stand in for the grey baseline."""
+    from colorize_cli.pipeline import Engine
+
+    path = tiny_weights["lab-ddpm"]
+    twice = [Engine.load(weights=path, device="cpu"), Engine.load(weights=Path(os.path.relpath(path)), device="cpu")]
+    default = twice[0].default_steps
+    specs, _ = runner.expand_settings(twice, runner.parse_samplers(f"ddim,ddim:{default}"), [])
+    assert len(specs) == 1 and (specs[0].sampler, specs[0].steps) == ("ddim", None)
+    specs, _ = runner.expand_settings(twice[:1], runner.parse_samplers(f"ddim,ddim:{default + 1}"), [])
+    assert len(specs) == 2
+    named_grey = FakeEngine()
+    named_grey.name = "grey"
+    assert [type(s.engine).__name__ for s in runner.with_baselines([runner.RunSpec(named_grey)])] == [
+        "GreyBaseline", "ColourPriorBaseline", "FakeEngine"]
+
+
+def test_saturations_that_differ_are_labelled_and_cached_apart(data_dir, tmp_path):
+    class SaturatingEngine(FakeEngine):
+        def colorize_pixels(self, pixels, *, saturation=None, **kwargs):
+            return super().colorize_pixels(pixels, **kwargs)
+
+    specs, _ = runner.expand_settings([SaturatingEngine()], [], runner.parse_saturations("2,2.0000001"))
+    result = runner.run_bench(data_dir, specs, PIXEL, out_dir=tmp_path / "out")
+    assert [run.label for run in result.runs] == ["fake ddim:10 sat 2", "fake ddim:10 sat 2.0000001"]
+    assert len([p for p in (tmp_path / "out" / "cache").iterdir() if p.name.startswith("fake")]) == 2
+
+
+def test_a_metrics_device_asked_for_by_name_is_checked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        runner.resolve_metrics_device("cuda:3")
+    assert runner.resolve_metrics_device("cpu") == torch.device("cpu")

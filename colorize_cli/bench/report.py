@@ -275,7 +275,7 @@ def contact_sheet_html(result: BenchResult, path: Path) -> None:
         f"<h1>colorize bench</h1><p>{html.escape(_caption(result))}</p>"
         f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>\n"
     )
-    _atomic_write(path, lambda handle: handle.write(page.encode("utf-8")))
+    _atomic_write(path, lambda handle: handle.write(page.encode("utf-8", "backslashreplace")))
 
 
 # --- all files -----------------------------------------------------------------------------------
@@ -301,7 +301,8 @@ def write_report(result: BenchResult, out_dir: str | Path, command: Sequence[str
     }
     document = json.dumps(result_to_dict(result, command), indent=1, allow_nan=False)
     _atomic_write(paths["json"], lambda handle: handle.write(document.encode("utf-8")))
-    _atomic_write(paths["markdown"], lambda handle: handle.write(markdown_table(result).encode("utf-8")))
+    # (a file or folder name that is not UTF-8 reaches the text as surrogates: written escaped)
+    _atomic_write(paths["markdown"], lambda handle: handle.write(markdown_table(result).encode("utf-8", "backslashreplace")))
     contact_sheet_png(result, paths["contact_png"])
     contact_sheet_html(result, paths["contact_html"])
     return paths

@@ -170,13 +170,33 @@ def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | 
                   for sampler, steps in settings for saturation in (saturations or [None])]
     if samplers and not matched and any(getattr(e, "supported_samplers", ()) for e in engines):
         raise ValueError(f"no model here supports any of --samplers {','.join(n for n, _ in samplers)}")
-    return specs, notes
+    return _distinct(specs), notes
+
+
+def _distinct(specs: list[RunSpec]) -> list[RunSpec]:
+    """Each setting once: `ddim` and `ddim:20` for a 20-step model, or a registry name and the path of
+    its file, are one setting, which would be coloured twice for a second, identical row."""
+    seen: set[tuple] = set()
+    kept = []
+    for spec in specs:
+        engine = spec.engine
+        path = getattr(engine, "weights_path", None)
+        identity = (str(real_path(path)), engine.weights_sha256) if path is not None else (id(engine),)
+        try:
+            resolved = engine.resolve_settings(spec.sampler, spec.steps, None, spec.saturation)
+        except (AttributeError, ValueError):  # a baseline, or a setting refused (with its message) when it runs
+            resolved = (spec.sampler, spec.steps, spec.saturation)
+        key = (identity, tuple(resolved))
+        if key not in seen:
+            seen.add(key)
+            kept.append(spec)
+    return kept
 
 
 def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
     """``specs`` with the grey and colour-prior baselines in front (unless already present)."""
-    names = {spec.engine.name for spec in specs}
-    baselines = [RunSpec(b) for b in (GreyBaseline(), ColourPriorBaseline()) if b.name not in names]
+    kinds = {type(spec.engine) for spec in specs}
+    baselines = [RunSpec(b) for b in (GreyBaseline(), ColourPriorBaseline()) if type(b) not in kinds]
     return baselines + list(specs)
 
 
@@ -398,7 +418,9 @@ def _safe(text: str) -> str:
 def resolve_metrics_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from colorize_cli.pipeline import select_device
+
+    return select_device(device)  # an unusable one is a usage error, also when only baselines run
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -588,7 +610,7 @@ def _resolved(spec: RunSpec, size: int | None) -> tuple[str | None, int | None, 
 
 def _label(model: str, sampler: str | None, steps: int | None, saturation: float | None = None) -> str:
     label = model if sampler is None else f"{model} {sampler}" + (f":{steps}" if steps else "")
-    return label if saturation is None else f"{label} sat {saturation:g}"
+    return label if saturation is None else f"{label} sat {saturation:.12g}"
 
 
 @dataclass
@@ -703,7 +725,17 @@ def run_bench(
     for folder in (out_dir, cache_root):
         if folder is not None and real_path(folder) == real_path(data_dir):
             raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
+        if folder is not None and real_path(data_dir).is_relative_to(real_path(folder)):
+            # marked as a bench's output, it would hide the set (and its neighbours) from every later bench
+            raise UsageError(f"{folder} holds the image set {data_dir}: write the bench's output to a folder "
+                             "outside it")
     paths = list_images(data_dir, limit)  # (before this run marks its own folders: one may hold the set)
+    for folder in (out_dir, cache_root):  # its reports and colourings would be written over the photos
+        held = None if folder is None else next(
+            (p for p in paths if real_path(p).is_relative_to(real_path(folder))), None)
+        if held is not None:
+            raise UsageError(f"{folder} holds photos of the set (e.g. {held}): write the bench's output to a "
+                             "folder of its own")
     for folder in (out_dir, cache_dir):  # marked, so no later bench of the set takes it for photos
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -753,7 +785,7 @@ def run_bench(
         saturated = ""
         if spec.saturation is not None:  # only then: baselines take no saturation, old caches stay valid
             settings["saturation"] = spec.saturation
-            saturated = f"-sat{spec.saturation:g}"
+            saturated = f"-sat{spec.saturation:.12g}"
         run_cache = None
         if cache_root is not None:
             run_cache = cache_root / _safe(f"{engine.name}-{engine.weights_sha256[:12]}-{sampler or 'none'}-"
