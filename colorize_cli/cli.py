@@ -993,7 +993,9 @@ def _bench_engine(name: Optional[str], device: str):
     """A registry name, or a path to a .safetensors file (to bench a fresh training export)."""
     from .pipeline import Engine
 
-    if name is not None and name.endswith(".safetensors"):
+    # A path (registry names hold no slash): a file of another kind, e.g. a pickled .pt, is then
+    # refused as such rather than looked up as a model name.
+    if name is not None and (name.lower().endswith(".safetensors") or "/" in name or os.sep in name):
         return Engine.load(weights=Path(name), device=device)
     return Engine.load(model=name, device=device)
 

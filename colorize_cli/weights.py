@@ -351,7 +351,7 @@ def resolve_weights(
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.exists():
-            raise WeightsNotFoundError(f"--weights file {path} does not exist.")
+            raise WeightsNotFoundError(f"Weights file {path} does not exist.")
         check_safetensors(path)  # (refuses folders, pipes and devices too)
         return ResolvedWeights(path, "file")
     if entry is None:

@@ -380,6 +380,19 @@ def test_bench_stops_on_a_broken_image_with_one_line(tmp_path):
     assert "b.jpg" in line
 
 
+def test_bench_takes_a_model_path_of_another_kind_as_a_file_and_refuses_it(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    save_photo(data / "a.png")
+    pickled = tmp_path / "model.pt"
+    pickled.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle's opening bytes
+    line = one_error(run("bench", data, "--models", pickled, "--metrics", "psnr", "-q"), ExitCode.WEIGHTS)
+    assert "model.pt" in line and "Unknown model" not in line
+    line = one_error(run("bench", data, "--models", tmp_path / "gone.safetensors", "--metrics", "psnr", "-q"),
+                     ExitCode.WEIGHTS)
+    assert "--weights" not in line
+
+
 def test_bench_keeps_photos_that_share_a_name_apart(tmp_path):
     data = tmp_path / "set"
     data.mkdir()
