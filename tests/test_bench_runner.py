@@ -614,3 +614,12 @@ def test_a_metrics_device_asked_for_by_name_is_checked(monkeypatch):
     with pytest.raises(UsageError, match="no CUDA GPU"):
         runner.resolve_metrics_device("cuda:3")
     assert runner.resolve_metrics_device("cpu") == torch.device("cpu")
+
+
+def test_a_working_size_above_what_the_photos_allow_is_said(data_dir):
+    """The engine works at most at a photo's longer side (or its default, when larger): a --size
+    above that is not what the table's size column would otherwise suggest."""
+    result = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, 1024, None, 0)
+    assert any("--size 1024 is above what it works at" in note and "at most 32 px" in note for note in result.notes)
+    quiet = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, 32, None, 0)
+    assert not any("is above what it works at" in note for note in quiet.notes)

@@ -827,6 +827,13 @@ def run_bench(
         features = np.concatenate(feature_chunks) if feature_chunks else None
         summary = scorer.summarise(records, features, list(range(len(paths))), seed, notes, label)
 
+        default_size = getattr(engine, "default_size", None)
+        if size is not None and default_size is not None and truth_sizes:
+            # The engine never works above a photo's longer side (or its own default, when larger).
+            used = max(min(size, max(w, h, default_size)) for w, h in truth_sizes)
+            if used < size:
+                notes.append(f"{label}: --size {size} is above what it works at on these photos: at most {used} px "
+                             "(a photo's longer side, or the model's default size when larger)")
         timed = [colouring.latencies[k] for k in cache_names if k in colouring.latencies]
         speed = SpeedStats(
             working_size=work_size,
