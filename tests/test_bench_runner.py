@@ -406,6 +406,13 @@ def test_saturation_settings_expand_per_model_label_runs_and_cache_apart(data_di
     assert runner.parse_saturations("1, 1.5,2") == [1.0, 1.5, 2.0]
     with pytest.raises(ValueError, match="bad --saturation"):
         runner.parse_saturations("1,lots")
+    for text in ("1,99", "nan", "-1"):  # refused before any model loads, baselines-only runs too
+        with pytest.raises(ValueError, match="between 0 and 8"):
+            runner.parse_saturations(text)
+    with pytest.raises(ValueError, match="names no strength"):
+        runner.parse_saturations(",")
+    with pytest.raises(ValueError, match="bad sampler setting"):
+        runner.parse_samplers("ddim:²")
 
     class SaturatingEngine(FakeEngine):
         def colorize_pixels(self, pixels, *, saturation=None, **kwargs):

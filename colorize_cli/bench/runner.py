@@ -98,15 +98,23 @@ def parse_metrics(text: str | Iterable[str] | None) -> list[str]:
 
 
 def parse_saturations(text: str | None) -> list[float]:
-    """"1,1.5,2" -> [1.0, 1.5, 2.0] (each checked by the engine when it runs)."""
+    """"1,1.5,2" -> [1.0, 1.5, 2.0], each in the range the engine takes (checked here, before any
+    model loads, and also when only the baselines run, which take no strength at all)."""
+    from colorize_cli.pipeline import MAX_SATURATION
+
     values: list[float] = []
     for part in (p.strip() for p in (text or "").split(",")):
         if not part:
             continue
         try:
-            values.append(float(part))
+            value = float(part)
         except ValueError:
             raise ValueError(f"bad --saturation {part!r}: expected numbers like 1,1.5,2") from None
+        if not 0.0 <= value <= MAX_SATURATION:
+            raise ValueError(f"bad --saturation {part!r}: each must be between 0 and {MAX_SATURATION:g}")
+        values.append(value)
+    if text is not None and text.strip() and not values:  # `--saturation ,`: not "the default" by accident
+        raise ValueError(f"--saturation {text!r} names no strength; e.g. --saturation 1,1.5,2")
     return list(dict.fromkeys(values))  # each strength once: a repeated one would be a second, identical row
 
 
@@ -122,7 +130,7 @@ def parse_samplers(text: str | None) -> list[tuple[str, int | None]]:
         if not part:
             continue
         name, _, steps = part.partition(":")
-        if steps and not steps.isdigit() or steps == "0":
+        if steps and not steps.isdecimal() or steps == "0":  # (isdigit takes '²', which int() refuses)
             raise ValueError(f"bad sampler setting {part!r}: expected NAME or NAME:STEPS with STEPS ≥ 1")
         name = name.strip().lower()
         if name not in SAMPLERS:
