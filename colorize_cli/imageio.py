@@ -896,7 +896,22 @@ def _write_pillow(handle: io.BufferedWriter | io.BytesIO, fmt: str, pixels: np.n
     options = pillow_save_options(fmt, metadata, im.size)
     if fmt in _QUALITY:
         options["quality"] = _QUALITY[fmt]
-    im.save(handle, format=fmt, **options)
+    im.save(_WithoutDescriptor(handle), format=fmt, **options)
+
+
+class _WithoutDescriptor:
+    """A file Pillow cannot take the descriptor of. Given one, its encoders (JPEG's among them)
+    write to it directly and do not check for a short write, so on a full disk a small JPEG came
+    out truncated and was reported done; through Python's own writes a full disk is an OSError."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno")
+
+    def __getattr__(self, name):  # write, seek, tell, flush, ...
+        return getattr(self._handle, name)
 
 
 def _rows_per_block(width: int) -> int:

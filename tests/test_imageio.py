@@ -672,3 +672,33 @@ def test_pages_written_to_a_tiff_read_back_exactly(tmp_path, dtype):
         imageio.load_image(path, page=3)
     with pytest.raises(ValueError, match="only a TIFF holds several pages"):
         imageio.save_image(tmp_path / "pages.png", first, None, more_pages=[(third, None)])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp", ".bmp", ".png", ".tif"])
+def test_a_full_disk_is_an_output_error_and_leaves_no_file_in_every_format(tmp_path, monkeypatch, suffix):
+    """Pillow's encoders write straight to a file descriptor when they get one and do not check
+    short writes: a small JPEG on a full disk came out truncated, reported done. Every write must go
+    through a path that raises (simulated: the file takes 100 bytes, then ENOSPC)."""
+    import errno
+
+    real_create = imageio._create_temp
+
+    class FullDisk(io.BufferedWriter):
+        written = 0
+
+        def write(self, data):
+            FullDisk.written += len(data)
+            if FullDisk.written > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    def create_on_a_full_disk(path):
+        tmp, handle = real_create(path)
+        return tmp, FullDisk(handle.detach())
+
+    monkeypatch.setattr(imageio, "_create_temp", create_on_a_full_disk)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(imageio.OutputError, match="No space left"):
+        imageio.save_image(out, pixels)
+    assert sorted(os.listdir(tmp_path)) == []
