@@ -190,14 +190,22 @@ def interrupted(message: str = "interrupted", report: dict | None = None) -> "ty
     error), and return the Exit to raise: every Ctrl-C or `kill` ends this way."""
     stderr.print(printable(f"Error: {message}"), markup=False)
     if _state.get("json"):
-        print(json.dumps({**(report or {}), "error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+        try:
+            print(json.dumps({**(report or {}), "error": message, "exit_code": int(ExitCode.INTERRUPTED)}), flush=True)
+        except OSError:
+            _stdout_to_devnull()
     return typer.Exit(int(ExitCode.INTERRUPTED))
 
 
 def _summary(results) -> dict:
-    """What a run reports of its files (the --json summary)."""
+    """What a run reports of its files (the --json summary); `-` and `-o -` as what they stand for."""
+    names = _state.get("stand_ins", {})
+    files = [r.to_json() for r in results]
+    for file in files:
+        file["source"] = names.get(file["source"], file["source"])
+        file["outputs"] = [names.get(path, path) for path in file["outputs"]]
     return {"done": sum(r.status == "done" for r in results), "skipped": sum(r.status == "skipped" for r in results),
-            "failed": sum(r.status == "failed" for r in results), "files": [r.to_json() for r in results]}
+            "failed": sum(r.status == "failed" for r in results), "files": files}
 
 
 def fail(error: BaseException) -> "typer.Exit":
@@ -210,7 +218,11 @@ def fail(error: BaseException) -> "typer.Exit":
     stderr.print(error_line(message), markup=False)
     code = int(exit_code_for(error))
     if _state.get("json"):  # scripts reading --json get the failure on stdout too
-        print(json.dumps({"error": message, "exit_code": code}), flush=True)
+        _state["json"] = False  # once: this may be the failure to write that very report
+        try:
+            print(json.dumps({"error": message, "exit_code": code}), flush=True)
+        except OSError:  # stdout itself is what failed (a full disk, a reader gone): said on stderr
+            _stdout_to_devnull()
     return typer.Exit(code)
 
 
@@ -310,7 +322,21 @@ def print_json(data) -> None:
     written raw they would make stdout invalid UTF-8, so such a report is written with \\uXXXX
     escapes instead (`os.fsencode` turns a name read back into its bytes)."""
     text = json.dumps(data, ensure_ascii=False)
-    stdout.print_json(text, ensure_ascii=any("\ud800" <= c <= "\udfff" for c in text))
+    ascii_only = any("\ud800" <= c <= "\udfff" for c in text)
+    if stdout.is_terminal:
+        stdout.print_json(text, ensure_ascii=ascii_only)
+        return
+    # For a script, as Rich would print it, but through print(): Rich ends the process (exit 1) when
+    # the reader has gone, and a full disk behind the redirection must be an output error.
+    from .imageio import OutputError
+
+    try:
+        print(json.dumps(data, indent=2, ensure_ascii=ascii_only), flush=True)
+    except BrokenPipeError:  # the reader's choice: the run's own exit code stands
+        _stdout_to_devnull()
+    except OSError as e:
+        _stdout_to_devnull()
+        raise fail(OutputError(f"cannot write the --json report to standard output: {e.strerror or e}")) from None
 
 
 def _stdout_to_devnull() -> None:
@@ -587,6 +613,8 @@ def _refuse_output_that_is_standard_input(output: Path) -> None:
 def _standard_streams(images: list[Path], output: Optional[Path], samples: int, as_json: bool,
                       stand_ins: Path) -> tuple[list[Path], Optional[Path]]:
     """Temporary files that stand in for `-` (standard input) and `-o -` (standard output)."""
+    from .imageio import OutputError
+
     if any(str(image) == "-" for image in images):
         if len(images) != 1:
             raise fail(UsageError("`-` (a photo on standard input) must be the only input"))
@@ -606,6 +634,10 @@ def _standard_streams(images: list[Path], output: Optional[Path], samples: int, 
             raise fail(UsageError("-o - writes one image to standard output: leave out --samples"))
         if as_json:
             raise fail(UsageError("-o - writes the image to standard output, which --json cannot share"))
+        if len(images) > 1:
+            raise fail(UsageError("-o - writes one image to standard output: give one input, or -o a folder"))
+        if sys.stdout is None:  # closed by the caller (`>&-`)
+            raise fail(OutputError("-o - writes to standard output, and it is closed"))
         if sys.stdout.isatty():
             raise fail(UsageError("-o - would write image bytes to the terminal; redirect it: -o - > out.png"))
         output = stand_ins / "stdout.png"

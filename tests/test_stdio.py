@@ -145,3 +145,38 @@ def test_notes_about_a_piped_photo_name_standard_input_not_a_temporary_file(fake
     whole = invoke("-", "-o", tmp_path / "album.tif", data=buffer.getvalue())
     assert whole.exit_code == 0 and "Note:" not in whole.stderr
     assert Image.open(tmp_path / "album.tif").n_frames == 2
+
+
+def test_a_json_report_that_cannot_be_written_or_read_is_no_traceback(tmp_path, tiny_weights):
+    """--json behind a full disk: one Error line, the output error's code; a reader that goes away
+    (`| true`) leaves the run's own exit code (a failed file's 6), as plain output does."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "p.png").write_bytes(_png_bytes())
+    (folder / "bad.png").write_bytes(b"not a png")
+    command = [sys.executable, "-m", "colorize_cli", "batch", str(folder), "--weights", str(tiny_weights["unet"]),
+               "--size", "32", "--json"]
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as stdout:
+            proc = subprocess.run(command + ["-o", str(tmp_path / "a")], stdout=stdout, stderr=subprocess.PIPE,
+                                  timeout=120)
+        assert proc.returncode == ExitCode.OUTPUT
+        assert "Traceback" not in proc.stderr.decode()
+        assert proc.stderr.decode().splitlines()[-1] == (
+            "Error: cannot write the --json report to standard output: No space left on device")
+    proc = subprocess.Popen(command + ["-o", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the report comes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.PARTIAL and "Traceback" not in err.decode()
+
+
+def test_standard_streams_the_run_cannot_use_are_said_and_json_names_them(fake_registry, tmp_path):
+    src = save_photo(tmp_path / "p.png", "L")
+    result = invoke(src, src, "-o", "-")
+    assert result.exit_code == ExitCode.USAGE and "give one input" in result.stderr
+    result = invoke("-", "-o", tmp_path / "out.png", "--json", data=_png_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert '"source": "<standard input>"' in result.stdout
