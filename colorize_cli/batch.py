@@ -122,6 +122,8 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
     `scan0001` or `scan.001`) are appended to it, so the batch can say so. Only their headers are
     read; other extensions are never opened (a camera's raw files would open as TIFFs).
     """
+    if pattern is not None and pattern.rstrip("/").endswith("**"):  # pathlib's '**' lists folders only
+        pattern = pattern.rstrip("/") + "/*"
     where = case_insensitive_glob(pattern) if pattern is not None else "*"
     found: set[Path] = set()
     try:

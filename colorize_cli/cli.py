@@ -42,15 +42,27 @@ _ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 DEFAULT_COMMAND = "color"
 
 
+_SHORT_FLAGS = "qrh"  # short options without a value, which may come before -o in one word: -qo out/
+
+
 def _output_argument(args: list[str]) -> str | None:
-    """The -o/--output value as typed (Path() would drop a trailing slash)."""
+    """The -o/--output value as typed (Path() would drop a trailing slash): `-o V`, `-oV`,
+    `--output V`, `--output=V`, and after short flags in the same word, `-qo V`, `-qoV`."""
     for i, arg in enumerate(args):
-        if arg in ("-o", "--output") and i + 1 < len(args):
+        if arg == "--":
+            return None
+        if arg == "--output" and i + 1 < len(args):
             return args[i + 1]
         if arg.startswith("--output="):
             return arg.split("=", 1)[1]
-        if arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
-            return arg[2:]
+        if arg.startswith("-") and not arg.startswith("--"):
+            letters = arg[1:]
+            flags = len(letters) - len(letters.lstrip(_SHORT_FLAGS))
+            if letters[flags:flags + 1] == "o":
+                value = letters[flags + 1:]
+                if value:
+                    return value
+                return args[i + 1] if i + 1 < len(args) else None
     return None
 
 

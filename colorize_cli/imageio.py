@@ -30,6 +30,7 @@ import errno
 import functools
 import io
 import os
+import stat
 import struct
 import sys
 import threading
@@ -236,6 +237,12 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         raise ImageError(f"Cannot read {path}: {_dead_link_problem(path)}.")
     if not path.exists():
         raise ImageError(f"Cannot read {path}: no such file.")
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):  # e.g. `colorize <(curl ...)`: no size, read once
+        raise ImageError(f"Cannot read {path}: it is a pipe, not a file; for a photo that is streamed in, use "
+                         "`-` and standard input: colorize - -o out.png < photo.jpg")
+    if not stat.S_ISREG(mode):  # /dev/zero would be read for ever
+        raise ImageError(f"Cannot read {path}: it is a device, not a photo file.")
     if path.stat().st_size == 0:
         raise ImageError(f"Cannot read {path}: the file is empty.")
 

@@ -811,6 +811,10 @@ def test_a_trailing_slash_makes_the_output_a_folder_whatever_its_name(fake_regis
     assert "unknown image extension '.2025'" in line and f"-o {tmp_path / 'scans.2025'}/" in line
     two = run(src, src.with_name("q.png"), "-o", f"{tmp_path / 'both.d'}/")
     assert two.exit_code in (0, ExitCode.PARTIAL) and (tmp_path / "both.d" / "p-colorized.png").is_file()
+    for args, folder in ((["-qo", f"{tmp_path / 'q.2026'}/"], "q.2026"), ([f"-qo{tmp_path / 'r.png'}/"], "r.png")):
+        result = run(src, *args)  # -o after short flags in one word: the slash still counts
+        assert result.exit_code == 0, result.stderr
+        assert [p.name for p in (tmp_path / folder).iterdir()] == ["p-colorized.png"]
 
 
 def test_a_colouring_beside_its_photo_does_not_change_the_photos_output_name(fake_registry, tmp_path):

@@ -702,3 +702,14 @@ def test_a_full_disk_is_an_output_error_and_leaves_no_file_in_every_format(tmp_p
     with pytest.raises(imageio.OutputError, match="No space left"):
         imageio.save_image(out, pixels)
     assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX pipes")
+def test_a_pipe_or_a_device_is_named_as_such_not_as_an_empty_file(tmp_path):
+    fifo = tmp_path / "p.png"
+    os.mkfifo(fifo)
+    with pytest.raises(imageio.ImageError, match="it is a pipe, not a file.*colorize - -o"):
+        imageio.load_image(fifo)
+    if Path("/dev/zero").exists():
+        with pytest.raises(imageio.ImageError, match="it is a device"):
+            imageio.load_image("/dev/zero")
