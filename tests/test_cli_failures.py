@@ -434,19 +434,18 @@ def test_json_mode_reports_an_early_failure_on_stdout(fake_registry, tmp_path):
 # --------------------------------------------------------------------------- audit of 2026-11-26 (later)
 
 
-def test_a_name_too_long_for_the_disk_fails_that_photo_only(fake_registry, tmp_path):
+def test_a_name_too_long_for_the_disk_is_cut_to_fit_or_fails_that_photo_only(fake_registry, tmp_path):
     scans = tmp_path / "scans"
     scans.mkdir()
-    save_photo(scans / ("p" * 251 + ".png"), "L")  # its output p...p.tiff is 256 bytes: too long
+    save_photo(scans / ("p" * 251 + ".png"), "L")  # its output p...p.tiff would be 256 bytes: cut to fit
     save_photo(scans / "ok.png", "L")
     result = run("batch", scans, "--format", "tiff", "--json")
-    assert result.exit_code == ExitCode.PARTIAL, result.stderr
-    report = json.loads(result.stdout)
-    assert (report["done"], report["failed"]) == (1, 1)
-    assert "File name too long" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["done"] == 2
     single = tmp_path / ("q" * 245 + ".png")
     save_photo(single, "L")
-    assert "too long" in one_error(run(single), ExitCode.OUTPUT)
+    named = tmp_path / ("r" * 256 + ".png")  # a name the user gives is theirs: too long is their argument to fix
+    assert "too long" in one_error(run(single, "-o", named), ExitCode.USAGE)
 
 
 def test_an_absolute_glob_is_a_usage_error(fake_registry, tmp_path):
@@ -969,3 +968,23 @@ def test_a_notes_cache_sees_a_file_replaced_with_the_same_size_and_time(tmp_path
     path.write_bytes(other.read_bytes())  # in place: same inode, size and (below) modification time
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert "another photo, scan-2.jpg" in batch.not_its_colouring(path, tmp_path / "scan-1.jpg")
+
+
+def test_photos_with_names_near_the_file_systems_limit_get_outputs_that_fit(fake_registry, tmp_path):
+    """A 250-byte photo name plus "-colorized" or a case tag is more than a file system takes: the
+    output name is cut in the middle with a tag of the whole name, found again by a rerun."""
+    long = "b" * 245
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_photo(scans / f"a{long}.png", "L")
+    save_photo(scans / f"A{long}.png", "L")  # differs only in case: a tag too
+    result = run("batch", scans, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    outputs = sorted((tmp_path / "out").iterdir())
+    assert len(outputs) == 2 and all(len(os.fsencode(p.name)) <= 255 for p in outputs)
+    again = json.loads(run("batch", scans, "-o", tmp_path / "out", "--json").stdout)
+    assert (again["done"], again["skipped"]) == (0, 2)
+    single = run(scans / f"a{long}.png")
+    assert single.exit_code == 0, single.stderr
+    beside = [p for p in scans.iterdir() if p.name.endswith("-colorized.png")]
+    assert len(beside) == 1 and len(os.fsencode(beside[0].name)) <= 255
