@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,12 +65,13 @@ def kornia_wheel() -> Path:
 
 
 def gzip_shards(names: list[str], data_root: Path) -> list[Path]:
+    sources = [data_root / (name if name.endswith(".tar") else f"{name}.tar") for name in names]
+    missing = [src for src in sources if not src.is_file()]
+    if missing:  # before the folder is emptied: a typo keeps what was there
+        raise SystemExit(f"Error: no shard {missing[0]}")
     folder = _fresh(ROOT / ".devdata")
     out = []
-    for name in names:
-        src = data_root / (name if name.endswith(".tar") else f"{name}.tar")
-        if not src.is_file():
-            raise SystemExit(f"Error: no shard {src}")
+    for src in sources:
         dst = folder / f"{src.name}.gz"
 
         def write(part: Path, src: Path = src) -> None:
@@ -131,21 +133,28 @@ def main(argv: list[str] | None = None) -> int:
         for shard in gzip_shards(args.shard, args.data_root):
             print(f".devdata/{shard.name}: {shard.stat().st_size / 1e6:.1f} MB")
     if args.init or args.blob:
-        _fresh(ROOT / ".devinit")
-    for spec in args.init:
-        run, _, path = spec.partition("=")
-        init_export(run, Path(path))
-    for spec in args.blob:
-        run, _, path = spec.partition("=")
-        src = Path(path)
-        suffix = src.name.rpartition(".compile.")[2] or "part00"
-        shutil.copyfile(src, ROOT / ".devinit" / f"{run}.compile.{suffix}")
+        with tempfile.TemporaryDirectory() as held:  # the sources may lie in .devinit itself
+            inits, blobs = [], []
+            for spec in args.init:
+                run, _, path = spec.partition("=")
+                inits.append((run, Path(shutil.copy(path, Path(held) / f"init-{run}"))))
+            for spec in args.blob:
+                run, _, path = spec.partition("=")
+                name = Path(path).name  # as it came back (RUN.compile.partNN), or joined (RUN.compile)
+                suffix = name.rpartition(".compile.")[2] if ".compile." in name else "part00"
+                blobs.append((Path(shutil.copy(path, Path(held) / f"blob-{run}-{suffix}")), f"{run}.compile.{suffix}"))
+            _fresh(ROOT / ".devinit")
+            for run, path in inits:
+                init_export(run, path)
+            for path, name in blobs:
+                shutil.copyfile(path, ROOT / ".devinit" / name)
 
     parts = upload_size()
     total = sum(parts.values())
     for name, n in parts.items():
         print(f"  {name:24s} {n / 1e6:6.1f} MB")
-    print(f"  {'upload':24s} {total / 1e6:6.1f} MB of {UPLOAD_LIMIT / 1e6:.1f}")
+    print(f"  {'upload':24s} {total / 1e6:6.1f} MB of {UPLOAD_LIMIT / 1e6:.1f} "
+          "(every .dev* folder there is counted: remove one the call does not carry)")
     if total > UPLOAD_LIMIT:
         over = (total - UPLOAD_LIMIT) / 1e6
         print(f"Error: {over:.1f} MB over the upload limit. Runs that start from a .devinit export with "

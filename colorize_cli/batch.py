@@ -123,7 +123,8 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
     read; other extensions are never opened (a camera's raw files would open as TIFFs).
     """
     if pattern is not None and pattern.rstrip("/").endswith("**"):  # pathlib's '**' lists folders only
-        pattern = pattern.rstrip("/") + "/*"
+        # (each folder is globbed on its own when recursive: there the trailing '**' is every file)
+        pattern = pattern.rstrip("/")[:-2] + "*" if recursive else pattern.rstrip("/") + "/*"
     where = case_insensitive_glob(pattern) if pattern is not None else "*"
     found: set[Path] = set()
     try:

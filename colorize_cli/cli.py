@@ -1039,7 +1039,8 @@ def _bench_engine(name: Optional[str], device: str):
 
     # A path (registry names hold no slash): a file of another kind, e.g. a pickled .pt, is then
     # refused as such rather than looked up as a model name.
-    if name is not None and (name.lower().endswith(".safetensors") or "/" in name or os.sep in name):
+    if name is not None and (name.lower().endswith(".safetensors") or "/" in name or os.sep in name
+                             or Path(name).is_file()):
         return Engine.load(weights=Path(name), device=device)
     return Engine.load(model=name, device=device)
 

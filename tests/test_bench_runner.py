@@ -575,6 +575,8 @@ def test_an_output_folder_that_holds_the_set_or_its_photos_is_refused_before_any
     assert not (data_dir / "sub" / runner.BENCH_MARKER).exists()
     with pytest.raises(UsageError, match="holds the image set"):
         runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, data_dir.parent, 0)
+    with pytest.raises(UsageError, match="holds photos of the set"):  # also photos beyond --limit
+        runner.run_bench(data_dir, [FakeEngine()], "psnr", 1, None, data_dir / "sub", 0)
     assert len(runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0).images) == 4
 
 

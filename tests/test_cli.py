@@ -442,9 +442,10 @@ def test_batch_without_recursive_and_with_glob(fake_registry, tmp_path):
     assert (tmp_path / "scans-colorized" / "a.png").is_file()
     result = run("batch", scans, "--glob", "scan_[0-9].png", "-o", tmp_path / "one", "--json")
     assert [Path(f["source"]).name for f in json.loads(result.stdout)["files"]] == ["SCAN_2.PNG"]
-    result = run("batch", scans, "-r", "--glob", "**", "-o", tmp_path / "all", "--json")  # pathlib: folders only
-    assert sorted(Path(f["source"]).name for f in json.loads(result.stdout)["files"]) == [
-        "SCAN_2.PNG", "a.png", "b.tif", "c.png"]
+    for recursive in (["-r"], []):  # pathlib's '**' lists folders only; '**' alone recurses
+        result = run("batch", scans, *recursive, "--glob", "**", "-o", tmp_path / f"all{len(recursive)}", "--json")
+        assert sorted(Path(f["source"]).name for f in json.loads(result.stdout)["files"]) == [
+            "SCAN_2.PNG", "a.png", "b.tif", "c.png"]
 
 
 def test_batch_of_empty_folder_is_an_error(fake_registry, tmp_path):

@@ -380,7 +380,7 @@ def test_bench_stops_on_a_broken_image_with_one_line(tmp_path):
     assert "b.jpg" in line
 
 
-def test_bench_takes_a_model_path_of_another_kind_as_a_file_and_refuses_it(tmp_path):
+def test_bench_takes_a_model_path_of_another_kind_as_a_file_and_refuses_it(tmp_path, monkeypatch):
     data = tmp_path / "set"
     data.mkdir()
     save_photo(data / "a.png")
@@ -391,6 +391,9 @@ def test_bench_takes_a_model_path_of_another_kind_as_a_file_and_refuses_it(tmp_p
     line = one_error(run("bench", data, "--models", tmp_path / "gone.safetensors", "--metrics", "psnr", "-q"),
                      ExitCode.WEIGHTS)
     assert "--weights" not in line
+    monkeypatch.chdir(tmp_path)  # a bare file name in the current folder is a file too
+    line = one_error(run("bench", data, "--models", "model.pt", "--metrics", "psnr", "-q"), ExitCode.WEIGHTS)
+    assert "Unknown model" not in line
 
 
 def test_bench_keeps_photos_that_share_a_name_apart(tmp_path):

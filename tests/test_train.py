@@ -1241,11 +1241,18 @@ def test_device_prep_packs_exactly_the_named_shards_and_refuses_an_upload_over_t
     assert parts[".devdata"] == (repo / ".devdata" / "tiny-0.tar.gz").stat().st_size
     assert "self-contained" in capsys.readouterr().out
 
+    # an export already in .devinit may be given again, and a joined blob gets a part's name
+    blob = tmp_path / "ddpm.compile"
+    blob.write_bytes(b"compiled")
+    assert device_prep.main(["--init", f"ddpm={repo / '.devinit' / 'ddpm.safetensors'}", "--blob", f"ddpm={blob}"]) == 0
+    assert (repo / ".devinit" / "ddpm.safetensors").read_bytes() == export.read_bytes()
+    assert (repo / ".devinit" / "ddpm.compile.part00").read_bytes() == b"compiled"
     monkeypatch.setattr(device_prep, "UPLOAD_LIMIT", 2000)
     assert device_prep.main(["--data-root", str(data)]) == 1
     assert "over the upload limit" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no shard"):
         device_prep.main(["--shard", "tiny-9", "--data-root", str(data)])
+    assert (repo / ".devdata" / "tiny-0.tar.gz").is_file()  # a typo keeps what was there
 
 
 def test_a_resume_with_a_new_lr_scales_the_same_schedule(few_dir, tmp_path):
@@ -1259,20 +1266,32 @@ def test_a_resume_with_a_new_lr_scales_the_same_schedule(few_dir, tmp_path):
     assert lrs["b"][:2] == pytest.approx(lrs["a"][:2])
     assert lrs["b"][2:] == pytest.approx([lr / 10 for lr in lrs["a"][2:]])
     assert log_records(tmp_path / "b", "start")[-1]["options"]["lr"] == 1e-4
+    # From Python, a resume that does not pass lr keeps the run's (the signature's default is None)
+    train_command(data=[], out=tmp_path / "b", resume=True, steps=5, **common)
+    assert log_records(tmp_path / "b", "start")[-1]["options"]["lr"] == 1e-4
 
 
 def test_a_new_run_replaces_the_log_and_grids_of_one_interrupted_before_its_first_checkpoint(few_dir, tmp_path):
+    """Only an aborted run of the same model is replaced (its log and step-NNNNNN grids); any other
+    log.jsonl in the folder (another tool's, another model's, a finished run's) is refused untouched."""
     out = tmp_path / "r"
     (out / "samples").mkdir(parents=True)
     (out / "samples" / "step-000090.png").write_bytes(b"an aborted run's grid")
-    (out / "log.jsonl").write_text(json.dumps({"event": "start", "step": 0}) + "\n"
-                                   + json.dumps({"event": "train", "step": 35, "lr": 1.0}) + "\n")
-    train_command(data=[few_dir], out=out, model="unet", preset="tiny", size=SIZE, batch_size=4, steps=2,
-                  warmup_steps=1, workers=0, log_every=1, val_every=2, val_fraction=0.0, perceptual_weight=0.0,
-                  show_progress=False)
+    (out / "samples" / "step-final.png").write_bytes(b"someone's own file")
+    aborted = [{"event": "start", "step": 0, "options": {"model": "unet"}}, {"event": "train", "step": 35, "lr": 1.0}]
+    kw = dict(data=[few_dir], out=out, model="unet", preset="tiny", size=SIZE, batch_size=4, steps=2, warmup_steps=1,
+              workers=0, log_every=1, val_every=2, val_fraction=0.0, perceptual_weight=0.0, show_progress=False)
+    for other in ("not a log\n", json.dumps(dict(aborted[0], options={"model": "lab-ddpm"})) + "\n",
+                  "".join(json.dumps(r) + "\n" for r in (*aborted, {"event": "end", "step": 40}))):
+        (out / "log.jsonl").write_text(other)
+        with pytest.raises(TrainingError, match="choose another --out"):
+            train_command(**kw)
+        assert (out / "log.jsonl").read_text() == other
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in aborted))
+    train_command(**kw)
     assert len(log_records(out, "start")) == 1
     assert [r["step"] for r in log_records(out, "train")] == [1, 2]
-    assert not (out / "samples" / "step-000090.png").exists()
+    assert not (out / "samples" / "step-000090.png").exists() and (out / "samples" / "step-final.png").exists()
 
 
 def test_data_a_run_cannot_read_is_never_left_out_in_silence(image_dir, few_dir, tmp_path):

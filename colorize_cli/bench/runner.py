@@ -737,10 +737,13 @@ def run_bench(
             # marked as a bench's output, it would hide the set (and its neighbours) from every later bench
             raise UsageError(f"{folder} holds the image set {data_dir}: write the bench's output to a folder "
                              "outside it")
-    paths = list_images(data_dir, limit)  # (before this run marks its own folders: one may hold the set)
-    for folder in (out_dir, cache_root):  # its reports and colourings would be written over the photos
+    every = list_images(data_dir)  # (before this run marks its own folders: one may hold the set)
+    paths = every[: max(limit, 0)] if limit is not None else every
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {data_dir}")
+    for folder in (out_dir, cache_root):  # its reports would be written over photos; marked, it would hide them
         held = None if folder is None else next(
-            (p for p in paths if real_path(p).is_relative_to(real_path(folder))), None)
+            (p for p in every if real_path(p).is_relative_to(real_path(folder))), None)
         if held is not None:
             raise UsageError(f"{folder} holds photos of the set (e.g. {held}): write the bench's output to a "
                              "folder of its own")

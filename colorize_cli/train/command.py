@@ -139,7 +139,7 @@ def train_command(
     resume: bool = False,
     steps: int | None = None,
     batch_size: int = 64,
-    lr: float = 2e-4,
+    lr: float | None = None,
     size: int = 64,
     preset: str = "small",
     encoder: str = "none",
@@ -198,7 +198,7 @@ def train_command(
             # absolute (a resume from another folder finds them), links kept: a folder's name is part
             # of each image's split key, and a link's name is what the user gave
             data=[os.path.abspath(p) for p in data], out=str(_shared_out(out, model)), model=model,
-            steps=10_000 if steps is None else steps, batch_size=batch_size, lr=lr, size=size, preset=preset,
+            steps=10_000 if steps is None else steps, batch_size=batch_size, lr=2e-4 if lr is None else lr, size=size, preset=preset,
             encoder=None if encoder == "none" else encoder, prediction=prediction, schedule=schedule, head=head,
             seed=seed, device=device, compile=compile, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
             workers=workers, init_weights=str(init_weights) if init_weights else None, resume=resume,
@@ -213,7 +213,8 @@ def train_command(
             # Only the metadata: the loop reads the tensors once, when it restores the run.
             saved = load_checkpoint(Path(options.out) / FILENAME, tensors=False)[1]["options"]
             if given is None:  # a Python caller: every argument counts, except an unset `steps` or `data`
-                unset = ({"steps"} if steps is None else set()) | (set() if data else {"data"})
+                unset = ({"steps"} if steps is None else set()) | (set() if data else {"data"}) | (
+                    {"lr"} if lr is None else set())
                 given = set(TrainOptions.RUNTIME) - unset
             for key in TrainOptions.RUNTIME:
                 if key not in given and key in saved:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -289,6 +290,27 @@ def save_png_atomic(img: Image.Image, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _aborted_run_log(path: Path, model: str) -> bool:
+    """Whether `path`, in the folder of a new run, is the log a run of `model` left when it was
+    interrupted before its first checkpoint (the new run replaces it). Any other log.jsonl there, a
+    finished run's (its export moved away), another model's or another tool's, is refused: a new
+    run would append to it, or replace it."""
+    if not path.is_file():  # none; or a folder in its place, which writing the log reports (an output error)
+        return False
+    try:
+        records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        first = records[0]
+        ours = first.get("event") == "start" and isinstance(first.get("options"), dict)
+    except (OSError, ValueError, IndexError, AttributeError):
+        ours = False
+    if not ours:
+        raise TrainingError(f"{path.parent} holds a log.jsonl that is not a colorize training log; choose another --out")
+    if first["options"].get("model") != model or any(isinstance(r, dict) and r.get("event") == "end" for r in records):
+        raise TrainingError(f"{path.parent} holds the log of another run (a {first['options'].get('model')} run, "
+                            "without its checkpoint); choose another --out")
+    return True
+
+
 class JsonlLog:
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -372,6 +394,7 @@ class Trainer:
         if not o.resume and (trained.exists() or trained.is_symlink()):  # e.g. its checkpoint deleted to save space
             raise TrainingError(f"{self.out} holds a trained model, {trained.name}, and no checkpoint to resume: a new "
                                 "run would replace it; choose another --out, or move the file")
+        stale_log = not o.resume and _aborted_run_log(self.out / "log.jsonl", o.model)
         if self.info.rank == 0:
             make_folder(self.out, "the run folder --out")
         train_refs, val_refs = split(refs, o.val_fraction)
@@ -436,12 +459,13 @@ class Trainer:
         self.log = JsonlLog(self.out / "log.jsonl", self.info.rank == 0)
         if resume_tensors is not None:  # what an interrupted process logged after its last checkpoint is redone
             self.log.drop_after(self.step)
-        elif self.info.rank == 0:
-            # A new run here (no checkpoint, no export: checked above) replaces what a run interrupted
-            # before its first checkpoint left, so its log and sample grids are not taken for this one's.
+        elif stale_log and self.info.rank == 0:
+            # A new run here replaces what a run of this model interrupted before its first
+            # checkpoint left (checked above), so its log and sample grids are not taken for this one's.
             self.log.path.unlink(missing_ok=True)
             for grid in (self.out / "samples").glob("step-*.png"):
-                grid.unlink(missing_ok=True)
+                if re.fullmatch(r"step-\d{6,}\.png", grid.name):
+                    grid.unlink(missing_ok=True)
         self.stage: Stage | None = None
         self.runners: dict[str, Callable] = {}
         self._ema_pairs: tuple[list[Tensor], list[Tensor]] | None = None
@@ -744,8 +768,10 @@ class Trainer:
             if bad:
                 raise TrainingError(f"the training loss became {last_losses[bad[0]]} by step {self.step} "
                                     f"({', '.join(bad)}); "
-                                    f"the last checkpoint is kept: continue it with --resume --out {self.out} "
-                                    f"and a lower --lr (the same schedule, scaled), or start again")
+                                    + (f"the last checkpoint is kept: continue it with --resume --out {self.out} "
+                                       "and a lower --lr (the same schedule, scaled), or start again"
+                                       if (self.out / ckpt.FILENAME).is_file() else
+                                       "there is no checkpoint yet: start again with a lower --lr"))
             now = time.perf_counter()
             dt = now - t_last
             steps_done = self.step - step_last
