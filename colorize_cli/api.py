@@ -105,11 +105,15 @@ class Colorizer:
         command line reports (ImageError, OutputExistsError, ...)."""
         from .batch import Job, run_jobs
 
+        from .batch import fitted_name
+
         source = _path_argument("source", source)
-        target = _path_argument("output", output) if output is not None else source.with_name(f"{source.stem}-colorized.png")
+        # colorize's own names are cut to fit a file system (a long photo name plus "-colorized")
+        target = (_path_argument("output", output) if output is not None
+                  else fitted_name(source.with_name(f"{source.stem}-colorized.png")))
         named = output is not None  # a file the caller named: overwrite=True may replace whatever is there
         if target.is_dir() or not target.suffix:
-            target, named = target / f"{source.stem}-colorized.png", False
+            target, named = fitted_name(target / f"{source.stem}-colorized.png"), False
         output_format(target)  # an extension no format has: say so before colouring
         parsed = _parse_hints(hints)
         (result,) = run_jobs(self.engine, [Job(source, [target], named=named)], sampler=self.sampler, steps=self.steps,

@@ -226,7 +226,7 @@ def distinct_targets(plain: list[Path], qualified: list[Path], identities: Seque
     for key in (_disk_key(c) for c in chosen):  # a photo without extension ("a") qualifies to it ("a.png")
         seen[key] = seen.get(key, 0) + 1
     identities = [str(c) for c in chosen] if identities is None else identities
-    return [_fitted(_tagged(c, identity) if seen[_disk_key(c)] > 1 else c) for c, identity in zip(chosen, identities)]
+    return [fitted_name(_tagged(c, identity) if seen[_disk_key(c)] > 1 else c) for c, identity in zip(chosen, identities)]
 
 
 # A file name's most bytes on common file systems (ext4, APFS, NTFS in UTF-16 units aside), less
@@ -234,7 +234,7 @@ def distinct_targets(plain: list[Path], qualified: list[Path], identities: Seque
 NAME_BYTES = 255 - len("-64")
 
 
-def _fitted(path: Path) -> Path:
+def fitted_name(path: Path) -> Path:
     """`path`, or where its name (a long photo name plus "-colorized" or a tag) is more than a file
     system takes, the name cut to fit with a tag of the whole name: the same on every rerun, so a
     resumed batch finds it, and apart from another long name that begins alike."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -113,6 +114,9 @@ def test_colorize_file_writes_what_the_command_line_writes(colorizer, fake_regis
     assert colorizer.colorize_file(src, overwrite=True) == out
     with pytest.raises(ImageError):
         colorizer.colorize_file(tmp_path / "missing.png", tmp_path / "x.png")
+    long = save_photo(tmp_path / ("s" * 248 + ".png"), "L")  # its NAME-colorized.png would not fit a disk
+    fitted = colorizer.colorize_file(long)
+    assert fitted.is_file() and len(os.fsencode(fitted.name)) <= 255 and fitted.name.endswith("-colorized.png")
     before = src.read_bytes()
     with pytest.raises(Exception, match="input"):
         colorizer.colorize_file(src, src, overwrite=True)
