@@ -31,6 +31,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from colorize_cli.atomic import temp_path_beside  # noqa: E402
 UPLOAD_LIMIT = 64 * 2**20
 CARRIED = (".devwhl", ".devdata", ".devinit", ".devvgg")
 
@@ -43,7 +46,7 @@ def _fresh(folder: Path) -> Path:
 
 
 def _write_atomically(dst: Path, write) -> None:
-    part = dst.with_name(dst.name + ".part")
+    part = temp_path_beside(dst)
     try:
         write(part)
         os.replace(part, dst)

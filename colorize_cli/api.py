@@ -103,9 +103,7 @@ class Colorizer:
         does. A multi-page TIFF has every page coloured into a TIFF output; into any other format,
         only the first (a UserWarning says so). Returns the output's path; raises the error the
         command line reports (ImageError, OutputExistsError, ...)."""
-        from .batch import Job, run_jobs
-
-        from .batch import fitted_name
+        from .batch import Job, fitted_name, run_jobs
 
         source = _path_argument("source", source)
         # colorize's own names are cut to fit a file system (a long photo name plus "-colorized")

@@ -431,6 +431,22 @@ def resolve_metrics_device(device: str | torch.device | None) -> torch.device:
     return select_device(device)  # an unusable one is a usage error, also when only baselines run
 
 
+def _refuse_output_over_the_set(folder: Path, data_dir: Path, photos: Sequence[Path]) -> None:
+    """A bench's output folder is marked as such (so no later bench takes it for photos) and gets its
+    reports: it must not be the set, hold it (the set would be hidden from every later bench), or
+    hold any photo of it (a report would be written over one), whatever --limit takes."""
+    where, data = real_path(folder), real_path(data_dir)
+    if where == data:
+        raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
+    if data.is_relative_to(where):
+        raise UsageError(f"{folder} holds the image set {data_dir}: write the bench's output to a folder outside it")
+    if where.is_relative_to(data):  # only then can it hold photos of the set
+        held = next((p for p in photos if real_path(p).is_relative_to(where)), None)
+        if held is not None:
+            raise UsageError(f"{folder} holds photos of the set (e.g. {held}): write the bench's output to a "
+                             "folder of its own")
+
+
 def _percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q)) if values else None
 
@@ -730,23 +746,13 @@ def run_bench(
     metric_names = scorer.metrics
 
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
-    for folder in (out_dir, cache_root):
-        if folder is not None and real_path(folder) == real_path(data_dir):
-            raise UsageError(f"{folder} is the image set itself: write the bench's output to another folder")
-        if folder is not None and real_path(data_dir).is_relative_to(real_path(folder)):
-            # marked as a bench's output, it would hide the set (and its neighbours) from every later bench
-            raise UsageError(f"{folder} holds the image set {data_dir}: write the bench's output to a folder "
-                             "outside it")
     every = list_images(data_dir)  # (before this run marks its own folders: one may hold the set)
+    for folder in (out_dir, cache_root):
+        if folder is not None:
+            _refuse_output_over_the_set(Path(folder), data_dir, every)
     paths = every[: max(limit, 0)] if limit is not None else every
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {data_dir}")
-    for folder in (out_dir, cache_root):  # its reports would be written over photos; marked, it would hide them
-        held = None if folder is None else next(
-            (p for p in every if real_path(p).is_relative_to(real_path(folder))), None)
-        if held is not None:
-            raise UsageError(f"{folder} holds photos of the set (e.g. {held}): write the bench's output to a "
-                             "folder of its own")
     for folder in (out_dir, cache_dir):  # marked, so no later bench of the set takes it for photos
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
