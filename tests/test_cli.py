@@ -498,7 +498,13 @@ KEEP = Teardown()  # a module global: only the interpreter's teardown deletes it
 atexit.register(lambda: print("exit handler ran"))
 sys.stdout.write("x" * 200_000)  # still in Python's buffer when the command ends
 if sys.argv[1] == "thread":
-    threading.Thread(target=lambda: (time.sleep(0.3), print("thread finished"))).start()
+    # The thread waits until the exit has counted threads, so it is still running then however
+    # slowly the command ran (a fixed sleep raced a slow machine's imports).
+    release, count = threading.Event(), threading.active_count
+    threading.Thread(target=lambda: (release.wait(60), time.sleep(0.1), print("thread finished"))).start()
+    # counts once, then puts the real function back: a reference left in threading to a function of
+    # this script keeps the script's globals, KEEP among them, from the teardown
+    threading.active_count = lambda: (setattr(threading, "active_count", count), count(), release.set())[1]
 sys.argv = ["colorize", *sys.argv[2:]]
 cli.run()
 """
@@ -534,7 +540,9 @@ def late_signal():  # a second Ctrl-C or kill, arriving while the exit handlers 
 
 atexit.register(late_signal)
 if sys.argv[2] == "thread":  # the ordinary exit (see below), as with a training run's loader threads
-    threading.Thread(target=time.sleep, args=(0.2,)).start()
+    release, count = threading.Event(), threading.active_count  # running when the exit counts threads
+    threading.Thread(target=lambda: (release.wait(60), time.sleep(0.2))).start()
+    threading.active_count = lambda: (setattr(threading, "active_count", count), count(), release.set())[1]
 sys.argv = ["colorize", *sys.argv[3:]]
 cli.run()
 """
