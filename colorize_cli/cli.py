@@ -950,6 +950,8 @@ def models_list(as_json: bool = JsonOpt) -> None:
             _print_line("\t".join((r["name"], "yes" if r["default"] else "no", *row[1:])))
         return
     table = Table(*header[:-1])
+    # The name is what `--model` needs: never cut to "latent-c…" on a narrow (80-column) terminal.
+    table.columns[0].min_width = max(len(r["name"]) for r in rows) if rows else None
     for row in cells:
         table.add_row(*row[:-1])
     stdout.print(table)

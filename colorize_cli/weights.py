@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import sys
 from collections.abc import Iterator, Mapping
@@ -274,7 +275,10 @@ def check_sha256(path: Path, expected: str | None, advice: str = "delete it and 
     """Raise HashMismatchError unless `path` hashes to `expected`; None means nothing to check."""
     if expected is None:
         return
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError as e:  # unreadable: the weights are at fault (as in check_safetensors), not an output
+        raise WeightsError(f"Weights file {path} cannot be read: {e.strerror or e}.") from None
     if actual != expected.lower():
         raise HashMismatchError(path, expected.lower(), actual, advice)
 
@@ -285,13 +289,21 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
     Judges the bytes, not the name: a pickle renamed `.safetensors` is still refused.
     """
     path = Path(path)
+    try:
+        # One stat, in here: path.exists() raises PermissionError (an output's exit code) for a
+        # folder on the way that cannot be searched, and says False for a symlink loop.
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise WeightsNotFoundError(f"Weights file {path} does not exist.") from None
+    except OSError as e:
+        raise WeightsError(f"Weights file {path} cannot be read: {e.strerror or e}.") from None
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(
             f"{path} is a pickle checkpoint ({suffix}); colorize only loads .safetensors files "
             "because unpickling can run arbitrary code."
         )
-    if path.exists() and not path.is_file():  # a folder, a pipe, a device: never read (a pipe would block)
+    if not stat.S_ISREG(mode):  # a folder, a pipe, a device: never read (a pipe would block)
         raise WeightsError(f"Weights file {path} is not a regular file.")
     try:
         with path.open("rb") as f:
@@ -350,9 +362,7 @@ def resolve_weights(
     """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
-        if not path.exists():
-            raise WeightsNotFoundError(f"Weights file {path} does not exist.")
-        check_safetensors(path)  # (refuses folders, pipes and devices too)
+        check_safetensors(path)  # (refuses missing files, folders, pipes, devices and unreadable paths too)
         return ResolvedWeights(path, "file")
     if entry is None:
         raise ValueError("resolve_weights needs a registry entry or a weights_path")
@@ -408,14 +418,17 @@ _ADVICE: dict[str, str] = {
 }
 
 
-def _check(entry: ModelEntry, found: ResolvedWeights, offline: bool = False) -> None:
+def _check(entry: ModelEntry, found: ResolvedWeights, offline: bool = False, advice: str | None = None) -> None:
     """Is `found` a safetensors file with the registry's hash? The message says what to do
-    (`offline`: nothing can be fetched now, so a download is advice for when it can)."""
+    (`offline`: nothing can be fetched now, so a download is advice for when it can; `advice`:
+    what to say instead)."""
+    advice = advice or _advice(entry, found, offline)
     if not found.path.is_file():  # a folder or pipe where the file should be: never read it
-        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; "
-                           f"{_advice(entry, found, offline)}.")
+        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; {advice}.")
+    # The hash first: a damaged or truncated copy is then reported as such, with what to do about
+    # it, rather than as "not a valid safetensors file".
+    check_sha256(found.path, entry.sha256, advice)
     check_safetensors(found.path)
-    check_sha256(found.path, entry.sha256, _advice(entry, found, offline))
 
 
 def _advice(entry: ModelEntry, found: ResolvedWeights, offline: bool = False) -> str:
@@ -437,7 +450,12 @@ def _checked_cached_or_fetched(entry: ModelEntry, found: ResolvedWeights,
         _check(entry, found)
         return found
     except WeightsError as damaged:
-        _discard_cached(found.path)
+        problem = _discard_cached(found.path)
+        if problem is not None:  # (a read-only cache): the Hub client would hand the same file back
+            _check(entry, found, advice=f"it cannot be removed from the Hugging Face cache ({problem}): delete "
+                                        "it as the cache's owner, or set HF_HUB_CACHE to a writable folder "
+                                        f"and run `colorize models download {entry.name}`")
+            return found  # (repaired meanwhile, by another process)
         try:  # link and blob are gone: an ordinary download fetches the bytes again
             return _checked_download(entry, cache_dir)
         except WeightsNotFoundError as e:
@@ -456,18 +474,31 @@ def _checked_download(entry: ModelEntry, cache_dir: str | os.PathLike[str] | Non
     return fetched
 
 
-def _discard_cached(path: Path) -> None:
+def _discard_cached(path: Path) -> str | None:
     """Remove a Hugging Face cache entry: the snapshot's link and the blob it points to, so the
-    next download fetches the bytes again instead of re-linking the bad blob."""
-    blob = real_path(path)
-    for item in (path, blob):
+    next download fetches the bytes again instead of re-linking the bad blob. Returns why it
+    could not be removed, or None.
+
+    Only what lies inside the cache is removed (the blob may be in the cache-wide store,
+    CACHE/blobs/, that huggingface_hub shares between repos): a link there that leads elsewhere
+    (to the user's own copy, or a folder) loses the link, never what it points to.
+    """
+    # CACHE/models--ORG--NAME/snapshots/COMMIT/FILENAME
+    cache = next((real_path(p.parent.parent) for p in path.parents if p.name == "snapshots"), None)
+    for item in (path, real_path(path)):
+        where = real_path(item.parent) / item.name  # the entry itself (a link not followed)
+        if cache is None or cache not in where.parents:
+            if item is path:
+                return f"{where} lies outside the cache"
+            continue
         try:
             if item.is_dir() and not item.is_symlink():
                 shutil.rmtree(item)
             else:
                 item.unlink(missing_ok=True)
-        except OSError:
-            pass  # the download that follows reports an unwritable cache itself
+        except OSError as e:
+            return f"{e.strerror or e}: {e.filename or item}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -596,8 +627,9 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None)
             from huggingface_hub import constants
 
             cache = cache_dir or constants.HF_HUB_CACHE
+            # HF_HUB_CACHE, not HF_HOME: it wins over HF_HOME when both are set.
             raise WeightsError(f"Cannot write the Hugging Face cache at {cache} ({e.strerror or e}); free some "
-                               "space or set HF_HOME to a writable folder.") from e
+                               "space or set HF_HUB_CACHE to a writable folder.") from e
         raise WeightsNotFoundError(_how_to_get(entry, f"the download was incomplete ({_first_line(e)})")) from e
 
 
@@ -626,6 +658,9 @@ def _hf_hub_download(
             revision=entry.revision,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
+            # A cache look-up needs no credentials: reading the token (an unreadable token file,
+            # HF_HOME naming a file) must not fail it, nor may refreshing one go online.
+            **({"token": False} if local_files_only else {}),
         )
     )
 

@@ -633,3 +633,147 @@ def test_a_file_whose_config_cannot_be_used_is_refused_at_load_and_named(tmp_pat
         save_file(tensors, str(path), metadata=dict(metadata, **{"colorize.config": text}))
         with pytest.raises(WeightsError, match=f"{name}.safetensors"):
             Engine.load(weights=path, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------
+# Damaged cache entries, odd places and narrow terminals (adversarial review)
+
+
+def cache_then_hub(monkeypatch, published: Path):
+    """hf_hub_download as the real client behaves for a pinned revision: a cache look-up finds
+    whatever the cache holds, a download lays `published` out in the cache. Returns the calls."""
+    real_download = huggingface_hub.hf_hub_download
+    downloads = []
+
+    def fake_download(repo_id, filename, *, revision, cache_dir, local_files_only, **kwargs):
+        try:
+            return real_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
+        except LocalEntryNotFoundError:
+            if local_files_only:
+                raise
+        downloads.append(filename)
+        repo_blob = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "blobs" / sha256_file(published)
+        if repo_blob.exists():  # as the client does: a blob already there is linked again, not fetched
+            snapshot = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / COMMIT / filename
+            snapshot.symlink_to(Path("..", "..", "blobs", repo_blob.name))
+            return str(snapshot)
+        return str(add_to_fake_hub_cache(Path(cache_dir), repo_id, filename, published, revision=revision))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # online, to this fake Hub
+    return downloads
+
+
+@pytest.mark.parametrize("target", ["folder", "file", "shared store"])
+def test_repairing_a_cache_entry_never_deletes_what_a_link_there_points_to(tmp_path, bundled, cache_dir,
+                                                                         monkeypatch, target):
+    """A snapshot entry linked to the user's own folder or file (outside the cache) that fails the
+    checks: the link goes, what it points to stays. A damaged blob in the cache-wide store of
+    huggingface_hub (CACHE/blobs/, linked from the repo's blobs/) is inside the cache: it goes."""
+    published = make_weights(tmp_path / "published.safetensors")
+    entry = make_entry(revision=COMMIT, sha256=sha256_file(published))
+    snapshot = add_to_fake_hub_cache(cache_dir, entry.repo, entry.filename, published, revision=COMMIT)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    other = make_weights(mine / "other.safetensors", seed=1)  # a model, but not the published one
+    if target == "shared store":
+        repo_blob = snapshot.resolve()
+        store = cache_dir / "blobs" / repo_blob.name[:2] / ("e" * 64)
+        store.parent.mkdir(parents=True)
+        store.write_bytes(repo_blob.read_bytes()[:-1] + b"\0")  # damaged
+        repo_blob.unlink()
+        repo_blob.symlink_to(Path("..", "..", "blobs", store.parent.name, store.name))
+    else:
+        snapshot.unlink()
+        snapshot.symlink_to(mine if target == "folder" else other)
+    downloads = cache_then_hub(monkeypatch, published)
+
+    chosen = resolve_weights(entry, cache_dir=cache_dir)  # online: the damaged entry is fetched again
+    assert downloads and sha256_file(chosen.path) == entry.sha256
+    assert (mine / "thesis.txt").read_text() == "years of work" and other.is_file()
+
+
+def test_a_damaged_copy_in_a_read_only_cache_is_not_blamed_on_the_hub(tmp_path, bundled, cache_dir, monkeypatch):
+    """The entry cannot be removed, so the client would hand it back as the "download": the message
+    says what is wrong (a damaged cached copy that cannot be removed), not that the Hub sent bad bytes."""
+    published = make_weights(tmp_path / "published.safetensors")
+    entry = make_entry(revision=COMMIT, sha256=sha256_file(published))
+    snapshot = add_to_fake_hub_cache(cache_dir, entry.repo, entry.filename, published, revision=COMMIT)
+    blob = snapshot.resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    downloads = cache_then_hub(monkeypatch, published)
+    real_unlink = Path.unlink
+
+    def read_only(self, missing_ok=False):
+        if cache_dir in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(HashMismatchError, match="cannot be removed from the Hugging Face cache .Permission") as e:
+        resolve_weights(entry, cache_dir=cache_dir)
+    assert "HF_HUB_CACHE" in str(e.value) and "Hub served" not in str(e.value)
+
+
+def test_a_damaged_registry_file_is_reported_by_its_hash_with_what_to_do(tmp_path, bundled, cache_dir):
+    """Truncated, zero bytes: no longer a valid safetensors file either, but the hash says what
+    happened and the advice says what to do (reinstall; download again)."""
+    good = make_weights(bundled / "tiny.safetensors")
+    entry = make_entry(sha256=sha256_file(good))
+    good.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(HashMismatchError, match="reinstall colorize"):
+        resolve_weights(entry, cache_dir=cache_dir, allow_download=False)
+    good.unlink()
+    cached = add_to_fake_hub_cache(cache_dir, entry.repo, entry.filename, make_weights(tmp_path / "p.safetensors"))
+    cached.resolve().write_bytes(b"")
+    with pytest.raises(HashMismatchError, match="colorize models download tiny"):
+        resolve_weights(entry, cache_dir=cache_dir, local_files_only=True)
+
+
+def test_a_cache_look_up_does_not_read_the_login_token(tmp_path, bundled, cache_dir, monkeypatch):
+    """An unreadable token file (HF_HOME naming a file, a token written by another user) concerns
+    downloads only: finding a cached copy must not fail on it."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path))  # a folder: reading it fails
+    published = make_weights(tmp_path / "published.safetensors")
+    entry = make_entry(revision=COMMIT, sha256=sha256_file(published))
+    cached = add_to_fake_hub_cache(cache_dir, entry.repo, entry.filename, published, revision=COMMIT)
+    assert locate_weights(entry, cache_dir=cache_dir).path == cached
+    assert resolve_weights(entry, cache_dir=cache_dir, local_files_only=True).source == "hf-cache"
+
+
+def test_a_weights_path_that_cannot_be_looked_up_is_a_weights_error(tmp_path, monkeypatch):
+    """A folder on the way that cannot be searched: the weights' exit code, not an output's."""
+    path = make_weights(tmp_path / "locked" / "m.safetensors")
+    real_stat = Path.stat
+
+    def locked(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", locked)
+    with pytest.raises(WeightsError, match="cannot be read: Permission denied"):
+        resolve_weights(None, weights_path=path)
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop)
+    with pytest.raises(WeightsError, match="cannot be read"):  # a symlink loop: not "does not exist"
+        resolve_weights(None, weights_path=loop)
+
+
+def test_models_list_on_an_80_column_terminal_shows_whole_model_names(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from colorize_cli import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "stdout", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    cli.models_list(as_json=False)
+    table = screen.getvalue().split("\n┗")[0].split("└")[0]  # the table, not the descriptions under it
+    for name in load_registry().names:
+        assert f" {name} " in table, (name, table)
