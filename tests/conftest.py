@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,27 @@ import pytest
 import torch
 from PIL import Image
 
+# The tests read what the CLI prints to pipes. Rich takes FORCE_COLOR / TTY_COMPATIBLE (set by some
+# CI runners) for a terminal, which turns that output into colour codes, tables and progress bars,
+# and COLUMNS for its width, where it wraps text. Set here, before colorize_cli.cli makes its
+# consoles, and inherited by the tests' subprocesses: what a runner without a terminal gives.
+for _name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "LINES"):
+    os.environ.pop(_name, None)
+os.environ["COLUMNS"] = "80"
+
 from colorize_cli import weights as weights_mod
 from colorize_cli.models import build_model, preset_config
 
 ARCHS = ("lab-ddpm", "unet", "latent-cold")
+
+
+@pytest.fixture(autouse=True)
+def _same_random_start():
+    """Each test that draws from the global generators (torch.rand, ...) gets the same numbers
+    whichever tests ran before it: alone, in another order, or after one that drew more."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
 
 
 def make_tiny_weights(path: Path, architecture: str, seed: int = 0) -> Path:

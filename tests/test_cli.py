@@ -628,15 +628,20 @@ def test_saturation_strengthens_colour_keeps_lightness_and_defaults_to_the_files
 @pytest.mark.parametrize("preset, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
                                               ({"GOMP_SPINCOUNT": "5"}, "5")])
 def test_main_shortens_openmp_spinning_unless_the_user_chose(monkeypatch, preset, expected):
+    import warnings
+
     from colorize_cli import cli
 
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    # main() sets these in os.environ and adds warning filters: undone after, or every later test
+    # (and its subprocesses) runs with them. (delenv of an unset name would record nothing to undo.)
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HF_HUB_VERBOSITY"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     for key, value in preset.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(sys, "argv", ["colorize", "--version"])
     monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit), warnings.catch_warnings():
         cli.main()
     assert os.environ.get("GOMP_SPINCOUNT") == expected
 
@@ -836,20 +841,30 @@ def test_colourings_waiting_for_a_slow_writer_stay_within_the_budget(tmp_path, t
         Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(folder / f"{i}.png")
     monkeypatch.setattr(batch, "HELD_PIXELS", 1)  # every photo is over it, as a 100-MP scan is over 48 MP
     loads, loads_when_written, lock = [], [], threading.Lock()
-    real_load, real_save = batch.load_image, batch.save_image
+    real_load, real_save, real_wait = batch.load_image, batch.save_image, batch.wait
+    run_waits = threading.Event()
 
     def counting_load(*args, **kwargs):
         loads.append(args[0])
         return real_load(*args, **kwargs)
 
+    def waiting(*args, **kwargs):
+        run_waits.set()
+        return real_wait(*args, **kwargs)
+
     def slow_save(*args, **kwargs):
-        time.sleep(0.2)
+        # Slow until the run waits for a write, or has read every photo (as it would without the
+        # budget): a fixed sleep let a slow machine's model fall behind it, hiding an unbounded run.
+        deadline = time.monotonic() + 60
+        while not run_waits.is_set() and len(loads) < 6 and time.monotonic() < deadline:
+            time.sleep(0.005)
         real_save(*args, **kwargs)
         with lock:
             loads_when_written.append(len(loads))
 
     monkeypatch.setattr(batch, "load_image", counting_load)
     monkeypatch.setattr(batch, "save_image", slow_save)
+    monkeypatch.setattr(batch, "wait", waiting)
     result = run("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.stderr
     assert len(list((tmp_path / "out").iterdir())) == 6

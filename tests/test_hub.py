@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import constants
@@ -85,6 +86,12 @@ def hub(tmp_path, monkeypatch):
                               {"conv.weight": torch.randn(4, 1, 3, 3), "conv.bias": torch.zeros(4)},
                               {"architecture": "unet", "channels": 4})
     fake = FakeHub(weights.read_bytes())
+    # A runner's HTTP(S)_PROXY would send the requests for 127.0.0.1 to its proxy. The hub client
+    # keeps one HTTP client, which reads the proxies when made: a fresh one now, and after.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    close_session = getattr(huggingface_hub, "close_session", lambda: None)  # (requests-based versions: none)
+    close_session()
     monkeypatch.setattr(constants, "ENDPOINT", fake.url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -92,6 +99,7 @@ def hub(tmp_path, monkeypatch):
     fake.sha256 = sha256_file(weights)
     yield fake
     fake.server.shutdown()
+    close_session()
 
 
 def entry(sha256: str) -> ModelEntry:
