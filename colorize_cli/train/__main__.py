@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = vars(_parser().parse_args(argv))
     show = not args.pop("no_progress")
+    # `kill`, and torchrun passing on its own stop to each rank, stop a run as Ctrl-C does (as in
+    # `colorize train`): by default SIGTERM ended the process at once, without a word, and its
+    # loader processes lingered.
+    before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         train_command(show_progress=show, given=typed_options(argv), **args)
     except KeyboardInterrupt:
@@ -68,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {error_message(e)}", file=sys.stderr)
         code = exit_code_for(e)  # MISSING_EXTRA for a missing package; any other TrainingError is USAGE
         return int(code if code != ExitCode.FAILURE else ExitCode.USAGE)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -394,15 +394,17 @@ class TrainStream(IterableDataset):
             epoch, pos = epoch + 1, 0
 
 
-def _ignore_sigterm(worker: int) -> None:
-    # `timeout` or a scheduler sends SIGTERM to the whole process group: the main process stops
-    # cleanly (checkpoint kept) and ends its loader processes itself; killed first, they would
-    # make it fail with "DataLoader worker is killed by signal".
+def _ignore_stop_signals(worker: int) -> None:
+    # `timeout` or a scheduler sends SIGTERM, and Ctrl-C sends SIGINT, to the whole process group:
+    # the main process stops cleanly (checkpoint kept) and ends its loader processes itself. Taken
+    # by a loader process, a stop signal ends it early (a second Ctrl-C lands outside torch's
+    # handler, as a traceback) and the run fails as "DataLoader worker exited unexpectedly".
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(stream: TrainStream, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     kwargs = dict(num_workers=workers, batch_size=None, pin_memory=pin_memory)
     if workers > 0:
-        kwargs.update(prefetch_factor=4, persistent_workers=False, worker_init_fn=_ignore_sigterm)
+        kwargs.update(prefetch_factor=4, persistent_workers=False, worker_init_fn=_ignore_stop_signals)
     return torch.utils.data.DataLoader(stream, **kwargs)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch import Tensor, nn
 
-from ..atomic import temp_path_beside
+from ..atomic import remove_stale_temps, temp_path_beside
 from .. import color
 from ..errors import error_message
 from ..imageio import make_folder
@@ -37,6 +37,7 @@ from ..models import build_model, load_model, preset_config
 from ..models.encoder import load_pretrained_lite0
 from ..models.zoo import ARCHITECTURES, ColorModel
 from . import checkpoint as ckpt
+from .runlock import run_folder_lock
 from .data import (
     MIN_COLOURFULNESS,
     SPLIT_VERSION,
@@ -106,7 +107,10 @@ class TrainOptions:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainOptions":
         d = dict(d)
-        d["objective"] = ObjectiveOptions(**d.get("objective", {}))
+        # Names this version does not know (an option since retired, or added by a newer version)
+        # are left out, for the objective's options as for the others.
+        objective = {f.name for f in fields(ObjectiveOptions)}
+        d["objective"] = ObjectiveOptions(**{k: v for k, v in d.get("objective", {}).items() if k in objective})
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -362,7 +366,10 @@ def _keep_stage_switch(options: TrainOptions, saved: TrainOptions) -> TrainOptio
 
 
 class Trainer:
-    def __init__(self, options: TrainOptions, progress: Progress | None = None):
+    def __init__(self, options: TrainOptions, progress: Progress | None = None,
+                 held: contextlib.ExitStack | None = None):
+        """`held`: where the run folder's lock is kept (`train` lets it go when the run ends); a
+        caller without one (a benchmark) runs unlocked."""
         self.info = DistInfo.current()
         self.progress = progress if self.info.rank == 0 else None
         self.notes: list[str] = []  # said at the start (and logged): e.g. what a resume cannot keep
@@ -387,6 +394,10 @@ class Trainer:
         if compressed:
             self.notes.append(f"left out {len(compressed)} compressed archive(s) under --data, e.g. {compressed[0]}: "
                               "shards are read in place, so decompress them to plain .tar files to train on them")
+        if self.info.rank == 0:
+            make_folder(self.out, "the run folder --out")
+            if held is not None:  # before anything here is judged or changed: one process at a time
+                held.enter_context(run_folder_lock(self.out))
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
                                 "or choose another --out")
@@ -396,7 +407,9 @@ class Trainer:
                                 "run would replace it; choose another --out, or move the file")
         stale_log = not o.resume and _aborted_run_log(self.out / "log.jsonl", o.model)
         if self.info.rank == 0:
-            make_folder(self.out, "the run folder --out")
+            # A process killed while writing (kill -9, the OOM killer, a lease's end) leaves its
+            # temporary file, a checkpoint's size each time: the next run here removes old ones.
+            remove_stale_temps([ckpt_path, trained, self.out / "log.jsonl"])
         train_refs, val_refs = split(refs, o.val_fraction)
         # What the run trains on, by the images' keys: a resume on other data is told (`_restore`).
         self.data_images = len(refs)
@@ -505,6 +518,13 @@ class Trainer:
             raise TrainingError(f"--stage {j.stage!r}: auto for every model; vq or cold for latent-cold only")
         if o.warmup_steps < 0 or not o.grad_clip >= 0:
             raise TrainingError("--warmup-steps and --grad-clip must not be negative (--grad-clip 0: no clipping)")
+        # The loop seeds a torch generator with seed * 1000 + rank, which must fit in 64 bits.
+        if not 0 <= o.seed < 10**16:
+            raise TrainingError("--seed must be at least 0 and below 10**16")
+        if o.time_limit is not None and not o.time_limit >= 0:  # (NaN too: it would never stop)
+            raise TrainingError("--time-limit must be a number of minutes >= 0")
+        if o.peak_tflops is not None and not 0 < o.peak_tflops < float("inf"):
+            raise TrainingError("--peak-tflops must be a positive number")
 
     def _group_windows(self) -> dict[str, tuple[int, int]]:
         windows: dict[str, tuple[int, int]] = {}
@@ -712,10 +732,15 @@ class Trainer:
             self.positions = {s: StreamPosition(epoch, 0) for s in range(shards)}
 
     def export(self) -> Path:
+        from safetensors import SafetensorError
+
         from ..weights import save_model_file
         path = self.out / f"{self.options.model}.safetensors"
         if self.info.rank == 0:
-            save_model_file(path, self.ema.state_dict(), self.model.config.to_dict())
+            try:
+                save_model_file(path, self.ema.state_dict(), self.model.config.to_dict())
+            except SafetensorError as e:  # e.g. the disk full: an output error, as for the checkpoint
+                raise ckpt.write_error(e, path) from e
         return path
 
     # -- run --------------------------------------------------------------------------------
@@ -838,7 +863,7 @@ class Trainer:
                             self.save()
                         break
         finally:
-            # Loader processes ignore SIGTERM (so `kill` reaches the loop, which saves first): stop
+            # Loader processes ignore SIGTERM and SIGINT (so `kill` and Ctrl-C reach the loop alone): stop
             # them here, or an error would leave the interpreter waiting for them at exit.
             shutdown = getattr(batches, "_shutdown_workers", None)
             if shutdown is not None:
@@ -869,4 +894,5 @@ class Trainer:
 
 def train(options: TrainOptions, progress: Progress | None = None) -> TrainResult:
     """Train (or resume) a model as `options` say; returns where the export and checkpoint are."""
-    return Trainer(options, progress).run()
+    with contextlib.ExitStack() as held:
+        return Trainer(options, progress, held).run()
