@@ -1147,13 +1147,10 @@ def train_cli(
                                gan_start=gan_start, vq_fraction=vq_fraction, stage=stage,
                                encoder_lr_scale=encoder_lr_scale, show_progress=not quiet)
     except KeyboardInterrupt as e:
-        from .train.checkpoint import FILENAME
+        from .train.command import interrupted_advice
 
-        run = getattr(e, "out", out)  # the folder the run chose, when --out was not given
-        if run is None or not (run / FILENAME).is_file():
-            raise interrupted("interrupted before the first checkpoint: there is nothing to resume; run the "
-                              "command again to start over (--ckpt-every sets how often checkpoints are made).") from None
-        raise interrupted(f"interrupted; rerun with --resume --out {run} to continue from the last checkpoint.") from None
+        # (getattr: the folder the run chose, when --out was not given)
+        raise interrupted(interrupted_advice(getattr(e, "out", out))) from None
     except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
         raise fail(e) from None
     except (MemoryError, RuntimeError) as e:

@@ -1443,23 +1443,30 @@ def test_a_checkpoint_naming_an_objective_option_this_version_lacks_still_resume
     assert train(options([few_dir], out, "unet", resume=True, steps=2)).steps == 2
 
 
-def test_the_module_entry_point_stops_on_sigterm_as_on_ctrl_c():
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_the_module_entry_point_stops_on_sigterm_as_on_ctrl_c(tmp_path, checkpointed):
     """`python -m colorize_cli.train` (torchrun's entry point, which passes its own stop on as
-    SIGTERM) died at once on SIGTERM: no message, exit 143, its loader processes left behind."""
+    SIGTERM) died at once on SIGTERM: no message, exit 143, its loader processes left behind. Its
+    advice is `colorize train`'s: resume the run folder, or nothing to resume before a checkpoint."""
     code = """
-import os, signal, sys, time
+import inspect, os, signal, sys, time
 from colorize_cli.train import __main__ as entry
 
 def train_command(**kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(60)
 
+train_command.__signature__ = inspect.signature(entry.train_command)  # the options the parser offers
 entry.train_command = train_command
-sys.exit(entry.main(["--data", "x", "--no-progress"]))
+sys.exit(entry.main(["--data", "x", "--no-progress", "--out", sys.argv[1]]))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if checkpointed:
+        (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 130 and result.stderr.count("Error: interrupted") == 1, result.stderr
     assert "Traceback" not in result.stderr
+    assert (f"--resume --out {tmp_path}" in result.stderr) == checkpointed
+    assert ("nothing to resume" in result.stderr) != checkpointed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="run folders are not locked on Windows")

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .command import train_command
+from .command import interrupted_advice, train_command
 from ..errors import error_message
 from .data import TrainingError
 
@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         train_command(show_progress=show, given=typed_options(argv), **args)
-    except KeyboardInterrupt:
-        print("Error: interrupted; rerun with --resume --out DIR to continue from the last checkpoint.",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"Error: {interrupted_advice(getattr(e, 'out', args.get('out')))}", file=sys.stderr)
         return 130
     except Exception as e:
         if not (isinstance(e, TrainingError) or is_expected(e)):

@@ -29,6 +29,16 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.out = Path(out)
 
 
+def interrupted_advice(run: str | os.PathLike[str] | None) -> str:
+    """What to tell the user of a run stopped early: how to resume it, or that nothing can be."""
+    from .checkpoint import FILENAME
+
+    if run is None or not (Path(run) / FILENAME).is_file():
+        return ("interrupted before the first checkpoint: there is nothing to resume; run the command again "
+                "to start over (--ckpt-every sets how often checkpoints are made).")
+    return f"interrupted; rerun with --resume --out {run} to continue from the last checkpoint."
+
+
 def default_out(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
