@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -584,6 +585,10 @@ def test_a_resume_on_other_data_says_so(few_dir, tmp_path):
     train_command(data=[], resume=True, steps=3, given={"steps", "resume", "out"}, **common)
     notes = log_records(out, "start")[-1]["notes"]
     assert any("2 images then, 3 now" in note for note in notes)
+    moved = data.rename(tmp_path / "moved")  # the folder moved: the resume says where to give it
+    with pytest.raises(TrainingError, match=rf"this run's data, {re.escape(str(data))}, is not there any more.*--data"):
+        train_command(data=[], resume=True, steps=4, given={"steps", "resume", "out"}, **common)
+    train_command(data=[moved], resume=True, steps=4, given={"steps", "resume", "out", "data"}, **common)
 
 
 def test_time_limit_stops_cleanly_and_resume_finishes(few_dir, tmp_path):

@@ -230,6 +230,11 @@ def train_command(
                 if key not in given and key in saved:
                     setattr(options, key, saved[key])
             _refuse_changed_settings(options, saved, given)
+            if "data" not in given:  # its own data, read from the checkpoint: say where to give it if it moved
+                gone = next((p for p in options.data if not os.path.lexists(p)), None)
+                if gone is not None:
+                    raise TrainingError(f"this run's data, {gone}, is not there any more; if it moved, give its "
+                                        "new place with --data (the same images under the same names)")
             model = saved.get("model", model)  # for the progress bar's name
         rank0 = int(os.environ.get("RANK", "0")) == 0
         try:
