@@ -25,6 +25,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from .errors import UsageError
 from .hints import Hint, parse_hint
 from .imageio import ImageError, decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
@@ -50,6 +51,8 @@ class Colorizer:
             raise ValueError(f"seed must be a whole number >= 0, not {seed!r}")
         if model is not None and not isinstance(model, str):
             raise TypeError(f"model is a registry name such as 'unet', not {type(model).__name__}")
+        if model == "":  # (an unset variable) not the default model in silence: the command line refuses it too
+            raise UsageError("model is empty: give a registry name such as 'unet', or None for the default")
         weights = None if weights is None else _path_argument("weights", weights)
         self.engine = Engine.load(model, weights, device, local_files_only=local_files_only, prefix="")
         self.sampler, self.steps, self.size, self.saturation = self.engine.resolve_settings(
@@ -101,16 +104,21 @@ class Colorizer:
         `output` defaults to `NAME-colorized.png` beside the source; a folder (one that exists, or
         a name without an extension, made if needed) gets `NAME-colorized.png` inside it, as `-o`
         does. A multi-page TIFF has every page coloured into a TIFF output; into any other format,
-        only the first (a UserWarning says so). Returns the output's path; raises the error the
-        command line reports (ImageError, OutputExistsError, ...)."""
+        only the first (a UserWarning says so). A str `output` ending in a separator names a
+        folder whatever its dots (`"scans.2024/"`), as `-o` does. Returns the output's path; raises
+        the error the command line reports (ImageError, OutputExistsError, ...)."""
         from .batch import Job, fitted_name, run_jobs
 
         source = _path_argument("source", source)
+        if source.is_dir():  # before naming an output after it: "." and "/" have no name to take
+            raise ImageError(f"Cannot read {source}: it is a directory, not an image.")
         # colorize's own names are cut to fit a file system (a long photo name plus "-colorized")
         target = (_path_argument("output", output) if output is not None
                   else fitted_name(source.with_name(f"{source.stem}-colorized.png")))
         named = output is not None  # a file the caller named: overwrite=True may replace whatever is there
-        if target.is_dir() or not target.suffix:
+        # (Path drops a trailing separator, so it is read from the caller's str)
+        to_folder = isinstance(output, str) and output.endswith(("/", os.sep))
+        if target.is_dir() or not target.suffix or to_folder:
             target, named = fitted_name(target / f"{source.stem}-colorized.png"), False
         output_format(target)  # an extension no format has: say so before colouring
         parsed = _parse_hints(hints)
@@ -131,6 +139,8 @@ def _path_argument(name: str, value) -> Path:
         raise TypeError(f"{name} must be a str or os.PathLike path, not bytes (os.fsdecode turns bytes into one)")
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    if os.fspath(value) == "":  # Path("") is "." (the current folder): an unset variable, most likely
+        raise UsageError(f"{name} is an empty path")
     return Path(value)
 
 

@@ -71,8 +71,17 @@ class Hint:
                 or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255 for c in self.rgb)):
             raise UsageError(f"hint {name}: the colour must be three whole numbers 0..255, not {self.rgb!r}")
         object.__setattr__(self, "rgb", tuple(int(c) for c in self.rgb))  # frozen: hashable, plain ints
-        if not (isinstance(self.reach, numbers.Real) and 0 < self.reach <= 1):
+        if not (isinstance(self.reach, numbers.Real) and not isinstance(self.reach, bool) and 0 < self.reach <= 1):
             raise UsageError(f"hint {name}: the reach must be above 0 and at most 1 (a share of the longer side)")
+        if not self.text:  # made in Python: the note and messages still say which hint it is
+            object.__setattr__(self, "text", self.canonical_text())
+
+    def canonical_text(self) -> str:
+        """The hint as `--hint` takes it (`50%,25%:#b22222:10%`), which parse_hint reads back."""
+        x, y = (self.x * 100, self.y * 100) if self.relative else (self.x, self.y)
+        unit = "%" if self.relative else ""
+        reach = "" if self.reach == DEFAULT_REACH else f":{_number(self.reach * 100)}%"
+        return f"{_number(x)}{unit},{_number(y)}{unit}:#{bytes(self.rgb).hex()}{reach}"
 
     def position(self, width: int, height: int) -> tuple[float, float]:
         """(x, y) as fractions of a (width, height) photo: the centre of the pixel the hint names
@@ -93,6 +102,10 @@ def parse_hint(text: str, *, prefix: str = "--") -> Hint:
     """`X,Y:COLOUR[:REACH]` -> Hint; UsageError saying what is wrong otherwise, naming the command
     line's --hint (prefix "--") or the Python API's hint (prefix "")."""
     name = f"{prefix}hint"
+    # The text goes into the output's note, where EXIF holds ASCII: Unicode digits (Arabic-Indic,
+    # fullwidth), which \d and Pillow's rgb() read as numbers, came out garbled there.
+    if not (text.strip().isascii() and text.strip().isprintable()):
+        raise UsageError(f"{name} {text!r}: use plain ASCII letters, digits and spaces, e.g. 120,80:#b22222")
     match = _SYNTAX.match(text)
     if not match:
         raise UsageError(f"{name} {text!r}: expected X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy")
@@ -111,6 +124,11 @@ def parse_hint(text: str, *, prefix: str = "--") -> Hint:
     if not 0 < spread <= 1:
         raise UsageError(f"{name} {text!r}: the reach must be above 0% and at most 100%")
     return Hint(fx, fy, relative, tuple(int(c) for c in rgb), spread, text.strip())
+
+
+def _number(value: float) -> str:
+    """A coordinate or percentage as the hint syntax takes it: decimals, never an exponent."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint],

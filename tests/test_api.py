@@ -292,3 +292,34 @@ def test_a_truncated_pillow_image_is_an_image_error(colorizer):
     Image.fromarray(_grey()).save(buf, format="PNG")
     with pytest.raises(ImageError, match="decoded"):
         colorizer.colorize(Image.open(io.BytesIO(buf.getvalue()[:-40])))
+
+
+def test_empty_names_and_folders_are_refused_not_taken_for_the_current_folder(fake_registry, colorizer, tmp_path,
+                                                                               monkeypatch):
+    """An empty str is Path("."): as an output it wrote into the current folder, as a source (or ".")
+    it failed inside pathlib, and model="" gave the default model; the command line refuses all three."""
+    src = save_photo(tmp_path / "scan.png", "L")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="output is an empty path"):
+        colorizer.colorize_file(src, "")
+    assert not (tmp_path / "scan-colorized.png").exists()
+    with pytest.raises(ValueError, match="source is an empty path"):
+        colorizer.colorize_file("")
+    for folder in (".", "/"):
+        with pytest.raises(ImageError, match="is a directory"):
+            colorizer.colorize_file(folder)
+    with pytest.raises(ValueError, match="model is empty"):
+        Colorizer(model="", device="cpu")
+
+
+def test_a_trailing_separator_names_a_folder_as_the_command_lines_does(colorizer, tmp_path):
+    src = save_photo(tmp_path / "scan.png", "L")
+    assert colorizer.colorize_file(src, f"{tmp_path / 'scans.2024'}/") == tmp_path / "scans.2024" / "scan-colorized.png"
+
+
+def test_hints_made_in_python_are_recorded_in_the_note(colorizer, tmp_path):
+    from colorize_cli.hints import Hint
+
+    src = save_photo(tmp_path / "scan.png", "L")
+    out = colorizer.colorize_file(src, tmp_path / "out.png", hints=[Hint(0.5, 0.25, True, (178, 34, 34), 0.1)])
+    assert "hint 50%,25%:#b22222:10%, source" in Image.open(out).info["Software"]

@@ -32,10 +32,28 @@ def test_hints_parse_pixels_percentages_colour_names_and_reach():
 
 
 @pytest.mark.parametrize("text", ["10:red", "10,20", "10%,20:red", "10,20:notacolour", "150%,20%:red",
-                                  "10,20:red:0", "-5,3:red"])
+                                  "10,20:red:0", "-5,3:red",
+                                  # digits of other scripts and line breaks went into the note garbled
+                                  "\u0663,5:red", "10,10:rgb(\u0663,0,0)", "10,10:red\n:30%"])
 def test_malformed_hints_are_usage_errors(text):
     with pytest.raises(UsageError):
         parse_hint(text)
+
+
+def test_a_hint_made_in_python_is_named_by_the_text_that_gives_it():
+    """A Hint made without text was recorded as `hint ` in the output's note, and named '' in errors."""
+    for hint in (Hint(0.5, 0.25, True, (178, 34, 34), 0.1), Hint(120, 80, False, (0, 0, 128)),
+                 Hint(0, 7.5, False, (255, 255, 255), 0.005)):
+        again = parse_hint(hint.text)
+        assert (again.x, again.y, again.relative, again.rgb, again.reach) == (hint.x, hint.y, hint.relative,
+                                                                               hint.rgb, hint.reach)
+    assert Hint(0.5, 0.25, True, (178, 34, 34), 0.1).text == "50%,25%:#b22222:10%"
+    assert Hint(120, 80, False, (0, 0, 128)).text == "120,80:#000080"
+    assert Hint(1, 2, False, (0, 0, 0), text="mine").text == "mine"
+    with pytest.raises(ValueError, match="hint '120,80:#000080' is outside"):
+        Hint(120, 80, False, (0, 0, 128)).position(100, 100)
+    with pytest.raises(UsageError, match="reach"):
+        Hint(0.5, 0.5, True, (0, 0, 0), reach=True)
 
 
 def dijkstra(L: np.ndarray, start: tuple[int, int], tolerance: float, edge_cost: float,
