@@ -56,9 +56,14 @@ class JobResult:
     pages_coloured: int = 1      # all of them into a TIFF output; only the first into other formats
 
     def to_json(self) -> dict:
+        # What reading the photo tells (colour, pages) is known only for a file coloured in this run; a
+        # skipped or failed one was not read (a skipped album must not read as one page, all of it done,
+        # nor a skipped colour print as grey): null.
+        done = self.status == "done"
         return {"source": str(self.source), "status": self.status, "outputs": [str(p) for p in self.outputs],
-                "reason": self.reason, "had_colour": self.had_colour, "pages": self.pages,
-                "pages_coloured": self.pages_coloured}
+                "reason": self.reason, "had_colour": self.had_colour if done else None,
+                "pages": self.pages if done else None,
+                "pages_coloured": self.pages_coloured if done else None}
 
 
 def sample_paths(output: Path, samples: int) -> list[Path]:

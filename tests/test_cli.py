@@ -699,6 +699,28 @@ def test_a_multi_page_scan_is_coloured_page_by_page_into_a_tiff_and_says_so_into
     assert len(load_pages(tmp_path / "out3" / "album.tif")) == 3
 
 
+def test_json_page_counts_and_colour_are_null_for_files_not_read_this_run(tmp_path, tiny_weights):
+    """A rerun skips the album coloured into a PNG and the colour print, and fails the broken file:
+    none was read, so `--json` must not report them as one page, all of it coloured (README: the
+    other pages are never taken for done), nor the colour print as grey."""
+    folder = tmp_path / "box"
+    folder.mkdir()
+    pages = [Image.fromarray(np.full((24, 32), shade, np.uint8)) for shade in (60, 120, 180)]
+    pages[0].save(folder / "album.tif", save_all=True, append_images=pages[1:])
+    (folder / "broken.png").write_bytes(b"not an image")
+    save_photo(folder / "print.png", "RGB")
+    args = ("batch", folder, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--json")
+    first = {Path(f["source"]).name: f for f in json.loads(run(*args).stdout)["files"]}
+    assert (first["album.tif"]["pages"], first["album.tif"]["pages_coloured"]) == (3, 1)
+    assert first["broken.png"]["status"] == "failed"
+    assert (first["broken.png"]["pages"], first["broken.png"]["pages_coloured"]) == (None, None)
+    assert first["broken.png"]["had_colour"] is None and first["print.png"]["had_colour"] is True
+    rerun = {Path(f["source"]).name: f for f in json.loads(run(*args).stdout)["files"]}
+    assert rerun["album.tif"]["status"] == "skipped"
+    assert (rerun["album.tif"]["pages"], rerun["album.tif"]["pages_coloured"]) == (None, None)
+    assert rerun["print.png"]["status"] == "skipped" and rerun["print.png"]["had_colour"] is None
+
+
 def test_a_scan_too_wide_for_the_batch_format_fails_alone_with_the_reason(tmp_path, tiny_weights):
     from PIL import Image
 
