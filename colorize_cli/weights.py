@@ -709,7 +709,6 @@ def save_model_file(
     as they are, `config` as JSON metadata. Atomic: readers see the old file or the new one.
     """
     import torch
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -732,15 +731,34 @@ def save_model_file(
             raise ValueError(f"tensor {name!r} overflows {dtype}; save it with a wider dtype")
         tensors[name] = saved
 
+    return write_safetensors(path, tensors, metadata)
+
+
+def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (readers see the old file or the new one), with the
+    mode a new file gets here, for the weights and the training checkpoint alike. A write that
+    fails (a full disk, a quota) raises the OSError behind it: safetensors' own error, "... (os
+    error 28)", would be reported as a bug (exit 1) rather than as an output that cannot be written."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_beside(path)
     try:
         # safetensors writes files as 0600; learn the mode a new file gets here (0666 minus the
-        # umask) by creating the temp file ourselves, so exported weights stay readable to others.
+        # umask) by creating the temp file ourselves, so what is written stays readable to others.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         mode = os.fstat(fd).st_mode & 0o777
         os.close(fd)
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(dict(tensors), str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            found = re.search(r"\(os error (\d+)\)", str(e))
+            if found is None:
+                raise
+            raise OSError(int(found[1]), os.strerror(int(found[1])), os.fspath(path)) from e
         os.chmod(tmp, mode)
         with tmp.open("rb") as f:
             os.fsync(f.fileno())  # data on disk before the rename makes it visible

@@ -1395,10 +1395,13 @@ def test_a_checkpoint_is_as_readable_as_the_export(tmp_path):
     umask), as the export does, so whoever may read the run folder can resume it."""
     from colorize_cli.train.checkpoint import save_checkpoint
 
-    umask = os.umask(0o022)
-    os.umask(umask)
-    path = save_checkpoint(tmp_path / "checkpoint.safetensors", {"w": torch.zeros(2)}, {"step": 1})
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    # A umask of its own: under the runner's, were it 077, safetensors' 0600 would pass unseen.
+    before = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "checkpoint.safetensors", {"w": torch.zeros(2)}, {"step": 1})
+    finally:
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_resume_removes_what_a_killed_process_left_mid_write(few_dir, tmp_path):
@@ -1493,3 +1496,48 @@ def test_a_run_folder_in_use_is_refused_and_left_as_it_is(few_dir, tmp_path):
     assert {p: p.read_bytes() for folder in (out, young) for p in folder.iterdir() if p.is_file() and p.name != ".lock"} == before
     train(options([few_dir], out, "unet", resume=True, steps=3))  # once that process has ended
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["event"] == "end"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run folders are not locked on Windows")
+def test_a_resume_holds_the_run_folder_before_it_reads_the_checkpoint(few_dir, tmp_path, monkeypatch):
+    """Read before the folder is held, the checkpoint could be replaced meanwhile by the process
+    still running there (its last save, as it ends): the resume would go on from the older step and
+    overwrite the newer checkpoint and export. Refused, it reads nothing."""
+    from colorize_cli.train import loop
+    from colorize_cli.train.runlock import run_folder_lock
+
+    out = tmp_path / "run"
+    train(options([few_dir], out, "unet", steps=2, objective=ObjectiveOptions(perceptual_weight=0)))
+    reads, real_load = [], loop.ckpt.load_checkpoint
+    monkeypatch.setattr(loop.ckpt, "load_checkpoint", lambda *a, **k: (reads.append(a[0]), real_load(*a, **k))[1])
+    with run_folder_lock(out):  # as the process running there holds it
+        with pytest.raises(TrainingError, match="in use by another training run"):
+            train(options([few_dir], out, "unet", resume=True, steps=3))
+    assert reads == []
+    assert train(options([few_dir], out, "unet", resume=True, steps=3)).steps == 3 and reads
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run folders are not locked on Windows")
+def test_a_lock_file_this_user_cannot_write_still_locks(tmp_path, monkeypatch):
+    """Another user's RUN/.lock in a shared folder cannot be opened for writing: a read-only
+    descriptor takes the lock instead (it failed as "cannot write the run: ... .lock")."""
+    from colorize_cli.train import runlock
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    (tmp_path / ".lock").write_text("")
+    with runlock.run_folder_lock(tmp_path):  # another process's run
+        with monkeypatch.context() as m, pytest.raises(TrainingError, match="in use by another training run"):
+            m.setattr(runlock.os, "open", read_only)
+            with runlock.run_folder_lock(tmp_path):
+                pass
+    with monkeypatch.context() as m:  # once it has ended, this one holds the folder
+        m.setattr(runlock.os, "open", read_only)
+        with runlock.run_folder_lock(tmp_path):
+            with pytest.raises(TrainingError, match="in use"), runlock.run_folder_lock(tmp_path):
+                pass

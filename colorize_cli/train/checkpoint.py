@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..atomic import temp_path_beside
 from ..weights import TRAIN_CHECKPOINT_KEY
 from .data import RUN_CHECKPOINT, TrainingError
 
@@ -26,40 +24,12 @@ FORMAT = 1
 FILENAME = RUN_CHECKPOINT
 
 
-def write_error(error: Exception, path: str | os.PathLike[str]) -> Exception:
-    """The OSError behind a safetensors write that failed (a full disk, a quota, a read-only disk):
-    safetensors raises its own error, "... (os error 28)", which the command would report as a bug
-    (exit 1) rather than as an output that cannot be written. Other errors are returned as they are."""
-    found = re.search(r"\(os error (\d+)\)", str(error))
-    return OSError(int(found[1]), os.strerror(int(found[1])), os.fspath(path)) if found else error
-
-
 def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from ..weights import write_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage.
     out = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    tmp = temp_path_beside(path)
-    try:
-        # safetensors writes files as 0600: the checkpoint gets the mode a new file gets here (0666
-        # less the umask), as the export does, so whoever may read the run folder can resume it.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        mode = os.fstat(fd).st_mode & 0o777
-        os.close(fd)
-        try:
-            save_file(out, str(tmp), metadata={META_KEY: json.dumps({"format": FORMAT, **meta}, sort_keys=True)})
-        except SafetensorError as e:
-            raise write_error(e, path) from e
-        os.chmod(tmp, mode)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_safetensors(path, out, {META_KEY: json.dumps({"format": FORMAT, **meta}, sort_keys=True)})
 
 
 def load_checkpoint(path: str | os.PathLike[str], *,

@@ -377,6 +377,12 @@ class Trainer:
         ckpt_path = self.out / ckpt.FILENAME
         resume_tensors: dict[str, Tensor] | None = None
         resume_meta: dict | None = None
+        # One process per run folder (rank 0 holds it for all). A resume holds it before reading the
+        # checkpoint, which a process still running there could replace meanwhile (this one would
+        # go on from the older step); a new run once the folder is made, below.
+        locked_early = held is not None and self.info.rank == 0 and options.resume and self.out.is_dir()
+        if locked_early:
+            held.enter_context(run_folder_lock(self.out))
         if options.resume:
             resume_tensors, resume_meta = ckpt.load_checkpoint(ckpt_path)
             saved = TrainOptions.from_dict(resume_meta["options"])
@@ -396,7 +402,7 @@ class Trainer:
                               "shards are read in place, so decompress them to plain .tar files to train on them")
         if self.info.rank == 0:
             make_folder(self.out, "the run folder --out")
-            if held is not None:  # before anything here is judged or changed: one process at a time
+            if held is not None and not locked_early:  # before anything here is judged or changed
                 held.enter_context(run_folder_lock(self.out))
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
@@ -732,15 +738,10 @@ class Trainer:
             self.positions = {s: StreamPosition(epoch, 0) for s in range(shards)}
 
     def export(self) -> Path:
-        from safetensors import SafetensorError
-
         from ..weights import save_model_file
         path = self.out / f"{self.options.model}.safetensors"
         if self.info.rank == 0:
-            try:
-                save_model_file(path, self.ema.state_dict(), self.model.config.to_dict())
-            except SafetensorError as e:  # e.g. the disk full: an output error, as for the checkpoint
-                raise ckpt.write_error(e, path) from e
+            save_model_file(path, self.ema.state_dict(), self.model.config.to_dict())
         return path
 
     # -- run --------------------------------------------------------------------------------
