@@ -840,6 +840,7 @@ def _leave_out_colorize_made(sources: list[Path], quiet: bool, made_by_colorize)
 
 @app.command("batch", help="Colour every image under a folder, mirroring its structure; rerun to resume.")
 def batch_command(
+    ctx: typer.Context,  # (Typer fills it in; no default: Python 3.10 would read `= None` as Optional[Context])
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: FOLDER-colorized)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
@@ -852,7 +853,7 @@ def batch_command(
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt, device: str = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
-    as_json: bool = JsonOpt, ctx: typer.Context = None,  # (Typer fills it in)
+    as_json: bool = JsonOpt,
 ) -> None:
     from .batch import discover, plan_batch
     from .imageio import unwritable_reason
