@@ -176,10 +176,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _flag(*names: str, **kwargs):
+    """A switch (off unless given). No type label in --help: Typer 0.29 shows `--overwrite <bool>`,
+    which reads as if the switch took a value (`--overwrite true` would take "true" for a photo)."""
+    return typer.Option(False, *names, metavar="", **kwargs)
+
+
 @app.callback()
 def main_callback(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = _flag("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = _flag("--debug", help="Show tracebacks for errors."),
 ) -> None:
     _state["debug"] = debug
     _state["json"] = False
@@ -418,15 +424,15 @@ def _device_name(value: str) -> str:
 DeviceOpt = typer.Option("auto", "--device", callback=_device_name,
                          help="Where the model runs: auto, cpu, cuda, cuda:N (one GPU of several) or mps.")
 BatchOpt = typer.Option(4, "--batch-size", min=1, help="Images per model call.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+QuietOpt = _flag("--quiet", "-q", help="No progress or summary on stderr.")
 def _json_mode(value: bool) -> bool:
     _state["json"] = value
     return value
 
 
-JsonOpt = typer.Option(False, "--json", callback=_json_mode, help="Print a JSON summary on stdout (an error too).")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten).")
-StripMetadataOpt = typer.Option(False, "--strip-metadata",
+JsonOpt = _flag("--json", callback=_json_mode, help="Print a JSON summary on stdout (an error too).")
+OverwriteOpt = _flag("--overwrite", help="Replace existing outputs (inputs are never overwritten).")
+StripMetadataOpt = _flag("--strip-metadata",
                                 help="Do not copy the photo's EXIF, XMP and text (dates, captions, GPS, ...) into "
                                      "outputs; its resolution and a note naming colorize and the settings are kept.")
 
@@ -843,7 +849,7 @@ def batch_command(
     ctx: typer.Context,  # (Typer fills it in; no default: Python 3.10 would read `= None` as Optional[Context])
     folder: Path = typer.Argument(..., help="Folder of images.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: FOLDER-colorized)."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders."),
+    recursive: bool = _flag("--recursive", "-r", help="Include subfolders."),
     glob: Optional[str] = typer.Option(None, "--glob", help="Only files matching this pattern, e.g. '*.tif' (any case: it also matches .TIF)."),
     ext: str = typer.Option("png", "--format", help="Output format: png, tif, jpg, webp, bmp, avif or heic (with pillow-heif)."),
     contact_sheet: Optional[Path] = typer.Option(
@@ -1086,7 +1092,7 @@ def train_cli(
                                                                    "a resumed run reads its own)."),
     model: str = typer.Option("lab-ddpm", "--model", "-m", help="lab-ddpm, latent-cold, unet or unet-gan."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    resume: bool = _flag("--resume", help="Continue the run in --out exactly where it stopped."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (default 10000)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (AdamW, warm-up then cosine decay)."),
@@ -1099,7 +1105,7 @@ def train_cli(
                              help="unet/unet-gan output: regression (ab) or bins (ab-cell scores, annealed mean)."),
     seed: int = typer.Option(0, "--seed", min=0),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (one GPU of several) or mps."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the step (fixed shapes; GPU)."),
+    compile: bool = _flag("--compile", help="torch.compile the step (fixed shapes; GPU)."),
     val_every: int = typer.Option(1000, "--val-every", min=1),
     ckpt_every: int = typer.Option(1000, "--ckpt-every", min=1),
     workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
@@ -1120,7 +1126,7 @@ def train_cli(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Global gradient-norm clip (0: off)."),
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of images held out."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="MFU denominator (default: the device's)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC weights and activations (with --compile, inside the compiled graph too). Experimental: a compiled CUDA run diverged with it (docs/training.md)."),
+    channels_last: bool = _flag("--channels-last", help="NHWC weights and activations (with --compile, inside the compiled graph too). Experimental: a compiled CUDA run diverged with it (docs/training.md)."),
     gan_start: float = typer.Option(0.3, "--gan-start", help="unet-gan: share of steps of regression warm-up."),
     vq_fraction: float = typer.Option(0.3, "--vq-fraction", help="latent-cold: share of steps for the VQ-VAE."),
     stage: str = typer.Option("auto", "--stage", help="latent-cold: auto, vq or cold."),
