@@ -30,7 +30,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import ExitCode, UsageError, error_message, exit_code_for, is_expected, is_out_of_memory
+from .errors import (ExitCode, UsageError, error_message, exit_code_for, interrupt_on_signal, is_expected,
+                     is_out_of_memory)
 from .paths import real_path
 
 # Without `file=`, Rich looks up sys.stdout / sys.stderr at each write, so redirection (and tests) work.
@@ -1172,10 +1173,6 @@ def train_cli(
     stdout.print(str(result.export), markup=False)
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     # libgomp's threads spin ~300k rounds before they sleep: when another busy process shares
     # the cores, every torch op then waits on descheduled spinners (5-20x slower; ACTIVE waiting,
@@ -1192,7 +1189,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", module=r"huggingface_hub\.")
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
         app()
     except KeyboardInterrupt:  # before or after a command runs (e.g. while Python imports)

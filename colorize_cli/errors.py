@@ -88,3 +88,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def is_expected(error: BaseException) -> bool:
     return exit_code_for(error) != ExitCode.FAILURE
+
+
+def interrupt_on_signal(signum, frame) -> None:
+    """A signal handler: `kill` (SIGTERM) stops a command as Ctrl-C does, through KeyboardInterrupt
+    (temporary files removed, finished outputs and checkpoints kept)."""
+    raise KeyboardInterrupt

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .command import interrupted_advice, train_command
-from ..errors import error_message
+from ..errors import error_message, interrupt_on_signal
 from .data import TrainingError
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # `kill`, and torchrun passing on its own stop to each rank, stop a run as Ctrl-C does (as in
     # `colorize train`): by default SIGTERM ended the process at once, without a word, and its
     # loader processes lingered.
-    before = signal.signal(signal.SIGTERM, _interrupt)
+    before = signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
         train_command(show_progress=show, given=typed_options(argv), **args)
     except KeyboardInterrupt as e:
@@ -75,10 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, before)
     return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

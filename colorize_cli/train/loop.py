@@ -377,11 +377,11 @@ class Trainer:
         ckpt_path = self.out / ckpt.FILENAME
         resume_tensors: dict[str, Tensor] | None = None
         resume_meta: dict | None = None
-        # One process per run folder (rank 0 holds it for all). A resume holds it before reading the
-        # checkpoint, which a process still running there could replace meanwhile (this one would
-        # go on from the older step); a new run once the folder is made, below.
-        locked_early = held is not None and self.info.rank == 0 and options.resume and self.out.is_dir()
-        if locked_early:
+        # One process per run folder (rank 0 holds it for all), from before anything here is read
+        # (a resume's checkpoint, which a process still running there could replace meanwhile) or
+        # judged; a folder that does not exist yet is locked once it is made, below.
+        locked = held is not None and self.info.rank == 0 and self.out.is_dir()
+        if locked:
             held.enter_context(run_folder_lock(self.out))
         if options.resume:
             resume_tensors, resume_meta = ckpt.load_checkpoint(ckpt_path)
@@ -402,7 +402,7 @@ class Trainer:
                               "shards are read in place, so decompress them to plain .tar files to train on them")
         if self.info.rank == 0:
             make_folder(self.out, "the run folder --out")
-            if held is not None and not locked_early:  # before anything here is judged or changed
+            if held is not None and not locked:
                 held.enter_context(run_folder_lock(self.out))
         if not o.resume and ckpt_path.exists():
             raise TrainingError(f"{self.out} holds a run already; continue it with --resume --out {self.out}, "
