@@ -5,8 +5,8 @@
 
 Only settings that change how a trained network is *used* may be set (the bins head's
 annealed-mean temperature and the share of training's colour rebalancing it keeps, the chroma
-gain `saturation`, the default working size, sampler and steps); the weights are copied
-unchanged. Values are parsed as JSON (numbers, strings in quotes or bare).
+gain `saturation` and its lightness × hue `strength_profile`, the default working size, sampler
+and steps); the weights are copied unchanged. Values are parsed as JSON (numbers, strings in quotes or bare).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colorize_cli.weights import load_model_file, save_model_file  # noqa: E402
 
-SETTINGS = ("temperature", "rebalance", "saturation", "size", "default_sampler", "default_steps")
+SETTINGS = ("temperature", "rebalance", "saturation", "strength_profile", "size", "default_sampler", "default_steps")
 
 
 def main(argv: list[str] | None = None) -> None:

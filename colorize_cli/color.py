@@ -6,6 +6,7 @@ Conversions run in float32 on whatever device the tensor lives on.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -104,23 +105,76 @@ def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
     return ab_norm * AB_SCALE
 
 
-def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE) -> torch.Tensor:
+def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE, *,
+             L: torch.Tensor | None = None, profile: torch.Tensor | None = None) -> torch.Tensor:
     """Scale the chroma of a*b* (..., 2, H, W), in real Lab units, keeping each pixel's hue.
 
-    Above 1, chroma C becomes C * (1 + (saturation - 1) * C / (C + knee)): near-grey pixels
-    barely move, strong colours are scaled by up to `saturation`. Below 1, every chroma is scaled
+    Above 1, chroma C becomes C * (1 + (s - 1) * C / (C + knee)) with s = `saturation`: near-grey
+    pixels barely move, strong colours are scaled by up to s. Below 1, every chroma is scaled
     by `saturation`, so 0 is grey (the knee would leave faint tints at 0). Monotonic in C, so
     colours keep their order of strength. Results may leave the sRGB gamut; the full-resolution
     composition maps them back.
+
+    `profile` (J, K), with the pixels' L* (..., 1, H, W), shares the strength above 1 out by
+    lightness and predicted hue: a pixel's s is 1 + (saturation - 1) * w, where w interpolates the
+    table linearly between J lightness nodes spread over L* 0..100 and K hue nodes at the a*b*
+    angles 360°·k/K (circularly), so s changes smoothly across the photo. A regression model is
+    surer of some colours (sky, foliage) than of others (the warm average it gives anything it
+    cannot tell), and the profile boosts the sure ones more (`strength_profile`).
     """
-    if saturation == 1.0:
-        return ab
     if saturation < 0:
         raise ValueError(f"saturation must be >= 0, not {saturation}")
+    if saturation == 1.0:
+        return ab
     if saturation < 1.0:
         return ab * saturation
     chroma = torch.linalg.vector_norm(ab, dim=-3, keepdim=True)
-    return ab * (1.0 + (saturation - 1.0) * chroma / (chroma + knee))
+    extra = saturation - 1.0
+    if profile is not None:
+        if L is None:
+            raise ValueError("a strength profile needs the pixels' L*")
+        extra = extra * profile_weight(profile, L, ab)
+    return ab * (1.0 + extra * chroma / (chroma + knee))
+
+
+def check_strength_profile(profile) -> torch.Tensor:
+    """A (J, K) table of finite weights >= 0 (J >= 1 lightness nodes, K >= 2 hue nodes) as float32."""
+    try:
+        table = torch.tensor(profile, dtype=torch.float32, device="cpu")  # (models are built on "meta")
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError("strength_profile must be a table (a list of equally long lists) of numbers") from None
+    if table.dim() != 2 or table.shape[0] < 1 or table.shape[1] < 2:
+        raise ValueError("strength_profile must have lightness rows of at least 2 hue weights, "
+                         f"not shape {tuple(table.shape)}")
+    if not (torch.isfinite(table).all() and (table >= 0).all()):
+        raise ValueError("strength_profile weights must be finite and >= 0")
+    return table
+
+
+def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """(..., 1, H, W) weight of each pixel in a (J, K) lightness × hue table (see `saturate`)."""
+    J, K = profile.shape
+    table = profile.to(ab.dtype).flatten()
+    hue = torch.atan2(ab[..., 1:2, :, :], ab[..., 0:1, :, :]) * (K / (2 * math.pi)) % K
+    k0 = hue.floor()
+    t = hue - k0
+    k0 = k0.long() % K
+    k1 = (k0 + 1) % K
+    if J == 1:
+        j0 = j1 = torch.zeros_like(k0)
+        u = torch.zeros_like(t)
+    else:
+        light = (L.to(ab.dtype) / 100).clamp(0, 1) * (J - 1)
+        j0 = light.floor().clamp(max=J - 2)
+        u = light - j0
+        j0 = j0.long()
+        j1 = j0 + 1
+
+    def at(j: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return table[j * K + k]
+
+    return ((1 - u) * ((1 - t) * at(j0, k0) + t * at(j0, k1))
+            + u * ((1 - t) * at(j1, k0) + t * at(j1, k1)))
 
 
 def ab_bin_centres(spacing: float = AB_BIN_SPACING) -> torch.Tensor:

@@ -215,7 +215,8 @@ class Engine:
         """L* (B, 1, h, w) at the working size -> a*b* (B, 2, h, w), both in real Lab units."""
         L = normalize_L(L_work.to(self.device, torch.float32))
         ab = self.model.colorize(L, sampler=sampler, steps=steps, generators=generators, callback=callback)
-        return saturate(ab.float().cpu() * AB_SCALE, saturation)
+        return saturate(ab.float().cpu() * AB_SCALE, saturation, L=L_work.float().cpu(),
+                        profile=self.model.strength_profile)
 
     def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
                         size: int | None = None, saturation: float | None = None,

@@ -637,6 +637,27 @@ def test_saturation_strengthens_colour_keeps_lightness_and_defaults_to_the_files
     assert run(src, "-o", tmp_path / "x.png", "--saturation", "9").exit_code == ExitCode.USAGE
 
 
+def test_a_files_strength_profile_shares_out_the_saturation(tiny_weights, tmp_path):
+    from colorize_cli.weights import load_model_file, save_model_file
+
+    src = save_photo(tmp_path / "grey.png", "L")
+    state, config = load_model_file(tiny_weights["unet"])
+
+    def colour(weights, *args):
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+        result = run(src, "-o", out, "--weights", weights, *args)
+        assert result.exit_code == 0, result.stderr
+        return np.asarray(Image.open(out))
+
+    plain, vivid = colour(tiny_weights["unet"], "--saturation", "1"), colour(tiny_weights["unet"], "--saturation", "3")
+    assert not np.array_equal(plain, vivid)
+    # All weight 0: --saturation 3 adds nothing; all weight 1: as without a profile.
+    for weight, expected in ((0.0, plain), (1.0, vivid)):
+        path = tmp_path / f"profile{weight}.safetensors"
+        save_model_file(path, state, dict(config, strength_profile=[[weight] * 12] * 3))
+        assert np.array_equal(colour(path, "--saturation", "3"), expected)
+
+
 @pytest.mark.parametrize("preset, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
                                               ({"GOMP_SPINCOUNT": "5"}, "5")])
 def test_main_shortens_openmp_spinning_unless_the_user_chose(monkeypatch, preset, expected):

@@ -1,5 +1,7 @@
 """Lab conversion: known values, round trips, and the network normalisation."""
 
+import math
+
 import pytest
 import torch
 
@@ -96,6 +98,53 @@ def test_saturate_keeps_hue_and_boosts_strong_colours_more_than_faint_ones():
     assert torch.all(saturate(ab, 0.0) == 0)  # 0 is grey
     with pytest.raises(ValueError):
         saturate(ab, -1.0)
+
+
+def _ring(chroma: float, degrees: list[float]) -> torch.Tensor:
+    """(1, 2, 1, N) a*b* of one chroma at the given hue angles."""
+    rad = torch.tensor(degrees) * math.pi / 180
+    return torch.stack([chroma * rad.cos(), chroma * rad.sin()]).view(1, 2, 1, -1)
+
+
+def test_a_strength_profile_boosts_by_hue_and_lightness_and_changes_smoothly():
+    from colorize_cli.color import saturate
+
+    ab = _ring(40.0, [0, 90, 180, 240, 270])
+    L = torch.full((1, 1, 1, 5), 50.0)
+    # A profile of ones is one strength for all; the profile needs the pixels' L*.
+    assert torch.allclose(saturate(ab, 3.0, L=L, profile=torch.ones(3, 12)), saturate(ab, 3.0))
+    with pytest.raises(ValueError, match="L\\*"):
+        saturate(ab, 3.0, profile=torch.ones(3, 12))
+    # Weight only on the hue node at 240° (of 12, 30° apart): only the blue is boosted, by the full
+    # strength; 270° is one node further, so it is not; hues are kept.
+    profile = torch.zeros(1, 12)
+    profile[0, 8] = 1.0
+    out = saturate(ab, 3.0, L=L, profile=profile)
+    gain = (_chroma(out) / _chroma(ab))[0, 0]
+    assert torch.allclose(gain, torch.tensor([1.0, 1.0, 1.0, float(saturate(_ring(40.0, [0]), 3.0).norm() / 40), 1.0]))
+    assert torch.allclose(torch.atan2(out[:, 1], out[:, 0]), torch.atan2(ab[:, 1], ab[:, 0]), atol=1e-5)
+    # Between nodes the weight is linear in hue, and it wraps round: 345° is halfway from node 11 to node 0.
+    ramp = torch.arange(12.0).view(1, 12)
+    from colorize_cli.color import profile_weight
+    w = profile_weight(ramp, torch.full((1, 1, 1, 3), 50.0), _ring(30.0, [15, 225, 345]))
+    assert torch.allclose(w.flatten(), torch.tensor([0.5, 7.5, 5.5]), atol=1e-4)
+    # Lightness: rows are nodes over L* 0..100, linear between them and flat beyond.
+    rows = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 3.0]])
+    L = torch.tensor([0.0, 25.0, 50.0, 75.0, 100.0, 120.0]).view(1, 1, 1, 6)
+    w = profile_weight(rows, L, _ring(30.0, [10] * 6))
+    assert torch.allclose(w.flatten(), torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0, 3.0]))
+    # Below 1 every colour is muted alike, whatever the profile: 0 stays grey.
+    assert torch.all(saturate(ab, 0.0, L=L[..., :5], profile=profile) == 0)
+
+
+@pytest.mark.parametrize("bad", [[[1.0]], [1.0, 2.0], [[1.0, 2.0], [3.0]], [[1.0, float("nan")]],
+                                 [[1.0, -0.1]], "lots", [[]]])
+def test_a_strength_profile_must_be_a_table_of_weights(bad):
+    from colorize_cli.color import check_strength_profile
+
+    with pytest.raises(ValueError, match="strength_profile"):
+        check_strength_profile(bad)
+    assert check_strength_profile([[0.0, 2.0]]).shape == (1, 2)
 
 
 def test_has_colour_tells_toned_and_colour_prints_from_grey_scans():

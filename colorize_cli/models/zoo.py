@@ -41,6 +41,7 @@ class ModelConfig:
     temperature: float = 0.38               # bins head: annealed-mean temperature (Zhang et al.'s 0.38)
     rebalance: float = 1.0                  # bins head: share of training's colour rebalancing kept (0..1)
     saturation: float = 1.0                 # chroma gain the engine applies to the output (color.saturate)
+    strength_profile: list[list[float]] | None = None  # lightness × hue weights of that gain (color.saturate)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +67,9 @@ class ColorModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        # checked at load, not at the first photo; kept as a tensor for every photo
+        self.strength_profile = (None if config.strength_profile is None
+                                 else color.check_strength_profile(config.strength_profile))
         self.encoder = ENCODERS[config.encoder]() if config.encoder else None
         self.unet = UNet(config.unet)
 

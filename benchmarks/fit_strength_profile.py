@@ -1,0 +1,166 @@
+"""Fit a colour-strength profile (lightness × hue) for `color.saturate` on a development set.
+
+    colorize bench ../shared/data/eval/bsds-val --models unet --saturation 1 --metrics deltae,cf --out runs/hue-bsds
+    colorize bench ../shared/data/eval/imagenet1k-256 --models unet --saturation 1 --metrics deltae,cf --out runs/hue-in964
+    python benchmarks/fit_strength_profile.py runs/hue-bsds/cache/unet-* ../shared/data/eval/bsds-val \\
+        --test runs/hue-in964/cache/unet-* ../shared/data/eval/imagenet1k-256 --out runs/profiles.json
+
+`hue_gain.py` showed, with hard classes fitted on one set and scored on another, that a strength
+per predicted hue and lightness buys colourfulness for less CIEDE2000 than one strength for all.
+A product cannot use hard classes: a pixel's strength would jump where its hue crosses a class
+edge. This fits the smooth table `saturate(..., profile=)` interpolates, by gradient descent on
+the cached colourings (made at saturation 1) of the development set, half size, for each λ of a
+sweep: minimise mean CIEDE2000 − λ · mean colourfulness + a smoothness penalty on neighbouring
+nodes. Each fitted profile is then scored after the fact on the full-size 8-bit colourings of the
+development set and, with `--test`, of a second set (as `strength_oracle.py` scores: the model's
+a*b* read back from its 8-bit output, so close to, not equal to, `colorize bench`).
+
+The profile is stored normalised to a mean node weight of 1, with the strength that goes with it:
+`1 + (saturation - 1) * w` per pixel, so `--saturation 1` still means "as the model predicts".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from colorize_cli.bench.metrics import ciede2000, colourfulness, mean_ciede2000  # noqa: E402
+from colorize_cli.bench.runner import cached_colourings  # noqa: E402
+from colorize_cli.color import SATURATION_KNEE, lab_to_rgb, rgb_to_lab, saturate  # noqa: E402
+
+
+def load_pairs(pairs, reduce: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(output Lab, truth Lab) per photo, each (3, H, W) at 1/`reduce` size, grouped by nothing."""
+    out = []
+    for output, truth in pairs:
+        images = []
+        for path in (output, truth):
+            image = Image.open(path).convert("RGB")
+            if reduce > 1:
+                image = image.reduce(reduce)
+            images.append(rgb_to_lab(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) / 255))
+        out.append((images[0], images[1]))
+    return out
+
+
+def stacks(pairs):
+    """Photos of one shape batched together: [(output Lab (N, 3, H, W), truth Lab)]; portraits turned."""
+    groups: dict[tuple[int, int], list] = {}
+    for o, t in pairs:
+        if o.shape[1] > o.shape[2]:
+            o, t = o.transpose(1, 2), t.transpose(1, 2)
+        groups.setdefault(tuple(o.shape[1:]), []).append((o, t))
+    return [(torch.stack([o for o, _ in g]), torch.stack([t for _, t in g])) for g in groups.values()]
+
+
+def soft_colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Süsstrunk's M3 per image of (N, 3, H, W) sRGB in [0, 1], as `metrics.colourfulness`."""
+    rgb = rgb.flatten(2) * 255
+    rg = rgb[:, 0] - rgb[:, 1]
+    yb = 0.5 * (rgb[:, 0] + rgb[:, 1]) - rgb[:, 2]
+    spread = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + 1e-6)
+    return spread + 0.3 * torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2 + 1e-6)
+
+
+def objective(batches, profile, saturation, lam, knee=SATURATION_KNEE):
+    de_sum, cf_sum, n = 0.0, 0.0, 0
+    for out, truth in batches:
+        ab = saturate(out[:, 1:], saturation, knee, L=out[:, :1], profile=profile)
+        rgb = lab_to_rgb(torch.cat([out[:, :1], ab], 1))
+        if rgb.requires_grad:  # CIEDE2000's hue angles have no gradient at exact grey: count none there
+            rgb.register_hook(lambda g: torch.nan_to_num(g, nan=0.0))
+        de_sum = de_sum + ciede2000(rgb_to_lab(rgb), truth).mean((1, 2)).sum()
+        cf_sum = cf_sum + soft_colourfulness(rgb).sum()
+        n += len(out)
+    return de_sum / n, cf_sum / n, de_sum / n - lam * cf_sum / n
+
+
+def fit(batches, saturation, lam, shape, smooth, iters, start=None, fit_knee=False):
+    """(raw parameters to warm-start the next λ from, the profile, the knee)."""
+    raw, log_knee = (torch.zeros(shape), torch.zeros(())) if start is None else (start[0].clone(), start[1].clone())
+    raw.requires_grad_(True)
+    log_knee.requires_grad_(fit_knee)
+    opt = torch.optim.Adam([raw, log_knee] if fit_knee else [raw], lr=0.1)
+    for _ in range(iters):
+        profile = F.softplus(raw) / F.softplus(torch.zeros(()))   # 1 everywhere at the start
+        *_, loss = objective(batches, profile, saturation, lam, SATURATION_KNEE * log_knee.exp())
+        penalty = (profile - profile.roll(1, dims=1)).pow(2).sum() + (profile[1:] - profile[:-1]).pow(2).sum()
+        opt.zero_grad()
+        (loss + smooth * penalty).backward()
+        opt.step()
+    profile = (F.softplus(raw) / F.softplus(torch.zeros(()))).detach()
+    return (raw.detach(), log_knee.detach()), profile, float(SATURATION_KNEE * log_knee.exp())
+
+
+def score(pairs, saturation, profile, knee=SATURATION_KNEE):
+    """Mean CIEDE2000, mean CF of the outputs and of the truths, at full size on 8-bit outputs."""
+    de, cf, cf_truth = [], [], []
+    for output, truth_path in pairs:
+        truth = np.asarray(Image.open(truth_path).convert("RGB"))
+        lab = rgb_to_lab(torch.from_numpy(np.asarray(Image.open(output).convert("RGB")).copy()).permute(2, 0, 1) / 255)
+        ab = saturate(lab[1:], saturation, knee, L=lab[:1], profile=profile)
+        rgb = (lab_to_rgb(torch.cat([lab[:1], ab])).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        de.append(mean_ciede2000(rgb, truth))
+        cf.append(colourfulness(rgb))
+        cf_truth.append(colourfulness(truth))
+    return float(np.mean(de)), float(np.mean(cf)), float(np.mean(cf_truth))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cache", type=Path, help="the development set's bench cache (colourings at saturation 1)")
+    p.add_argument("truth", type=Path)
+    p.add_argument("--test", type=Path, nargs=2, metavar=("CACHE", "TRUTH"), help="a second set to score on")
+    p.add_argument("--saturation", type=float, default=4.0, help="the strength the profile is fitted at")
+    p.add_argument("--lambdas", default="0.02,0.04,0.06,0.08")
+    p.add_argument("--hue-nodes", type=int, default=12)
+    p.add_argument("--l-nodes", type=int, default=3)
+    p.add_argument("--smooth", type=float, default=0.01, help="penalty on neighbouring nodes' difference")
+    p.add_argument("--iters", type=int, default=60)
+    p.add_argument("--fit-knee", action="store_true", help="fit saturate's knee too (one number)")
+    p.add_argument("--reduce", type=int, default=2, help="fit on photos shrunk by this factor (speed)")
+    p.add_argument("--uniform", default="", help="also score one strength for all at these, e.g. 2,3,4")
+    p.add_argument("--out", type=Path, help="JSON with each fitted profile and its scores")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    dev_pairs = cached_colourings(*[args.cache, args.truth])
+    test_pairs = cached_colourings(*args.test) if args.test else []
+    if not dev_pairs or (args.test and not test_pairs):
+        raise SystemExit("a cache holds no colouring of its set's photos")
+    batches = stacks(load_pairs(dev_pairs, args.reduce))
+    results = []
+    sets = [("dev", dev_pairs)] + ([("test", test_pairs)] if test_pairs else [])
+    for s in [float(v) for v in args.uniform.split(",") if v]:
+        row = {"uniform": s}
+        for name, pairs in sets:
+            de, cf, cft = score(pairs, s, None)
+            row[name] = {"deltae": de, "cf": cf, "dcf": cft - cf}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    raw = None
+    for lam in [float(v) for v in args.lambdas.split(",")]:
+        raw, profile, knee = fit(batches, args.saturation, lam, (args.l_nodes, args.hue_nodes), args.smooth,
+                                 args.iters, raw, args.fit_knee)
+        mean = float(profile.mean())
+        row = {"lambda": lam, "saturation": 1 + (args.saturation - 1) * mean, "knee": knee,
+               "profile": (profile / mean).round(decimals=3).tolist()}
+        for name, pairs in sets:
+            de, cf, cft = score(pairs, args.saturation, profile, knee)
+            row[name] = {"deltae": de, "cf": cf, "dcf": cft - cf}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
