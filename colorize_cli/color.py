@@ -154,7 +154,7 @@ def check_strength_profile(profile) -> torch.Tensor:
 def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """(..., 1, H, W) weight of each pixel in a (J, K) lightness × hue table (see `saturate`)."""
     J, K = profile.shape
-    table = profile.to(ab.dtype).flatten()
+    table = profile.to(ab.device, ab.dtype).flatten()
     hue = torch.atan2(ab[..., 1:2, :, :], ab[..., 0:1, :, :]) * (K / (2 * math.pi)) % K
     k0 = hue.floor()
     t = hue - k0
