@@ -39,7 +39,7 @@ from colorize_cli.color import SATURATION_KNEE, lab_to_rgb, rgb_to_lab, saturate
 
 
 def load_pairs(pairs, reduce: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(output Lab, truth Lab) per photo, each (3, H, W) at 1/`reduce` size, grouped by nothing."""
+    """(output Lab, truth Lab) per photo, each (3, H, W) at 1/`reduce` size."""
     out = []
     for output, truth in pairs:
         images = []
