@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import math
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from colorize_cli.bench import EXTRA_INSTALL_COMMAND
 from colorize_cli.bench import backbones
@@ -333,3 +336,56 @@ def test_vgg16_stops_at_its_deepest_tap_and_loads_only_those_convs(monkeypatch):
         assert net.features[0].weight.dtype == torch.float32
     finally:
         backbones._vgg16_state.cache_clear()
+
+
+def _benchmark(name):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_hue_gain_tables_score_any_choice_of_strengths_exactly(tmp_path):
+    """hue_gain.py's claim: per-class sums score any assignment of strengths to classes exactly as
+    re-colouring every pixel with its class's strength and measuring the image would."""
+    import torch
+
+    from colorize_cli.bench.metrics import colourfulness, mean_ciede2000
+    from colorize_cli.color import lab_to_rgb, rgb_to_lab, saturate
+
+    hue_gain = _benchmark("hue_gain")
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(3):
+        out, truth = tmp_path / f"out{i}.png", tmp_path / f"truth{i}.png"
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(out)
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(truth)
+        pairs.append((out, truth))
+    grid = [1.0, 2.0, 4.0]
+    t, pixels, cf_truth = hue_gain.tables(pairs, grid, sectors=4, bands=2)
+    choice = np.array([0, 2, 1, 2, 0, 1, 1, 0, 2, 2])          # (4 sectors + grey) × 2 bands
+    de, cf = hue_gain.score(t, pixels, choice)
+    direct_de, direct_cf = [], []
+    for out, truth in pairs:
+        lab = rgb_to_lab(torch.from_numpy(np.asarray(Image.open(out)).copy()).permute(2, 0, 1) / 255)
+        strength = torch.tensor(grid)[torch.from_numpy(choice)[hue_gain.pixel_classes(lab, 4, 2)]]
+        ab = torch.stack([saturate(lab[1:, y:y + 1, x:x + 1], float(strength[y, x]))[:, 0, 0]
+                          for y in range(12) for x in range(16)], 1).view(2, 12, 16)
+        rgb = (lab_to_rgb(torch.cat([lab[:1], ab])).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        direct_de.append(mean_ciede2000(rgb, np.asarray(Image.open(truth))))
+        direct_cf.append(colourfulness(rgb))
+    assert de == pytest.approx(np.mean(direct_de), abs=1e-3)
+    assert cf == pytest.approx(np.array(direct_cf), abs=1e-6)
+    assert cf_truth == pytest.approx([colourfulness(np.asarray(Image.open(p))) for _, p in pairs])
+
+
+def test_the_profile_fitters_colourfulness_is_the_metrics_one():
+    import torch
+
+    from colorize_cli.bench.metrics import colourfulness
+
+    fit = _benchmark("fit_strength_profile")
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
+    soft = fit.soft_colourfulness(torch.from_numpy(rgb).permute(0, 3, 1, 2).double() / 255)
+    assert soft.numpy() == pytest.approx([colourfulness(im) for im in rgb], abs=1e-4)
