@@ -36,20 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from colorize_cli.bench.metrics import ciede2000, colourfulness, mean_ciede2000  # noqa: E402
 from colorize_cli.bench.runner import cached_colourings  # noqa: E402
 from colorize_cli.color import SATURATION_KNEE, lab_to_rgb, rgb_to_lab, saturate  # noqa: E402
+from hue_gain import read_lab  # noqa: E402  (its folder is on the path when run as a script)
 
 
 def load_pairs(pairs, reduce: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(output Lab, truth Lab) per photo, each (3, H, W) at 1/`reduce` size."""
-    out = []
-    for output, truth in pairs:
-        images = []
-        for path in (output, truth):
-            image = Image.open(path).convert("RGB")
-            if reduce > 1:
-                image = image.reduce(reduce)
-            images.append(rgb_to_lab(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) / 255))
-        out.append((images[0], images[1]))
-    return out
+    return [(read_lab(output, reduce), read_lab(truth, reduce)) for output, truth in pairs]
 
 
 def stacks(pairs):
@@ -106,7 +98,7 @@ def score(pairs, saturation, profile, knee=SATURATION_KNEE):
     de, cf, cf_truth = [], [], []
     for output, truth_path in pairs:
         truth = np.asarray(Image.open(truth_path).convert("RGB"))
-        lab = rgb_to_lab(torch.from_numpy(np.asarray(Image.open(output).convert("RGB")).copy()).permute(2, 0, 1) / 255)
+        lab = read_lab(output)
         ab = saturate(lab[1:], saturation, knee, L=lab[:1], profile=profile)
         rgb = (lab_to_rgb(torch.cat([lab[:1], ab])).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         de.append(mean_ciede2000(rgb, truth))
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="JSON with each fitted profile and its scores")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    dev_pairs = cached_colourings(*[args.cache, args.truth])
+    dev_pairs = cached_colourings(args.cache, args.truth)
     test_pairs = cached_colourings(*args.test) if args.test else []
     if not dev_pairs or (args.test and not test_pairs):
         raise SystemExit("a cache holds no colouring of its set's photos")

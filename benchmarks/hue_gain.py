@@ -39,9 +39,15 @@ from colorize_cli.bench.runner import cached_colourings  # noqa: E402
 from colorize_cli.color import lab_to_rgb, rgb_to_lab, saturate  # noqa: E402
 
 GREY_CHROMA = 3.0  # predictions weaker than this (Lab units) form their own class
-
-
 CHROMA_EDGES = (8.0, 16.0)  # predicted chroma bands for --c-bands 3: weak, middling, strong
+
+
+def read_lab(path: Path, reduce: int = 1) -> torch.Tensor:
+    """An image file as CIE Lab (3, H, W), optionally shrunk by an integer factor first."""
+    image = Image.open(path).convert("RGB")
+    if reduce > 1:
+        image = image.reduce(reduce)
+    return rgb_to_lab(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) / 255)
 
 
 def pixel_classes(lab: torch.Tensor, sectors: int, bands: int, c_bands: int = 1) -> torch.Tensor:
@@ -64,8 +70,8 @@ def tables(pairs, grid, sectors, bands, c_bands=1):
     for i, (output, truth_path) in enumerate(pairs):
         truth = np.asarray(Image.open(truth_path).convert("RGB"))
         cf_truth[i] = colourfulness(truth)
-        truth_lab = rgb_to_lab(torch.from_numpy(truth.copy()).permute(2, 0, 1) / 255).double()
-        lab = rgb_to_lab(torch.from_numpy(np.asarray(Image.open(output).convert("RGB")).copy()).permute(2, 0, 1) / 255)
+        truth_lab = read_lab(truth_path).double()
+        lab = read_lab(output)
         cls = pixel_classes(lab, sectors, bands, c_bands).flatten()
         pixels[i] = cls.numel()
         for g, s in enumerate(grid):
@@ -148,9 +154,9 @@ def main(argv: list[str] | None = None) -> None:
             de, cf = score(t, px, np.full(classes, g))
             uniform[n].append((de, cf.mean() - cft.mean()))
     t, px, _ = sets["fit"]
+    flat = [score(t, px, np.full(classes, g)) for g in range(len(grid))]   # (ΔE00, CFs) per strength
     for lam in np.linspace(0.0, 0.4, 41):
-        g0 = int(np.argmax([lam * score(t, px, np.full(classes, g))[1].mean() - score(t, px, np.full(classes, g))[0]
-                            for g in range(len(grid))]))
+        g0 = int(np.argmax([lam * cf.mean() - de for de, cf in flat]))   # the best one strength: the start
         choice = fit(t, px, lam, np.full(classes, g0))
         for n, (tt, pp, cft) in sets.items():
             de, cf = score(tt, pp, choice)
