@@ -22,6 +22,9 @@ AB_BIN_SPACING = 10.0
 # tints are its unsure guesses and stay nearly as they are; its strong colours get the boost.
 # Chosen on bsds-val (docs/benchmarks.md): 10-40 beat a constant gain; 20 was best in between.
 SATURATION_KNEE = 20.0
+# Predicted chroma (a*b* units) spanned by a strength profile's chroma nodes, if it has any;
+# stronger predictions take the last node's weight. Most of what a regression model predicts lies below.
+PROFILE_CHROMA_SPAN = 40.0
 # Mean chroma (a*b* units) above which a photo already has colour: the JPEG noise of a grey scan
 # stays below 1, toned (sepia, selenium) and colour prints reach 5-20.
 COLOUR_CHROMA = 3.0
@@ -115,12 +118,14 @@ def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE,
     colours keep their order of strength. Results may leave the sRGB gamut; the full-resolution
     composition maps them back.
 
-    `profile` (J, K), with the pixels' L* (..., 1, H, W), shares the strength above 1 out by
-    lightness and predicted hue: a pixel's s is 1 + (saturation - 1) * w, where w interpolates the
-    table linearly between J lightness nodes spread over L* 0..100 and K hue nodes at the a*b*
-    angles 360°·k/K (circularly), so s changes smoothly across the photo. A regression model is
-    surer of some colours (sky, foliage) than of others (the warm average it gives anything it
-    cannot tell), and the profile boosts the sure ones more (`strength_profile`).
+    `profile` (J, K) or (J, K, M), with the pixels' L* (..., 1, H, W), shares the strength above 1
+    out by lightness, predicted hue and, with M, predicted chroma: a pixel's s is
+    1 + (saturation - 1) * w, where w interpolates the table linearly between J lightness nodes
+    spread over L* 0..100, K hue nodes at the a*b* angles 360°·k/K (circularly) and M chroma nodes
+    spread over 0..PROFILE_CHROMA_SPAN, so s changes smoothly across the photo. A regression model
+    is surer of some colours (sky, foliage, whatever it predicts strongly) than of others (the
+    faint warm average it gives anything it cannot tell), and the profile boosts the sure ones
+    more (`strength_profile`). Weights never fall with chroma, so the mapping stays monotonic.
     """
     if saturation < 0:
         raise ValueError(f"saturation must be >= 0, not {saturation}")
@@ -138,40 +143,54 @@ def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE,
 
 
 def check_strength_profile(profile) -> torch.Tensor:
-    """A (J, K) table of finite weights >= 0 (J >= 1 lightness nodes, K >= 2 hue nodes) as float32."""
+    """A (J, K) or (J, K, M) table of finite weights >= 0 as float32: J >= 1 lightness nodes, K >= 2
+    hue nodes and M >= 2 chroma nodes, along which the weights must not fall (see `saturate`)."""
     try:
         table = torch.tensor(profile, dtype=torch.float32, device="cpu")  # (models are built on "meta")
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError("strength_profile must be a table (a list of equally long lists) of numbers") from None
-    if table.dim() != 2 or table.shape[0] < 1 or table.shape[1] < 2:
-        raise ValueError("strength_profile must have lightness rows of at least 2 hue weights, "
-                         f"not shape {tuple(table.shape)}")
+        raise ValueError("strength_profile must be a table (nested lists of equal length) of numbers") from None
+    if table.dim() not in (2, 3) or table.shape[0] < 1 or table.shape[1] < 2 or table.shape[2:3] == (1,):
+        raise ValueError("strength_profile must have lightness rows of at least 2 hue weights (or of "
+                         f"hue rows of at least 2 chroma weights), not shape {tuple(table.shape)}")
     if not (torch.isfinite(table).all() and (table >= 0).all()):
         raise ValueError("strength_profile weights must be finite and >= 0")
+    if table.dim() == 3 and (table.diff(dim=2) < 0).any():
+        raise ValueError("strength_profile weights must not fall with chroma (a stronger prediction "
+                         "would come out weaker)")
     return table
 
 
+def _nodes(position: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower node, upper node and fraction between them of `position` in 0..1 on `count` nodes."""
+    if count == 1:
+        zero = torch.zeros_like(position, dtype=torch.long)
+        return zero, zero, torch.zeros_like(position)
+    scaled = position.clamp(0, 1) * (count - 1)
+    lower = scaled.floor().clamp(max=count - 2)
+    return lower.long(), lower.long() + 1, scaled - lower
+
+
 def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """(..., 1, H, W) weight of each pixel in a (J, K) lightness × hue table (see `saturate`)."""
-    J, K = profile.shape
+    """(..., 1, H, W) weight of each pixel in a (J, K) or (J, K, M) table (see `saturate`)."""
+    J, K = profile.shape[:2]
+    M = profile.shape[2] if profile.dim() == 3 else 1
     table = profile.to(ab.device, ab.dtype).flatten()
-    hue = torch.atan2(ab[..., 1:2, :, :], ab[..., 0:1, :, :]) * (K / (2 * math.pi)) % K
+    a, b = ab[..., 0:1, :, :], ab[..., 1:2, :, :]
+    hue = torch.atan2(b, a) * (K / (2 * math.pi)) % K
     k0 = hue.floor()
     t = hue - k0
     k0 = k0.long() % K
     k1 = (k0 + 1) % K
-    if J == 1:
-        j0 = j1 = torch.zeros_like(k0)
-        u = torch.zeros_like(t)
+    j0, j1, u = _nodes(L.to(ab.dtype) / 100, J)
+    if M == 1:
+        m0 = m1 = torch.zeros_like(k0)
+        v = torch.zeros_like(t)
     else:
-        light = (L.to(ab.dtype) / 100).clamp(0, 1) * (J - 1)
-        j0 = light.floor().clamp(max=J - 2)
-        u = light - j0
-        j0 = j0.long()
-        j1 = j0 + 1
+        m0, m1, v = _nodes(torch.hypot(a, b) / PROFILE_CHROMA_SPAN, M)
 
     def at(j: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return table[j * K + k]
+        cell = (j * K + k) * M
+        return (1 - v) * table[cell + m0] + v * table[cell + m1]
 
     return ((1 - u) * ((1 - t) * at(j0, k0) + t * at(j0, k1))
             + u * ((1 - t) * at(j1, k0) + t * at(j1, k1)))

@@ -112,6 +112,7 @@ def test_weights_with_missing_tensors_are_a_weights_error(fake_registry, tiny_we
     (lambda state, config: config.update(saturation=float("nan")), "settings this version cannot use"),
     (lambda state, config: config.update(strength_profile=[[1.0, -1.0]]), "strength_profile weights must be finite"),
     (lambda state, config: config.update(strength_profile=[[1.0, 1.0], [1.0]]), "strength_profile must be a table"),
+    (lambda state, config: config.update(strength_profile=[[[1.0, 0.5], [1.0, 1.0]]]), "must not fall with chroma"),
     (lambda state, config: state.update({"extra": torch.zeros(2, dtype=torch.complex64)}), "complex"),
     (lambda state, config: config["unet"].update(base_channels=0), "unet.base_channels must be a positive integer"),
     (lambda state, config: config["unet"].update(attention_levels=[7]), "unet.attention_levels must be levels"),

@@ -137,14 +137,47 @@ def test_a_strength_profile_boosts_by_hue_and_lightness_and_changes_smoothly():
     assert torch.all(saturate(ab, 0.0, L=L[..., :5], profile=profile) == 0)
 
 
+def test_a_strength_profiles_chroma_axis_boosts_strong_predictions_and_keeps_their_order():
+    from colorize_cli.color import PROFILE_CHROMA_SPAN, profile_weight, saturate
+
+    # Constant along chroma, a (J, K, M) table is its (J, K) table.
+    torch.manual_seed(0)
+    ab = torch.randn(1, 2, 8, 8) * 25
+    L = torch.rand(1, 1, 8, 8) * 100
+    flat = torch.rand(3, 12)
+    assert torch.allclose(saturate(ab, 4.0, L=L, profile=flat.unsqueeze(2).expand(3, 12, 4)),
+                          saturate(ab, 4.0, L=L, profile=flat))
+    # Chroma nodes spread over 0..PROFILE_CHROMA_SPAN, linear between them and flat beyond;
+    # lightness and hue do not matter for a table that varies along chroma only.
+    table = torch.tensor([0.0, 1.0, 3.0]).expand(2, 6, 3)
+    chroma = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 1.5]) * PROFILE_CHROMA_SPAN
+    ring = torch.stack([_ring(float(c), [100.0]) for c in chroma], -1).view(1, 2, 1, 6)
+    w = profile_weight(table, torch.full((1, 1, 1, 6), 70.0), ring)
+    assert torch.allclose(w.flatten(), torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0, 3.0]), atol=1e-5)
+    # A faint prediction stays as it is, a strong one gets the boost, and with weights that rise
+    # with chroma a stronger prediction always comes out stronger, at any hue and lightness.
+    rising = torch.rand(3, 12, 5).cumsum(2)
+    rising[..., 0] = 0
+    steps = torch.linspace(0, 80, 321)
+    for hue in (20.0, 130.0, 250.0):
+        ring = torch.stack([_ring(float(c), [hue]) for c in steps], -1).view(1, 2, 1, -1)
+        for light in (10.0, 60.0):
+            out = _chroma(saturate(ring, 5.0, L=torch.full((1, 1, 1, len(steps)), light), profile=rising))
+            assert torch.all(out.diff() > 0)
+            assert out.flatten()[1] == pytest.approx(float(steps[1]), rel=1e-2)
+            assert out.flatten()[-1] > 2 * float(steps[-1])
+
+
 @pytest.mark.parametrize("bad", [[[1.0]], [1.0, 2.0], [[1.0, 2.0], [3.0]], [[1.0, float("nan")]],
-                                 [[1.0, -0.1]], "lots", [[]]])
+                                 [[1.0, -0.1]], "lots", [[]],
+                                 [[[1.0], [1.0]]], [[[0.0, 1.0, 0.5], [0.0, 1.0, 1.0]]]])
 def test_a_strength_profile_must_be_a_table_of_weights(bad):
     from colorize_cli.color import check_strength_profile
 
     with pytest.raises(ValueError, match="strength_profile"):
         check_strength_profile(bad)
     assert check_strength_profile([[0.0, 2.0]]).shape == (1, 2)
+    assert check_strength_profile([[[0.0, 2.0], [1.0, 1.0]]]).shape == (1, 2, 2)
 
 
 def test_has_colour_tells_toned_and_colour_prints_from_grey_scans():

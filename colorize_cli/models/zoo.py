@@ -41,7 +41,7 @@ class ModelConfig:
     temperature: float = 0.38               # bins head: annealed-mean temperature (Zhang et al.'s 0.38)
     rebalance: float = 1.0                  # bins head: share of training's colour rebalancing kept (0..1)
     saturation: float = 1.0                 # chroma gain the engine applies to the output (color.saturate)
-    strength_profile: list[list[float]] | None = None  # lightness × hue weights of that gain (color.saturate)
+    strength_profile: list | None = None    # lightness × hue (× chroma) weights of that gain (color.saturate)
 
     def to_dict(self) -> dict:
         return asdict(self)
