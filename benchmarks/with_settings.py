@@ -5,7 +5,7 @@
 
 Only settings that change how a trained network is *used* may be set (the bins head's
 annealed-mean temperature and the share of training's colour rebalancing it keeps, the chroma
-gain `saturation` and its lightness × hue `strength_profile`, the default working size, sampler
+gain `saturation` and its lightness × hue (× chroma) `strength_profile`, the default working size, sampler
 and steps); the weights are copied unchanged. Values are parsed as JSON (numbers, strings in quotes or bare).
 """
 

@@ -389,3 +389,17 @@ def test_the_profile_fitters_colourfulness_is_the_metrics_one():
     rgb = np.random.default_rng(1).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
     soft = fit.soft_colourfulness(torch.from_numpy(rgb).permute(0, 3, 1, 2).double() / 255)
     assert soft.numpy() == pytest.approx([colourfulness(im) for im in rgb], abs=1e-4)
+
+
+def test_the_profile_fitters_weights_never_fall_with_chroma():
+    import torch
+
+    from colorize_cli.color import check_strength_profile
+
+    fit = _benchmark("fit_strength_profile")
+    assert torch.allclose(fit.weights(fit.start_raw((3, 12))), torch.ones(3, 12))
+    start = fit.weights(fit.start_raw((3, 12, 5)))
+    assert torch.allclose(start[..., 0], torch.ones(3, 12)) and torch.all(start.diff(dim=2) > 0)
+    for seed in range(3):
+        raw = torch.randn(3, 12, 5, generator=torch.Generator().manual_seed(seed)) * 4
+        check_strength_profile(fit.weights(raw).tolist())   # raises if a weight falls along chroma
