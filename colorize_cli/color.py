@@ -138,7 +138,7 @@ def saturate(ab: torch.Tensor, saturation: float, knee: float = SATURATION_KNEE,
     if profile is not None:
         if L is None:
             raise ValueError("a strength profile needs the pixels' L*")
-        extra = extra * profile_weight(profile, L, ab)
+        extra = extra * profile_weight(profile, L, ab, chroma)
     return ab * (1.0 + extra * chroma / (chroma + knee))
 
 
@@ -170,8 +170,10 @@ def _nodes(position: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tens
     return lower.long(), lower.long() + 1, scaled - lower
 
 
-def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """(..., 1, H, W) weight of each pixel in a (J, K) or (J, K, M) table (see `saturate`)."""
+def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor,
+                   chroma: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., 1, H, W) weight of each pixel in a (J, K) or (J, K, M) table (see `saturate`);
+    `chroma`, the norm of `ab` (..., 1, H, W), when the caller has it already."""
     J, K = profile.shape[:2]
     M = profile.shape[2] if profile.dim() == 3 else 1
     table = profile.to(ab.device, ab.dtype).flatten()
@@ -182,11 +184,9 @@ def profile_weight(profile: torch.Tensor, L: torch.Tensor, ab: torch.Tensor) -> 
     k0 = k0.long() % K
     k1 = (k0 + 1) % K
     j0, j1, u = _nodes(L.to(ab.dtype) / 100, J)
-    if M == 1:
-        m0 = m1 = torch.zeros_like(k0)
-        v = torch.zeros_like(t)
-    else:
-        m0, m1, v = _nodes(torch.hypot(a, b) / PROFILE_CHROMA_SPAN, M)
+    if chroma is None:
+        chroma = torch.hypot(a, b)
+    m0, m1, v = _nodes(chroma / PROFILE_CHROMA_SPAN, M)
 
     def at(j: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         cell = (j * K + k) * M
