@@ -1541,3 +1541,25 @@ def test_a_lock_file_this_user_cannot_write_still_locks(tmp_path, monkeypatch):
         with runlock.run_folder_lock(tmp_path):
             with pytest.raises(TrainingError, match="in use"), runlock.run_folder_lock(tmp_path):
                 pass
+
+
+@pytest.mark.parametrize("groups, transposed", [(1, False), (16, False), (4, True)])
+def test_flop_counter_counts_a_convolutions_backward_as_twice_its_forward(groups, transposed):
+    # The MFU in the log divides by these counts. torch's own formula counted a grouped
+    # convolution's weight gradient as dense (`groups` times too much), so a unet step with a
+    # training encoder (depthwise convolutions) read 35 GFLOP per image instead of ~5.4.
+    from colorize_cli.train.loop import flop_counter
+
+    conv = (torch.nn.ConvTranspose2d if transposed else torch.nn.Conv2d)(16, 16, 3, padding=1, groups=groups,
+                                                                          bias=False)
+    x = torch.randn(2, 16, 12, 12, requires_grad=True)
+    with flop_counter() as counter:
+        conv(x)
+    forward = counter.get_total_flops()
+    assert forward == 2 * 2 * 12 * 12 * 9 * 16 * (16 // groups)  # multiply-adds of the forward, x2
+    with flop_counter() as counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward  # forward, input gradient, weight gradient
+    with flop_counter() as counter:
+        conv(x.detach()).sum().backward()  # no input gradient asked for
+    assert counter.get_total_flops() == 2 * forward
