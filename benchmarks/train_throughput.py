@@ -5,7 +5,8 @@
 
 The step is timed on one fixed batch already on the device (what the GPU can do); the loader is
 timed on its own (what the CPU workers can feed). Training runs at the smaller of the two.
-FLOPs of a step (forward + backward) come from torch.utils.flop_counter.FlopCounterMode;
+FLOPs of a step (forward + backward) come from torch.utils.flop_counter.FlopCounterMode (with
+the loop's correction for grouped convolutions' backward: `train.loop.flop_counter`);
 MFU = FLOPs/s over --peak-tflops (default: the device's bf16 dense peak when known, else n/a).
 Numbers belong in docs/training.md, never in tests.
 """
