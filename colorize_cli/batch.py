@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .atomic import remove_stale_temps
 from .errors import UsageError, is_out_of_memory
-from .imageio import (IMAGE_EXTENSIONS, LoadedImage, OutputError, OutputExistsError, SameFileError, check_output_size,
+from .imageio import (IMAGE_EXTENSIONS, has_no_extension, LoadedImage, OutputError, OutputExistsError, SameFileError, check_output_size,
                       load_image, opens_as_image, output_format, save_image)
 from .paths import real_path
 
@@ -155,14 +155,9 @@ def discover(root: Path, *, recursive: bool, pattern: str | None,
                 found.add(path)
             elif not_images is not None:
                 not_images.append(path)
-        elif overlooked is not None and _no_extension(path) and opens_as_image(path, unreadable=False):
+        elif overlooked is not None and has_no_extension(path) and opens_as_image(path, unreadable=False):
             overlooked.append(path)
     return sorted(found)
-
-
-def _no_extension(path: Path) -> bool:
-    """No extension, or a counter in its place (`scan.001`)."""
-    return path.suffix == "" or path.suffix[1:].isdigit()
 
 
 def _glob_each_folder(root: Path, where: str, unreadable: set[Path]) -> list[Path]:
@@ -192,7 +187,7 @@ def plan_batch(root: Path, out_dir: Path, sources: list[Path], ext: str, samples
     named = sorted(set(sources) | set(siblings))
     rels = [src.relative_to(root) for src in named]
     # A counter in the extension's place (scan.001, a `--glob` match) is part of the photo's name.
-    plain = [rel.with_name(rel.name + ext) if _no_extension(rel) else rel.with_suffix(ext) for rel in rels]
+    plain = [rel.with_name(rel.name + ext) if has_no_extension(rel) else rel.with_suffix(ext) for rel in rels]
     targets = dict(zip(named, distinct_targets([out_dir / p for p in plain],
                                                [out_dir / rel.with_name(rel.name + ext) for rel in rels])))
     return [Job(src, sample_paths(targets[src], samples)) for src in sources]

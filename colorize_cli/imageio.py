@@ -195,6 +195,12 @@ def _is_tiff(path: Path) -> bool:
         return False
 
 
+def has_no_extension(path: Path) -> bool:
+    """No extension, or a counter in its place (`scan.001`): a scanner's or an old archive's name
+    that says nothing about the format."""
+    return path.suffix == "" or path.suffix[1:].isdigit()
+
+
 def opens_as_image(path: str | os.PathLike, *, unreadable: bool = True) -> bool:
     """Whether Pillow recognises the file as one of the formats colorize reads (the header only,
     no pixels decoded). For files whose extension says nothing: a `--glob` match like IMG_0001.AAE

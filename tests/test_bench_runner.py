@@ -632,3 +632,111 @@ def test_a_working_size_above_what_the_photos_allow_is_said(data_dir):
     assert any("--size 1024 is above what it works at" in note and "at most 32 px" in note for note in result.notes)
     quiet = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, 32, None, 0)
     assert not any("is above what it works at" in note for note in quiet.notes)
+
+
+def test_an_output_folder_holding_someone_elses_files_is_refused_and_left_as_it_was(data_dir, tmp_path):
+    """--out pointed at the user's own folder replaced their results.md / contact_sheet.png and
+    marked the folder as a bench's, hiding it from every later bench of it."""
+    from colorize_cli.imageio import OutputError
+
+    theirs = tmp_path / "photos"
+    theirs.mkdir()
+    (theirs / "results.md").write_text("my notes")
+    (theirs / "holiday.png").write_bytes((data_dir / "a.png").read_bytes())
+    with pytest.raises(OutputError, match="did not make"):
+        runner.bench_command(data_dir, models="fake", metrics="psnr", out=theirs, quiet=True,
+                             engine_loader=lambda *a: FakeEngine())
+    assert sorted(p.name for p in theirs.iterdir()) == ["holiday.png", "results.md"]
+    assert (theirs / "results.md").read_text() == "my notes"
+    assert len(runner.list_images(theirs)) == 1  # still a set of photos, not a bench's folder
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mine.txt").write_text("x")
+    with pytest.raises(OutputError, match="did not make"):
+        runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0, cache_dir=cache)
+
+    # A bench's own folder is reused (a rerun), an empty one taken, and one a bench made before
+    # folders were marked (only its own names) too.
+    out = tmp_path / "out"
+    for _ in range(2):
+        runner.bench_command(data_dir, models="fake", metrics="psnr", out=out, quiet=True,
+                             engine_loader=lambda *a: FakeEngine())
+    (out / runner.BENCH_MARKER).unlink()
+    runner.bench_command(data_dir, models="fake", metrics="psnr", out=out, quiet=True, engine_loader=lambda *a: FakeEngine())
+    (tmp_path / "empty").mkdir()
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, tmp_path / "empty", 0)
+
+
+def test_the_cache_fingerprint_covers_reading_photos_loading_weights_and_the_protocol_input(monkeypatch):
+    """A change to how a photo is read, a model file loaded, or the grey input made changes the
+    colourings: cached ones made by other such code must not be scored."""
+    import inspect
+
+    assert {"imageio.py", "weights.py"} <= set(runner._INFERENCE_CODE)
+    before = runner.inference_code_fingerprint()
+    runner.inference_code_fingerprint.cache_clear()
+    real_getsource = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real_getsource(obj) + (" # edited" if obj is runner.grey_input else ""))
+    try:
+        assert runner.inference_code_fingerprint() != before
+    finally:
+        runner.inference_code_fingerprint.cache_clear()
+
+
+def test_damaged_cache_files_cost_a_recomputation_not_the_run(data_dir, tmp_path, monkeypatch):
+    """A cut truth-features file stopped every later run (exit 2); a timings file of the wrong shape
+    stopped it with exit 1."""
+    monkeypatch.setattr(M, "InceptionFeatures", TinyFeatures)
+    out = tmp_path / "out"
+    first = runner.run_bench(data_dir, [FakeEngine()], "fid,psnr", None, None, out, 0)
+    features = next((out / "cache").glob("truth-inception-*.npy"))
+    features.write_bytes(features.read_bytes()[:200])
+    for timings in (next((out / "cache").glob("fake-*")) / "timings.json",):
+        timings.write_text('{"latency_s": {"a": "fast"}}')
+    again = runner.run_bench(data_dir, [FakeEngine()], "fid,psnr", None, None, out, 0)
+    assert again.runs[-1].summary["fid"] == pytest.approx(first.runs[-1].summary["fid"], rel=1e-6)
+    assert np.load(features).shape[0] == 4  # written again, whole
+    timings.write_text("null")
+    runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, out, 0)
+    assert not [p for p in out.rglob(".*.tmp*")]
+
+
+def test_a_failed_report_write_leaves_no_hidden_file(tmp_path):
+    def fail(handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        R._atomic_write(tmp_path / "results.json", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_setting_a_model_refuses_stops_the_bench_before_anything_is_coloured(data_dir, tmp_path, tiny_weights):
+    from colorize_cli.pipeline import Engine
+
+    engine = Engine.load(weights=tiny_weights["unet"], device="cpu")
+    with pytest.raises(UsageError, match="steps 2 does not apply") as caught:
+        runner.run_bench(data_dir, [runner.RunSpec(engine, "oneshot", 2)], "psnr", None, None, tmp_path / "out", 0)
+    assert "--steps" not in str(caught.value)  # bench has no --steps: its --samplers takes NAME:STEPS
+    assert not (tmp_path / "out" / "cache").exists()  # not even the baselines were coloured
+
+
+def test_photos_without_an_extension_are_named_in_a_note(data_dir):
+    shutil.copy(data_dir / "a.png", data_dir / "scan0001")
+    shutil.copy(data_dir / "a.png", data_dir / "scan.002")
+    (data_dir / "README").write_text("not a photo")
+    result = runner.run_bench(data_dir, [FakeEngine()], "psnr", None, None, None, 0)
+    assert len(result.images) == 4
+    assert any("left out 2 file(s) without an extension" in note and "scan.002" in note for note in result.notes)
+
+
+def test_a_damaged_metric_weights_file_is_a_damaged_install_never_loaded_unsafely(tmp_path):
+    from colorize_cli.bench.backbones import read_package_weights
+    from colorize_cli.errors import ExitCode, exit_code_for
+
+    bad = tmp_path / "alex.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(MissingExtraError, match="damaged") as caught:
+        read_package_weights(bad, lambda path: torch.load(path, map_location="cpu", weights_only=True))
+    assert exit_code_for(caught.value) == ExitCode.MISSING_EXTRA
+    assert "weights_only" not in str(caught.value) and "--force-reinstall" in str(caught.value)

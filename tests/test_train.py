@@ -1563,3 +1563,14 @@ def test_flop_counter_counts_a_convolutions_backward_as_twice_its_forward(groups
     with flop_counter() as counter:
         conv(x.detach()).sum().backward()  # no input gradient asked for
     assert counter.get_total_flops() == 2 * forward
+
+
+def test_a_damaged_pretrained_encoder_file_is_a_damaged_install_never_loaded_unsafely(tmp_path, monkeypatch):
+    from colorize_cli.models import encoder as E
+
+    bad = tmp_path / "lite0.pth"
+    bad.write_bytes(b"not a state dict")
+    monkeypatch.setattr(E, "pretrained_lite0_path", lambda: bad)
+    with pytest.raises(ImportError, match="--force-reinstall") as caught:  # the loop: exit 7
+        E.load_pretrained_lite0(E.SemanticEncoder())
+    assert "weights_only" not in str(caught.value)

