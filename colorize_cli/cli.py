@@ -1136,7 +1136,7 @@ def train_cli(
     quiet: bool = QuietOpt,
 ) -> None:
     from .imageio import OutputError
-    from .train import MissingTrainingExtraError, TrainingError, train_command
+    from .train import MissingTrainingExtraError, TrainingDataError, TrainingError, train_command
 
     # On --resume, options left at their defaults keep the run's saved values (not the defaults).
     # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
@@ -1159,7 +1159,7 @@ def train_cli(
 
         # (getattr: the folder the run chose, when --out was not given)
         raise interrupted(interrupted_advice(getattr(e, "out", out))) from None
-    except MissingTrainingExtraError as e:  # exit MISSING_EXTRA, as bench's metrics
+    except (MissingTrainingExtraError, TrainingDataError) as e:  # codes of their own: MISSING_EXTRA, BAD_INPUT
         raise fail(e) from None
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
@@ -1169,7 +1169,9 @@ def train_cli(
     except (TrainingError, ValueError, FileNotFoundError) as e:
         raise fail(UsageError(error_message(e))) from None
     except (OutputError, OSError) as e:  # the run folder, its log or export cannot be written
-        raise fail(e if isinstance(e, OutputError) else OutputError(f"cannot write the run: {e}")) from None
+        if isinstance(e, OSError) and exit_code_for(e) == ExitCode.USAGE:  # a name too long for the disk
+            raise fail(e) from None
+        raise fail(e if isinstance(e, OutputError) else OutputError(f"cannot write the run: {error_message(e)}")) from None
     stdout.print(str(result.export), markup=False)
 
 
@@ -1187,6 +1189,9 @@ def main() -> None:
     # A failed download gets our one `Error:` line; the Hub client's retry notes and warnings
     # would only add noise to stderr (set here, for the command line: API users keep theirs).
     warnings.filterwarnings("ignore", module=r"huggingface_hub\.")
+    # More `train --workers` than the machine has cores (the default 4 on a 2-core laptop) costs
+    # only time; torch's raw warning about it, twice, is not an error to report.
+    warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     # `kill` stops a run as Ctrl-C does: temporary files removed, finished outputs kept.
     signal.signal(signal.SIGTERM, interrupt_on_signal)

@@ -39,6 +39,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
     # bench.backbones and train.data; checked by name to stay torch-free
     if type(error).__name__ in ("MissingExtraError", "MissingTrainingExtraError"):
         return ExitCode.MISSING_EXTRA
+    if type(error).__name__ == "TrainingDataError":  # train.data: --data missing, unreadable or without images
+        return ExitCode.BAD_INPUT
     if type(error).__name__ == "UnknownModelError":  # a misspelt --model: an option is wrong, not weights
         return ExitCode.USAGE
     if isinstance(error, UnsupportedFormatError):  # an output extension: an option, not the input, is wrong

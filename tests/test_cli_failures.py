@@ -718,7 +718,7 @@ def test_bench_and_train_failures_are_the_error_line_alone(tmp_path):
     (tmp_path / "empty").mkdir()
     bench = run("bench", tmp_path / "empty")
     train = run("train", "--data", tmp_path / "nowhere")
-    for result, code in ((bench, ExitCode.BAD_INPUT), (train, ExitCode.USAGE)):
+    for result, code in ((bench, ExitCode.BAD_INPUT), (train, ExitCode.BAD_INPUT)):
         assert result.exit_code == code
         assert result.stderr.splitlines() == error_lines(result), result.stderr
 
@@ -1002,3 +1002,45 @@ def test_photos_with_names_near_the_file_systems_limit_get_outputs_that_fit(fake
     assert single.exit_code == 0, single.stderr
     beside = [p for p in scans.iterdir() if p.name.endswith("-colorized.png")]
     assert len(beside) == 1 and len(os.fsencode(beside[0].name)) <= 255
+
+
+def test_training_failures_take_the_exit_codes_of_their_kind(tmp_path, tiny_weights):
+    """--data missing or corrupt is a bad input (3), --init-weights of another architecture a
+    weights problem (4): both were "bad options" (2). A run refused once its folder was made
+    (an encoder to train in a model without one) left that folder behind, empty but for its lock."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        save_photo(photos / f"{i}.png", "RGB", seed=i)
+    tiny = ["--model", "unet", "--preset", "tiny", "--perceptual-weight", "0", "--size", "16", "--batch-size", "2",
+            "--steps", "1", "--workers", "0", "-q"]
+    assert "nowhere" in one_error(run("train", "--data", tmp_path / "nowhere", *tiny), ExitCode.BAD_INPUT)
+    (tmp_path / "cut.tar").write_bytes(b"\0" * 100 + b"not a tar")
+    assert "cut.tar" in one_error(run("train", "--data", tmp_path / "cut.tar", *tiny), ExitCode.BAD_INPUT)
+    line = one_error(run("train", "--data", photos, *tiny, "--init-weights", tiny_weights["lab-ddpm"],
+                         "--out", tmp_path / "a"), ExitCode.WEIGHTS)
+    assert "lab-ddpm" in line
+    one_error(run("train", "--data", photos, *tiny, "--encoder-lr-scale", "0.1", "--out", tmp_path / "b"),
+              ExitCode.USAGE)  # (no encoder to train: found once the model is built)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_checkpoint_with_damaged_settings_is_refused_not_half_used(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        save_photo(photos / f"{i}.png", "RGB", seed=i)
+    out = tmp_path / "run"
+    assert run("train", "--data", photos, "--model", "unet", "--preset", "tiny", "--perceptual-weight", "0", "--size",
+               "16", "--batch-size", "2", "--steps", "1", "--workers", "0", "-q", "--out", out).exit_code == 0
+    path = out / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = json.loads(f.metadata()["colorize.train"]), {k: f.get_tensor(k) for k in f.keys()}
+    for damage in ({"objective": []}, {"steps": "abc"}, {"lr": True}, None):
+        options = None if damage is None else {**meta["options"], **damage}
+        save_file(tensors, str(path), metadata={"colorize.train": json.dumps({**meta, "options": options})})
+        line = one_error(run("train", "--resume", "--out", out, "--steps", "2", "-q"), ExitCode.USAGE)
+        assert "not a valid checkpoint" in line, line

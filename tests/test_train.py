@@ -443,7 +443,9 @@ def test_init_weights_continues_from_an_export(few_dir, tmp_path):
     assert config["architecture"] == "unet-gan"
     for k, v in exported.items():  # a 1e-9 learning rate barely moves the weights it started from
         assert torch.allclose(state[k], v, atol=1e-3), k
-    with pytest.raises(TrainingError, match="holds a 'unet' model.*this run uses no --encoder"):
+    from colorize_cli.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="holds a 'unet' model.*this run uses no --encoder"):  # exit 4
         train(options([few_dir], tmp_path / "c", "lab-ddpm", steps=1, init_weights=str(first.export)))
 
 
@@ -794,7 +796,7 @@ def test_module_entry_point_resumes_with_the_runs_own_settings(few_dir, tmp_path
     assert main(["--resume", "--steps", "2", *common]) == 0
     start = log_records(out, "start")[-1]["options"]
     assert (start["workers"], start["log_every"], start["steps"]) == (0, 1, 2)
-    assert main(["--data", str(tmp_path / "missing"), "--steps", "1", *common[:-2], "--out", str(tmp_path / "n")]) == 2
+    assert main(["--data", str(tmp_path / "missing"), "--steps", "1", *common[:-2], "--out", str(tmp_path / "n")]) == 3
 
 
 def test_resume_refuses_a_typed_setting_only_a_new_run_can_change(few_dir, tmp_path):
@@ -861,7 +863,7 @@ def test_an_error_with_loader_processes_running_ends_the_process(tmp_path):
            "--batch-size", "4", "--steps", "4", "--device", "cpu", "--workers", "1", "--perceptual-weight", "0",
            "--quiet", "--data", str(grey_dir), "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # it used to wait forever
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 3, done.stderr  # the data is unusable: a bad input
     assert done.stderr.count("Error:") == 1 and "near-grey" in done.stderr
 
 
@@ -1063,7 +1065,7 @@ def test_a_stream_without_a_colour_photo_says_to_add_some(tmp_path):
     with pytest.raises(TrainingError, match="all 1 training images were unreadable or near-grey") as alone:
         next(iter(TrainStream(refs, SIZE, 1, seed=0)))
     assert "--workers" not in str(alone.value)
-    with pytest.raises(TrainingError, match="pass --workers 0"):
+    with pytest.raises(TrainingError, match="add colour photos .where only a few are colour, --workers 0"):
         next(iter(TrainStream(refs * 2, SIZE, 1, seed=0, workers=2)))
 
 

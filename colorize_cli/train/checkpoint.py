@@ -61,6 +61,14 @@ def load_checkpoint(path: str | os.PathLike[str], *,
     missing = [key for key in ("step", "options", "config", "optimizers", "data") if key not in meta]
     if missing:
         raise TrainingError(f"{path} is not a valid checkpoint (its metadata lacks {', '.join(missing)})")
+    from .loop import TrainOptions  # (loop imports this module)
+
+    wrong = [key for key in ("config", "optimizers", "data") if not isinstance(meta[key], dict)]
+    if not isinstance(meta["step"], int) or isinstance(meta["step"], bool) or meta["step"] < 0:
+        wrong.insert(0, "step")
+    wrong += TrainOptions.saved_problems(meta["options"])
+    if wrong:
+        raise TrainingError(f"{path} is not a valid checkpoint (its metadata has a wrong {', '.join(wrong)})")
     return state, meta
 
 

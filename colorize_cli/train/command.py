@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Collection
 
-from .data import TrainingError
+from .data import TrainingDataError, TrainingError
 from .loop import TrainOptions, TrainResult
 from .objectives import ObjectiveOptions
 
@@ -233,7 +233,7 @@ def train_command(
             if "data" not in given:  # its own data, read from the checkpoint: say where to give it if it moved
                 gone = next((p for p in options.data if not os.path.lexists(p)), None)
                 if gone is not None:
-                    raise TrainingError(f"this run's data, {gone}, is not there any more; if it moved, give its "
+                    raise TrainingDataError(f"this run's data, {gone}, is not there any more; if it moved, give its "
                                         "new place with --data (the same images under the same names)")
             model = saved.get("model", model)  # for the progress bar's name
         rank0 = int(os.environ.get("RANK", "0")) == 0

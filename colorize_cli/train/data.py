@@ -55,6 +55,11 @@ class TrainingError(Exception):
     """An error the user can cause (bad --data, no images, bad options); printed as one line."""
 
 
+class TrainingDataError(TrainingError):
+    """--data cannot be used: a path missing or unreadable, a shard corrupt, no (colour) images:
+    exit code BAD_INPUT, as for a photo colorize cannot read."""
+
+
 class MissingTrainingExtraError(TrainingError):
     """An optional package a run needs (the pretrained encoder, the VGG16 of the perceptual loss)
     is not installed: exit code MISSING_EXTRA, as for bench metrics."""
@@ -103,7 +108,7 @@ def index_tar(path: Path) -> tuple[list[ImageRef], int]:
                 refs.append(ImageRef(f"{path}::{member.name}", str(path), member.offset_data, member.size,
                                      key=f"{path.name}::{member.name}"))
     except (tarfile.TarError, OSError) as e:
-        raise TrainingError(f"cannot read tar shard {path}: {_compressed(path) or e}") from e
+        raise TrainingDataError(f"cannot read tar shard {path}: {_compressed(path) or e}") from e
     return refs, refused
 
 
@@ -147,13 +152,13 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
         try:
             exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
         except OSError as e:  # e.g. a name longer than the file system allows
-            raise TrainingError(f"--data {path} cannot be read: {e.strerror or e}") from None
+            raise TrainingDataError(f"--data {path} cannot be read: {e.strerror or e}") from None
         if not exists:
             if path.is_symlink():
-                raise TrainingError(f"--data {path} is a link that leads nowhere (or back to itself)")
-            raise TrainingError(f"--data path does not exist: {path}")
+                raise TrainingDataError(f"--data {path} is a link that leads nowhere (or back to itself)")
+            raise TrainingDataError(f"--data path does not exist: {path}")
         if not is_dir and not is_file:  # a pipe or device would block the reader
-            raise TrainingError(f"--data {path} is neither a folder nor a regular file")
+            raise TrainingDataError(f"--data {path} is neither a folder nor a regular file")
         inside = next((e for e in skipped if real_path(path).is_relative_to(e)), None)
         if inside is not None:  # every file of it would be left out, in silence where other data remains
             raise TrainingError(f"--data {path} is inside the run folder --out ({inside}), whose files are never "
@@ -175,7 +180,7 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
             elif not path.is_dir():
                 hint = (" (a compressed archive: decompress it to a plain .tar, as shards are read in place)"
                         if file.name.lower().endswith(COMPRESSED_SUFFIXES) else "")
-                raise TrainingError(f"--data file is neither an image nor a .tar shard: {file}{hint}")
+                raise TrainingDataError(f"--data file is neither an image nor a .tar shard: {file}{hint}")
             elif file.name.lower().endswith(COMPRESSED_SUFFIXES):
                 archives.append(file)
     # One entry per image even when two --data arguments reach it; ordered by key (then name,
@@ -195,7 +200,7 @@ def index_sources(paths: list[str | os.PathLike[str]], exclude: list[str | os.Pa
         if archives:
             why += (f" ({len(archives)} compressed archive(s), e.g. {archives[0].name}: decompress them to plain "
                     ".tar shards, which are read in place)")
-        raise TrainingError(f"no images found in --data {', '.join(map(str, paths))}{why}")
+        raise TrainingDataError(f"no images found in --data {', '.join(map(str, paths))}{why}")
     if compressed is not None:
         compressed += archives
     return refs, refused
@@ -207,7 +212,7 @@ def _files_under(folder: Path, unreadable: list[Path] | None) -> list[Path]:
     so) or, without that list, is an error: never silently fewer images."""
     def cannot_read(error: OSError) -> None:
         if unreadable is None or Path(error.filename) == folder:
-            raise TrainingError(f"cannot read {error.filename} under --data {folder}: {error.strerror or error}")
+            raise TrainingDataError(f"cannot read {error.filename} under --data {folder}: {error.strerror or error}")
         unreadable.append(Path(error.filename))
 
     files, walked = [], set()
@@ -388,9 +393,11 @@ class TrainStream(IterableDataset):
             if empty_epochs >= 2:
                 why = f"unreadable or near-grey (colourfulness < {self.min_colourfulness})"
                 if self.workers * self.world_size == 1:
-                    raise TrainingError(f"all {len(order)} training images were {why}: add colour photos")
-                raise TrainingError(f"all {len(order)} training images of one loader process's share were {why}; "
-                                    "with so few colour photos, pass --workers 0 (or add colour photos)")
+                    raise TrainingDataError(f"all {len(order)} training images were {why}: add colour photos")
+                # (this process sees only its share: whether the others have colour it cannot tell)
+                raise TrainingDataError(f"all {len(order)} training images of one loader process's share were "
+                                        f"{why}: add colour photos (where only a few are colour, --workers 0 "
+                                        "lets one process see them all)")
             epoch, pos = epoch + 1, 0
 
 

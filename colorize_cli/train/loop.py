@@ -37,7 +37,7 @@ from ..models import build_model, load_model, preset_config
 from ..models.encoder import load_pretrained_lite0
 from ..models.zoo import ARCHITECTURES, ColorModel
 from . import checkpoint as ckpt
-from .runlock import run_folder_lock
+from .runlock import LOCK_NAME, run_folder_lock
 from .data import (
     MIN_COLOURFULNESS,
     SPLIT_VERSION,
@@ -74,6 +74,10 @@ def flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+
+
+# The largest training crop: what inference works at, at most (`pipeline`'s --size limit).
+MAX_TRAIN_SIZE = 4096
 
 # bf16 dense peaks (TFLOP/s) by device-name fragment, for MFU when --peak-tflops is not given.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "4090": 165.0}
@@ -126,6 +130,17 @@ class TrainOptions:
         return asdict(self)
 
     @classmethod
+    def saved_problems(cls, d: Any) -> list[str]:
+        """What is wrong with options read back from a checkpoint (names whose value is not of the
+        option's type), so a damaged or hand-edited file is refused, not half-used."""
+        if not isinstance(d, dict):
+            return ["options"]
+        objective = d.get("objective", {})
+        if not isinstance(objective, dict):
+            return ["options.objective"]
+        return _wrong_types(d, cls) + [f"objective.{name}" for name in _wrong_types(objective, ObjectiveOptions)]
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainOptions":
         d = dict(d)
         # Names this version does not know (an option since retired, or added by a newer version)
@@ -134,6 +149,25 @@ class TrainOptions:
         d["objective"] = ObjectiveOptions(**{k: v for k, v in d.get("objective", {}).items() if k in objective})
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# JSON types of the option annotations (an int is a float too; a bool is no number).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                                            "list[str]": (list,)}
+
+
+def _wrong_types(values: dict, options_class) -> list[str]:
+    wrong = []
+    for option in fields(options_class):
+        if option.name not in values:
+            continue
+        value, kind = values[option.name], str(option.type)
+        allowed = _JSON_KINDS.get(kind.removesuffix(" | None"))
+        if allowed is None or (value is None and kind.endswith(" | None")):
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wrong.append(option.name)
+    return wrong
 
 
 @dataclass
@@ -284,8 +318,8 @@ def build(options: TrainOptions) -> ColorModel:
         # Another architecture: a fresh preset model that takes over the file's pretrained encoder.
         model = _preset_model(options)
         encoder_loaded = copy_encoder_weights(model, state)
-        if not encoder_loaded:
-            raise TrainingError(f"--init-weights {options.init_weights} holds a {found!r} model; a "
+        if not encoder_loaded:  # (exit code 4, as for weights of the wrong architecture)
+            raise WeightsError(f"--init-weights {options.init_weights} holds a {found!r} model; a "
                                 f"{options.model!r} run can only take its encoder, and "
                                 + ("it has none" if model.encoder is not None else "this run uses no --encoder"))
     else:
@@ -517,8 +551,8 @@ class Trainer:
             raise TrainingError("--steps must be at least 1")
         if o.batch_size < 1 or o.batch_size % world:
             raise TrainingError(f"--batch-size {o.batch_size} must be a positive multiple of the {world} processes")
-        if o.size < 8:
-            raise TrainingError("--size must be at least 8")
+        if not 8 <= o.size <= MAX_TRAIN_SIZE:  # (above: a typo, which the OOM killer would answer without a word)
+            raise TrainingError(f"--size must be between 8 and {MAX_TRAIN_SIZE} px")
         if not 0 < o.lr < float("inf"):
             raise TrainingError("--lr must be a positive number")
         if not 0 <= o.val_fraction < 1:
@@ -914,5 +948,17 @@ class Trainer:
 
 def train(options: TrainOptions, progress: Progress | None = None) -> TrainResult:
     """Train (or resume) a model as `options` say; returns where the export and checkpoint are."""
-    with contextlib.ExitStack() as held:
-        return Trainer(options, progress, held).run()
+    out = Path(options.out)
+    made_here = DistInfo.current().rank == 0 and not os.path.lexists(out)
+    try:
+        with contextlib.ExitStack() as held:
+            return Trainer(options, progress, held).run()
+    except BaseException:
+        # A run refused before it wrote anything (a bad --device, --size or --init-weights is only
+        # found once the folder is made and locked) leaves no empty run folder behind.
+        if made_here:
+            with contextlib.suppress(OSError):
+                if [entry.name for entry in os.scandir(out)] == [LOCK_NAME]:
+                    (out / LOCK_NAME).unlink()
+                    out.rmdir()
+        raise
