@@ -424,7 +424,8 @@ def _check(entry: ModelEntry, found: ResolvedWeights, offline: bool = False, adv
     what to say instead)."""
     advice = advice or _advice(entry, found, offline)
     if not found.path.is_file():  # a folder or pipe where the file should be: never read it
-        raise WeightsError(f"{found.path} (model {entry.name!r}) is not a regular file; {advice}.")
+        what = "is not a regular file" if os.path.lexists(found.path) else "is missing"
+        raise WeightsError(f"{found.path} (model {entry.name!r}) {what}; {advice}.")
     # The hash first: a damaged or truncated copy is then reported as such, with what to do about
     # it, rather than as "not a valid safetensors file".
     check_sha256(found.path, entry.sha256, advice)
@@ -563,7 +564,9 @@ def locate_weights(
     """
     if entry.file is not None:
         bundled = bundled_dir() / entry.file
-        if bundled.is_file():
+        # With no Hub copy to stand in, the package's own file is the only place: one missing or
+        # broken there is a damaged install (the checks say so), not a model that "is not bundled".
+        if bundled.is_file() or entry.repo is None:
             return ResolvedWeights(bundled, "bundled")
     if entry.repo is not None:
         cached = _cached_hub_file(entry, cache_dir)

@@ -1044,3 +1044,18 @@ def test_a_checkpoint_with_damaged_settings_is_refused_not_half_used(tmp_path):
         save_file(tensors, str(path), metadata={"colorize.train": json.dumps({**meta, "options": options})})
         line = one_error(run("train", "--resume", "--out", out, "--steps", "2", "-q"), ExitCode.USAGE)
         assert "not a valid checkpoint" in line, line
+
+
+def test_a_bundled_weights_file_gone_from_the_install_is_a_damaged_install(fake_registry, tmp_path):
+    """It was "not available", "it is not bundled and not on the Hub" and `models verify` exit 0."""
+    bundled = fake_registry.parent / "bundled" / "tiny.safetensors"
+    bundled.unlink()
+    verify = run("models", "verify")
+    assert verify.exit_code == ExitCode.WEIGHTS and "tiny: FAILED" in verify.stdout
+    assert "absent: missing" in verify.stdout  # a model never published is not an error
+    assert "broken" in run("models", "list", "--json").stdout
+    line = one_error(run("color", save_photo(tmp_path / "in.png"), "-o", tmp_path / "out.png"), ExitCode.WEIGHTS)
+    assert "is missing" in line and "reinstall colorize" in line and "not bundled" not in line
+    bundled.mkdir()  # a folder where the file should be
+    assert "is not a regular file" in one_error(run("color", tmp_path / "in.png", "-o", tmp_path / "o.png"),
+                                                ExitCode.WEIGHTS)
