@@ -631,18 +631,29 @@ def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
+# How far a float (mode F) photo may stray outside 0..1 and still be read as fractions. On the
+# 0..255 scale such an image would be black to the eye (at most 0.5 % grey) anyway.
+_FLOAT_OVERSHOOT = 0.25
+
+
 def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
     """16/32-bit integer or float greyscale -> uint16, keeping the photo's lightness.
 
     16-bit data is kept as is. 32-bit integers (Pillow's mode I) are read by their range: within
     0..255 as 8-bit samples (what Pillow's L -> I gives), within 0..65535 as 16-bit ones. Floats
-    (mode F) likewise: within 0..1 as fractions, 0..255 as 8-bit and 0..65535 as 16-bit samples.
-    Only values outside all of these (negative, or wider) are stretched from their own min..max.
+    (mode F) likewise: within 0..1 as fractions (give or take a resampling's overshoot, clipped),
+    0..255 as 8-bit and 0..65535 as 16-bit samples. Only values outside all of these (negative,
+    or wider) are stretched from their own min..max.
     """
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         return values.astype(np.uint16)  # also turns big-endian I;16B into native order
     if values.dtype.kind == "f":
         values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = values.min(), values.max()
+        # A 0..1 photo resized with a bicubic or Lanczos filter overshoots at its edges (to 1.14
+        # seen): read as 0..255 samples it came out black. Such overshoot is clipped away.
+        if -_FLOAT_OVERSHOOT <= lo and hi <= 1.0 + _FLOAT_OVERSHOOT and (lo < 0.0 or hi > 1.0):
+            return np.rint(np.clip(values, 0.0, 1.0) * 65535.0).astype(np.uint16)
     lo, hi = values.min(), values.max()
     full_scales = ((1.0,) if values.dtype.kind == "f" else ()) + (255, 65535)
     full_scale = next((full for full in full_scales if lo >= 0 and hi <= full), None)

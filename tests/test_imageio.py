@@ -134,6 +134,23 @@ def test_32bit_int_and_float_grey_tiff_map_to_16_bits(tmp_path):
     np.testing.assert_array_equal(loaded.pixels[..., 0], np.rint(floats.astype(np.float64) * 65535).astype(np.uint16))
 
 
+def test_a_float_tiff_with_a_resamplings_overshoot_is_read_as_fractions(tmp_path):
+    """A 0..1 photo resized bicubically overshoots past 1 (and below 0): read as 0..255 samples,
+    it came out almost black, silently."""
+    floats = np.where(RNG.random((16, 24)) > 0.5, 1.0, 0.3).astype(np.float32)
+    resized = Image.fromarray(floats, mode="F").resize((48, 32), Image.BICUBIC)
+    values = np.asarray(resized, dtype=np.float64)
+    assert values.max() > 1.05 and values.min() < 0.3  # the overshoot this is about
+    loaded = load_image(_save_pil(tmp_path / "over.tif", resized))
+    expected = np.rint(np.clip(values, 0, 1) * 65535).astype(np.uint16)
+    np.testing.assert_array_equal(loaded.pixels[..., 0], expected)
+    assert loaded.pixels.mean() > 0.5 * 65535
+    # Values that are 8-bit samples are still read as such.
+    eight = (floats * 200).astype(np.float32)
+    loaded = load_image(_save_pil(tmp_path / "eight.tif", Image.fromarray(eight, mode="F")))
+    np.testing.assert_array_equal(loaded.pixels[..., 0], np.rint(eight.astype(np.float64) * 65535 / 255).astype(np.uint16))
+
+
 @pytest.mark.parametrize("alpha", [False, True])
 def test_16bit_rgb_png_from_another_writer_keeps_16_bits(tmp_path, alpha):
     samples = RNG.integers(0, 65536, (8, 13, 4 if alpha else 3), dtype=np.uint16)
