@@ -114,7 +114,11 @@ def test_weights_with_missing_tensors_are_a_weights_error(fake_registry, tiny_we
     (lambda state, config: config.update(strength_profile=[[1.0, 1.0], [1.0]]), "strength_profile must be a table"),
     (lambda state, config: config.update(strength_profile=[[[1.0, 0.5], [1.0, 1.0]]]), "must not fall with chroma"),
     (lambda state, config: state.update({"extra": torch.zeros(2, dtype=torch.complex64)}), "complex"),
-    (lambda state, config: config["unet"].update(base_channels=0), "unet.base_channels must be a positive integer"),
+    (lambda state, config: config["unet"].update(base_channels=0), "unet.base_channels must be an integer from 1"),
+    # a few bytes of JSON that had the load build a million blocks until the memory ran out
+    (lambda state, config: config["unet"].update(num_res_blocks=1_000_000), "unet.num_res_blocks must be an integer"),
+    (lambda state, config: config["unet"].update(channel_mults=[1] * 10_000), "unet.channel_mults must be 1 to 8"),
+    (lambda state, config: config.update(unet=None), "unet must be a table of settings"),
     (lambda state, config: config["unet"].update(attention_levels=[7]), "unet.attention_levels must be levels"),
 ])
 def test_weights_with_bad_values_are_a_weights_error(change, words, fake_registry, tiny_weights, tmp_path):

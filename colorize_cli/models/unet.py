@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Far above any colorize model (the largest preset has 4 levels of 2 blocks, 64 base channels),
+# far below what a weights file's config could ask for: a few bytes of JSON saying a million
+# blocks had a load build modules until the memory ran out, before any tensor was compared.
+_LIMITS = {"in_channels": 1024, "out_channels": 1024, "base_channels": 1024, "num_res_blocks": 16, "levels": 8,
+           "channel_mult": 64}
+
+
 @dataclass
 class UNetConfig:
     in_channels: int = 3                 # noisy ab (2) + L (1) for diffusion; L (1) for one-step
@@ -34,10 +41,12 @@ class UNetConfig:
         counts = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                   "base_channels": self.base_channels, "num_res_blocks": self.num_res_blocks}
         for name, value in counts.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"unet.{name} must be a positive integer, not {value!r}")
-        if not self.channel_mults or any(not isinstance(m, int) or m < 1 for m in self.channel_mults):
-            raise ValueError(f"unet.channel_mults must be positive integers, not {self.channel_mults!r}")
+            if not isinstance(value, int) or not 1 <= value <= _LIMITS[name]:
+                raise ValueError(f"unet.{name} must be an integer from 1 to {_LIMITS[name]}, not {value!r}")
+        if (not self.channel_mults or len(self.channel_mults) > _LIMITS["levels"]
+                or any(not isinstance(m, int) or not 1 <= m <= _LIMITS["channel_mult"] for m in self.channel_mults)):
+            raise ValueError(f"unet.channel_mults must be 1 to {_LIMITS['levels']} integers from 1 to "
+                             f"{_LIMITS['channel_mult']}, not {self.channel_mults!r}")
         if any(not isinstance(a, int) or not 0 <= a < len(self.channel_mults) for a in self.attention_levels):
             raise ValueError(f"unet.attention_levels must be levels 0..{len(self.channel_mults) - 1}, "
                              f"not {self.attention_levels!r}")
@@ -48,6 +57,8 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"unet must be a table of settings, not {d!r}")
         d = dict(d)
         for key in ("channel_mults", "attention_levels"):
             if key in d:
