@@ -402,7 +402,7 @@ def _summarise(results, as_json: bool, quiet: bool, single: bool, tiff_how: str 
 # Options shared by the colouring commands.
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry model name (see `colorize models list`).")
 WeightsOpt = typer.Option(None, "--weights", help="A local .safetensors file instead of a registry model.",
-                          exists=False, dir_okay=False)
+                          exists=False, readable=False)  # (what is wrong with it, our checks say: exit 4)
 SamplerOpt = typer.Option(None, "--sampler", help="Sampler (only those the model supports).")
 StepsOpt = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's).")
 SeedOpt = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same image.")

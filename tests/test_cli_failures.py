@@ -138,6 +138,9 @@ def test_weights_that_are_not_a_regular_file_are_a_weights_error(fake_registry, 
     fifo = tmp_path / "pipe.safetensors"
     os.mkfifo(fifo)
     assert "not a regular file" in one_error(run(src, "--weights", fifo), ExitCode.WEIGHTS)  # (it used to hang)
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()  # Typer's own check made this a usage error (exit 2)
+    assert "not a regular file" in one_error(run(src, "--weights", folder), ExitCode.WEIGHTS)
 
 
 def test_two_runs_never_both_write_one_new_output(fake_registry, tmp_path, monkeypatch):
