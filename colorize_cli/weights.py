@@ -630,6 +630,9 @@ def _fetch_from_hub(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None)
             from huggingface_hub import constants
 
             cache = cache_dir or constants.HF_HUB_CACHE
+            if e.filename is not None and not Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(cache)):
+                # another file the client reads, e.g. a token file (HF_TOKEN_PATH) that is a folder
+                raise WeightsError(f"The Hugging Face client cannot use {e.filename} ({e.strerror or e}).") from e
             # HF_HUB_CACHE, not HF_HOME: it wins over HF_HOME when both are set.
             raise WeightsError(f"Cannot write the Hugging Face cache at {cache} ({e.strerror or e}); free some "
                                "space or set HF_HUB_CACHE to a writable folder.") from e

@@ -188,3 +188,15 @@ def test_a_model_both_bundled_and_published_is_not_downloaded_again(hub, tmp_pat
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     resolved = download(both, cache_dir=tmp_path / "cache")
     assert resolved.source == "bundled" and hub.gets == 0
+
+
+def test_a_token_file_the_client_cannot_read_is_named_not_blamed_on_the_cache(hub, tmp_path, monkeypatch):
+    from colorize_cli.weights import WeightsError
+
+    token_path = tmp_path / "token"
+    token_path.mkdir()  # HF_TOKEN_PATH naming a folder: the client's read fails with an OSError
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_path))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(WeightsError) as caught:
+        download(entry(hub.sha256), cache_dir=tmp_path / "cache")
+    assert "cache" not in str(caught.value).lower() and str(token_path) in str(caught.value)
