@@ -167,6 +167,9 @@ def _to_pixels(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None, tuple]:
             pixels, alpha, _ = decode_pillow_image(image)
         except (OSError, SyntaxError) as e:  # Pillow's words for a truncated or damaged file
             raise ImageError(f"the image cannot be decoded: {e}") from e
+        except AssertionError as e:  # Pillow's bare assert when a file-backed image was closed unread
+            raise ValueError("Pillow cannot read this image's pixels: was it closed before they were "
+                             "loaded? Call .load() inside the `with Image.open(...)` block") from e
         return pixels, alpha, ("pil",)
     if isinstance(image, (str, bytes, os.PathLike)):
         raise TypeError("colorize() takes an image (a numpy array or a Pillow image), not a path; "

@@ -323,3 +323,12 @@ def test_hints_made_in_python_are_recorded_in_the_note(colorizer, tmp_path):
     src = save_photo(tmp_path / "scan.png", "L")
     out = colorizer.colorize_file(src, tmp_path / "out.png", hints=[Hint(0.5, 0.25, True, (178, 34, 34), 0.1)])
     assert "hint 50%,25%:#b22222:10%, source" in Image.open(out).info["Software"]
+
+
+def test_a_pillow_image_closed_before_its_pixels_were_read_is_a_clear_error(tmp_path, tiny_weights):
+    path = tmp_path / "p.png"
+    Image.fromarray(np.full((8, 8), 90, np.uint8)).save(path)
+    with Image.open(path) as closed:
+        pass
+    with pytest.raises(ValueError, match="closed before"):  # it was a bare AssertionError
+        Colorizer(weights=tiny_weights["unet"], device="cpu").colorize(closed)
