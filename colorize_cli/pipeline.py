@@ -28,6 +28,9 @@ from .weights import (ModelEntry, Registry, WeightsError, load_model_from_file, 
 Progress = Callable[[int, int], None]
 # --saturation beyond this only pushes colours out of gamut, where they are mapped back anyway.
 MAX_SATURATION = 8.0
+# Working sizes (longer side, px); the command line's --size bounds repeat them as literals, as the
+# CLI module stays free of torch until a command runs. Below 16 px there is no colour to predict.
+MIN_WORKING_SIZE, MAX_WORKING_SIZE = 16, 4096
 
 
 def select_device(name: str | torch.device = "auto", *, prefix: str = "--") -> torch.device:
@@ -180,8 +183,9 @@ class Engine:
             raise ValueError(f"{prefix}steps must be at most {self.model.config.timesteps}, the number of noise "
                              f"levels model {self.name!r} was trained with")
         size = _whole_number(f"{prefix}size", self.default_size if size is None else size)
-        if size < self.model.multiple or size > 4096:
-            raise ValueError(f"{prefix}size must be between {self.model.multiple} and 4096 px")
+        least = max(MIN_WORKING_SIZE, self.model.multiple)
+        if size < least or size > MAX_WORKING_SIZE:
+            raise ValueError(f"{prefix}size must be between {least} and {MAX_WORKING_SIZE} px")
         saturation = self.default_saturation if saturation is None else saturation  # (a file's own, too)
         try:
             if isinstance(saturation, (bool, str, bytes)):  # a number, as size and steps must be

@@ -100,6 +100,10 @@ def test_bad_arrays_and_settings_are_value_errors(fake_registry, colorizer):
         with pytest.raises(ValueError) as caught:
             Colorizer(device="cpu", **settings)
         assert "--" not in str(caught.value) and next(iter(settings)) in str(caught.value)
+    # The command line's --size bounds hold here too (the tiny test model's stride is below 16).
+    with pytest.raises(ValueError, match="between 16 and 4096"):
+        Colorizer(device="cpu", size=8)
+    assert Colorizer(device="cpu", size=16).size == 16
 
 
 def test_colorize_file_writes_what_the_command_line_writes(colorizer, fake_registry, tmp_path):
