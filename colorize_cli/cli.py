@@ -129,6 +129,7 @@ class DefaultCommandGroup(TyperGroup):
         Click and Typer would print a usage block and a boxed message: the same contract as every
         other failure instead, with `{"error": ..., "exit_code": 2}` on stdout under `--json`.
         """
+        _unlabel_switches(self, self.context_class(self, info_name="colorize", **self.context_settings))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         argv = list(sys.argv[1:] if args is None else args)
@@ -150,6 +151,17 @@ class DefaultCommandGroup(TyperGroup):
         except typer.Abort:  # end of input at a prompt
             sys.exit(interrupted().exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _unlabel_switches(command, ctx) -> None:
+    """No type label for the switches Typer and Click add themselves (`--help`, the completion
+    options), as `_flag` gives ours: Typer 0.29 shows `--help <bool>` in every command's help."""
+    help_option = command.get_help_option(ctx)  # made once per command, and kept
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for name, sub in getattr(command, "commands", {}).items():
+        _unlabel_switches(sub, sub.context_class(sub, parent=ctx, info_name=name))
 
 
 app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True, add_completion=True,

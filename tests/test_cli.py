@@ -44,15 +44,18 @@ def test_version_and_help_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("command", [[], ["color"], ["batch"], ["train"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["color"], ["batch"], ["train"], ["bench"], ["models"], ["models", "verify"]])
 def test_help_shows_switches_without_a_value(command):
     """A switch is given or not: Typer 0.29 labelled each `--overwrite <bool>` in --help, which
-    reads as if it took a value (`--overwrite true` would take "true" for a photo)."""
+    reads as if it took a value (`--overwrite true` would take "true" for a photo); also the
+    switches Typer and Click add themselves (--help, the completion options)."""
     result = run(*command, "--help")
     assert result.exit_code == 0
     switches = [line for line in result.stdout.splitlines()
-                if re.search(r"--(overwrite|quiet|json|recursive|resume|compile|debug|version)\b", line)]
-    assert switches and not [line for line in switches if "bool" in line.lower()], switches
+                if re.search(r"--(overwrite|quiet|json|recursive|resume|compile|debug|version|help|install-completion)\b",
+                             line)]
+    assert any("--help" in line for line in switches)
+    assert not [line for line in switches if "bool" in line.lower()], switches
 
 
 def test_colouring_a_photo_does_not_import_kornia(tmp_path, tiny_weights):
