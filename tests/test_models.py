@@ -91,6 +91,28 @@ def test_encoder_keeps_pretrained_batchnorm_in_train_mode():
     assert not any(p.requires_grad for p in enc.parameters())
 
 
+@pytest.mark.parametrize("kernel,stride", [(1, 1), (3, 1), (5, 1), (3, 2), (5, 2)])
+def test_same_padding_matches_tensorflows_for_every_input_size(kernel, stride):
+    """The pretrained EfficientNet weights expect TensorFlow's 'SAME' padding: asymmetric (one more
+    row and column after) where the padding is odd; even padding goes to the convolution itself."""
+    import math
+
+    from colorize_cli.models.encoder import SamePadConv2d
+
+    torch.manual_seed(0)
+    conv = SamePadConv2d(4, 4, kernel, stride=stride, groups=4, bias=False)
+    for height, width in [(112, 112), (15, 17), (16, 7), (7, 7), (1, 2)]:
+        x = torch.randn(2, 4, height, width)
+        ph = max((math.ceil(height / stride) - 1) * stride + kernel - height, 0)
+        pw = max((math.ceil(width / stride) - 1) * stride + kernel - width, 0)
+        padded = torch.nn.functional.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        want = torch.nn.functional.conv2d(padded, conv.weight, None, stride, 0, 1, 4)
+        with torch.no_grad():
+            got = conv(x)
+        assert got.shape == (2, 4, math.ceil(height / stride), math.ceil(width / stride))
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
 def test_attention_is_exact_when_small_and_pooled_when_large():
     from colorize_cli.models.unet import Attention
 
