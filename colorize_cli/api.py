@@ -26,12 +26,12 @@ import numpy as np
 from PIL import Image
 
 from .errors import UsageError
-from .hints import Hint, parse_hint
+from .hints import Hint, PaintedHint, parse_hint
 from .imageio import ImageError, decode_pillow_image, output_format, to_uint8
 from .pipeline import Engine
 
 ImageLike = Union[Image.Image, np.ndarray]
-HintLike = Union[str, Hint]
+HintLike = Union[str, Hint, PaintedHint]
 # How far float pixels may stray outside 0..1 (rounding in the caller's own processing) before
 # they are taken for another scale rather than clipped.
 _FLOAT_SLACK = 1 / 255
@@ -79,7 +79,8 @@ class Colorizer:
         Pillow images come back as RGB (RGBA when they had alpha), 8 bits. numpy arrays come back
         in their own dtype and layout: uint8 or uint16 0..max, or float 0..1 (as float32); (H, W)
         grey gives (H, W, 3), a fourth channel is kept as alpha. `hints` (`"45%,80%:#d9633c"` as
-        `--hint` takes them, or `Hint`s) apply to every image; `samples[i]` picks image i's
+        `--hint` takes them, `Hint`s, or the colours of a painted hint image,
+        `hints.read_hint_image(path, prefix="")`) apply to every image; `samples[i]` picks image i's
         random stream for the diffusion models (default 0). ValueError for arrays and hints it
         cannot use; `ImageError` for a Pillow image whose file is truncated or damaged.
         """
@@ -89,7 +90,7 @@ class Colorizer:
         decoded = [_to_pixels(image) for image in images]
         for pixels, _, _ in decoded:
             for hint in parsed:
-                hint.position(pixels.shape[1], pixels.shape[0])  # ValueError when outside this image
+                hint.check_fits(pixels.shape[1], pixels.shape[0])  # ValueError when outside / unlike this image
         outs = self.engine.colorize_pixels(
             [pixels for pixels, _, _ in decoded], sampler=self.sampler, steps=self.steps, size=self.size,
             saturation=self.saturation, seeds=[self.seed] * len(decoded), samples=samples,
@@ -144,18 +145,19 @@ def _path_argument(name: str, value) -> Path:
     return Path(value)
 
 
-def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint]:
+def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint | PaintedHint]:
     if hints is None:
         return []
-    if isinstance(hints, (str, Hint)):  # one hint given on its own
+    if isinstance(hints, (str, Hint, PaintedHint)):  # one hint given on its own
         hints = [hints]
     if not isinstance(hints, (list, tuple)):
         raise TypeError(f"hints is a hint string such as '45%,80%:#d9633c', a Hint, or a list of them, "
                         f"not {type(hints).__name__}")
     parsed = []
     for hint in hints:
-        if not isinstance(hint, (str, Hint)):
-            raise TypeError(f"a hint is a string such as '45%,80%:#d9633c' or a Hint, not {type(hint).__name__}")
+        if not isinstance(hint, (str, Hint, PaintedHint)):
+            raise TypeError(f"a hint is a string such as '45%,80%:#d9633c', a Hint, or one of read_hint_image's "
+                            f"PaintedHints, not {type(hint).__name__}")
         parsed.append(parse_hint(hint, prefix="") if isinstance(hint, str) else hint)
     return parsed
 

@@ -26,7 +26,7 @@ from .imageio import (IMAGE_EXTENSIONS, has_no_extension, LoadedImage, OutputErr
 from .paths import real_path
 
 if TYPE_CHECKING:
-    from .hints import Hint
+    from .hints import Hint, PaintedHint
     from .metadata import ImageMetadata
 
 # Pixels held around the model, each in its own place: the batch being filled, the loads running
@@ -439,7 +439,7 @@ def _in_the_way(job: Job, path: Path, what: str) -> OutputError:
 
 def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None, size: int | None, seed: int,
              samples: int, saturation: float | None = None, batch_size: int, overwrite: bool, skip_existing: bool,
-             keep_metadata: bool = True, hints: Sequence[Hint] = (),
+             keep_metadata: bool = True, hints: Sequence[Hint | PaintedHint] = (),
              on_result: Callable[[JobResult], None] | None = None,
              on_step: Callable[[int, int], None] | None = None,
              triaged: tuple[dict[int, JobResult], list[tuple[int, Job]]] | None = None) -> list[JobResult]:
@@ -513,7 +513,7 @@ def run_jobs(engine, jobs: list[Job], *, sampler: str | None, steps: int | None,
             for job, image in list(batch):
                 try:  # hints are for the first page (the photo they were given for)
                     for hint in hints:
-                        hint.position(image.pixels.shape[1], image.pixels.shape[0])
+                        hint.check_fits(image.pixels.shape[1], image.pixels.shape[0])
                 except ValueError as e:
                     err = UsageError(f"{job.source}: {e}")
                     finish(index_of[id(job)], JobResult(job.source, "failed", reason=str(err), error=err))

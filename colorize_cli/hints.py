@@ -10,6 +10,9 @@ surface's edges instead of leaking into the background (the idea of Levin et al.
     hint = parse_hint("40%,25%:#b22222")            # or pixels: "812,430:navy"
     ab = apply_hints(ab, L, [hint])                  # at the working size, before upsampling
 
+A hint image does the same for strokes painted in an image editor: every painted pixel is a
+seed, and each colour painted spreads as one hint (`read_hint_image`).
+
 Hint syntax: `X,Y:COLOUR[:REACH]`. X, Y are pixels of the upright photo (as viewers show it)
 or percentages of its width and height; COLOUR is `#rrggbb` or a CSS colour name; REACH is
 how far the hint spreads over a flat surface, a percentage of the photo's longer side
@@ -19,11 +22,16 @@ stays.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import ImageColor
 
@@ -92,10 +100,176 @@ class Hint:
             raise ValueError(f"hint {self.text!r} is outside the {width}x{height} photo")
         return (min(math.floor(px), width - 1) + 0.5) / width, (min(math.floor(py), height - 1) + 0.5) / height
 
+    def check_fits(self, width: int, height: int) -> None:
+        """ValueError when the hint cannot go on a (width, height) photo: its point is outside."""
+        self.position(width, height)
+
+    def seeds(self, guide: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """Where the hint starts at full strength on the working-size blurred L* `guide` (h, w) of a
+        (width, height) photo: the spot around its point, but only the surface the point is on (a
+        hint put next to an edge must not seed the other side at full strength: it would flood it)."""
+        h, w = guide.shape
+        fx, fy = self.position(width, height)
+        cx, cy = min(fx * w, w - 0.5), min(fy * h, h - 0.5)
+        yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        radius = max(1.0, _SEED_RADIUS * max(h, w))
+        same_surface = (guide - guide[int(cy), int(cx)]).abs() <= EDGE_TOLERANCE
+        seeds = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2) & same_surface
+        seeds[int(cy), int(cx)] = True  # a tiny working size still gets its pixel
+        return seeds
+
     def ab(self) -> tuple[float, float]:
         rgb = torch.tensor(self.rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
         lab = rgb_to_lab(rgb)[0, :, 0, 0]
         return float(lab[1]), float(lab[2])
+
+
+@dataclass(frozen=True, eq=False)
+class PaintedHint:
+    """One colour of a hint image: the pixels it was painted on, and its a*b*."""
+
+    mask: torch.Tensor  # (H, W) bool on the hint image's grid: where this colour was painted
+    colour_ab: tuple[float, float]
+    reach: float = DEFAULT_REACH  # fraction of the longer side, as a point hint's
+    text: str = ""  # the image's name and hash, the same for each of its colours: what the note names
+
+    def check_fits(self, width: int, height: int) -> None:
+        """ValueError unless the hint image has the photo's shape (any scale of it)."""
+        rows, cols = self.mask.shape
+        if abs(cols / rows - width / height) > HINT_IMAGE_SHAPE_TOLERANCE * (width / height):
+            raise ValueError(f"hint {self.text} is {cols}x{rows}, not the shape of the {width}x{height} photo: "
+                             "paint on a copy of the photo (or a layer of its size)")
+
+    def seeds(self, guide: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The painted pixels on the working grid (h, w): a working pixel any stroke touches, so a
+        stroke thinner than a working pixel still counts."""
+        self.check_fits(width, height)
+        painted = self.mask.float()[None, None]
+        return torch.nn.functional.adaptive_max_pool2d(painted, tuple(guide.shape))[0, 0] > 0
+
+    def ab(self) -> tuple[float, float]:
+        return self.colour_ab
+
+
+# A hint image: where it has transparency, a pixel is painted when at least half opaque; where it
+# has none (strokes painted onto a copy of the grey photo), when its colour is this far from grey
+# (a*b* chroma): JPEG noise in a grey photo stays below ~3.
+PAINTED_CHROMA = 8.0
+# Painted colours closer than this (a*b* units) are one paint: on a layer, where a paint keeps its
+# colour, only rounding apart (the suit's orange and the flag's red are 14 apart); on the photo,
+# a JPEG's smearing of the paint into the grey around it, along the way to grey and across it.
+SAME_PAINT = {"layer": 4.0, "photo": 12.0}
+# On the photo, colours that cover under this share of the painted pixels are smears, not paints:
+# they join the nearest paint. On a layer every paint counts, a dab of a few pixels too.
+MINOR_SHARE = {"layer": 0.0, "photo": 0.02}
+MAX_PAINTED_COLOURS = 16
+# Where the paints kept cover less than all but this share of the painted pixels, it is no set of
+# strokes but a colour photo (thousands of colours, each too rare to be a paint).
+PHOTO_SHARE = 0.2
+HINT_IMAGE_SHAPE_TOLERANCE = 0.02  # relative difference of width/height between hint image and photo
+
+
+def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[PaintedHint]:
+    """The colours painted on an image (transparent where unpainted, or a copy of the grey photo
+    with strokes on it), one PaintedHint per colour. ImageError when it cannot be read (an input
+    problem); UsageError when nothing is painted, or too many colours are (a photo, not strokes)."""
+    from .imageio import load_image
+
+    path = Path(path)
+    image = load_image(path)
+    name = f"{prefix}hint-image {path}"
+    height, width = image.pixels.shape[:2]
+    eight = image.pixels if image.pixels.dtype == np.uint8 else (image.pixels >> 8).astype(np.uint8)
+    # Colours are worked out once per distinct 8-bit colour, not per pixel (a 12-MP image of
+    # strokes holds a few thousand colours at most).
+    keys = torch.from_numpy(eight.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1], np.int64))
+    distinct, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    rgb = torch.stack([distinct // 65536, distinct // 256 % 256, distinct % 256]).float() / 255.0  # (3, U)
+    ab = rgb_to_lab(rgb[None, :, :, None])[0, 1:, :, 0].T  # (U, 2)
+    alpha = image.alpha
+    layer = alpha is not None and bool((alpha < np.iinfo(alpha.dtype).max).any())
+    # On a layer a stroke's colour is the paint's own, so colours apart are different paints (a
+    # grey one too: keep this neutral). On the photo a stroke's edges blend into the grey around
+    # it (JPEG's halved colour resolution smears it further): a colour between grey and a paint
+    # is that paint, and the paint is the strongest of them.
+    if layer:
+        painted = torch.from_numpy(alpha.reshape(-1) >= (np.iinfo(alpha.dtype).max + 1) // 2)
+        weights = torch.bincount(inverse[painted], minlength=len(distinct)).float()
+    else:
+        coloured = ab.norm(dim=1) > PAINTED_CHROMA
+        painted = coloured[inverse]
+        weights = counts.float() * coloured
+    if not bool(painted.any()):
+        how = ("no pixel is at least half opaque" if layer else
+               "it has no transparency and no colour (paint strokes on a transparent layer, or in colour on the photo)")
+        raise UsageError(f"{name}: nothing is painted on it: {how}")
+    used = weights > 0
+    paints, major_share = _paint_colours(ab[used], weights[used], blends=not layer)
+    if len(paints) > MAX_PAINTED_COLOURS or major_share < 1.0 - PHOTO_SHARE:
+        raise UsageError(f"{name}: too many different colours are painted on it (is it a photo?); at most "
+                         f"{MAX_PAINTED_COLOURS}: paint each surface in one flat colour")
+    nearest = _paint_distance(ab, paints, blends=not layer).argmin(dim=1)  # (U,): each colour's paint
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    text = f"image {json.dumps(path.name)} (sha256 {digest[:16]})"
+    hints = []
+    for k in range(len(paints)):
+        member = (nearest == k) & used
+        colours, amounts = ab[member], weights[member]
+        if not layer:  # the paint itself, not its blends with the grey round it
+            strong = colours.norm(dim=1) >= 0.8 * _weighted_quantile(colours.norm(dim=1), amounts, 0.95)
+            colours, amounts = colours[strong], amounts[strong]
+        colour = (colours * amounts[:, None]).sum(0) / amounts.sum()
+        mask = (painted & (nearest[inverse] == k)).view(height, width)
+        hints.append(PaintedHint(mask, (float(colour[0]), float(colour[1])), text=text))
+    return hints
+
+
+def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> float:
+    order = torch.argsort(values)
+    cumulative = torch.cumsum(weights[order], 0)
+    return float(values[order][int(torch.searchsorted(cumulative, q * cumulative[-1]).clamp_max(len(values) - 1))])
+
+
+def _paint_distance(colours: torch.Tensor, paints: torch.Tensor, blends: bool) -> torch.Tensor:
+    """(N, K) a*b* distances from colours (N, 2) to paints (K, 2). With `blends`, a colour on the
+    way from grey to a paint (or a paint on the way to the colour) is at no distance from it."""
+    if not blends:
+        return torch.cdist(colours, paints)
+    u, c = colours[:, None, :], paints[None, :, :]
+    short = u.norm(dim=-1, keepdim=True) <= c.norm(dim=-1, keepdim=True)
+    weaker, stronger = torch.where(short, u, c), torch.where(short, c, u)
+    along = (weaker * stronger).sum(-1, keepdim=True) / stronger.square().sum(-1, keepdim=True).clamp_min(1e-9)
+    return (weaker - along.clamp(0.0, 1.0) * stronger).norm(dim=-1)
+
+
+def _paint_colours(colours: torch.Tensor, weights: torch.Tensor, blends: bool) -> tuple[torch.Tensor, float]:
+    """The distinct paints (K, 2) among a*b* colours (N, 2) painted on `weights` pixels each, and
+    the share of the painted pixels they cover. 2-unit bins, the most painted first, each joins
+    the first paint within SAME_PAINT of it or starts one; a paint that covers under MINOR_SHARE
+    of the painted pixels is dropped (its pixels go to the nearest paint kept)."""
+    kind = "photo" if blends else "layer"
+    cells = torch.round(colours / 2).long() + 128
+    keys = cells[:, 0] * 512 + cells[:, 1]
+    bins, inverse = torch.unique(keys, return_inverse=True)
+    amount = torch.zeros(len(bins)).index_add_(0, inverse, weights)
+    centre = torch.stack([bins // 512 - 128, bins % 512 - 128], dim=1).float() * 2
+    paints: list[torch.Tensor] = []
+    covered: list[float] = []
+    for i in torch.argsort(amount, descending=True).tolist():
+        if paints:
+            distances = _paint_distance(centre[i][None], torch.stack(paints), blends)[0]
+            j = int(distances.argmin())
+            if float(distances[j]) <= SAME_PAINT[kind]:
+                covered[j] += float(amount[i])
+                continue
+        if len(paints) > 4 * MAX_PAINTED_COLOURS:  # a photo: no need to count every colour of it
+            break
+        paints.append(centre[i])
+        covered.append(float(amount[i]))
+    total = float(weights.sum())
+    kept = [k for k, share in enumerate(covered) if share >= MINOR_SHARE[kind] * total] or [int(np.argmax(covered))]
+    return torch.stack([paints[k] for k in kept]), sum(covered[k] for k in kept) / total
 
 
 def parse_hint(text: str, *, prefix: str = "--") -> Hint:
@@ -131,7 +305,7 @@ def _number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint],
+def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint | PaintedHint],
                 photo_size: tuple[int, int] | None = None) -> torch.Tensor:
     """The model's ab (2, h, w) with the hints blended in; L (1, h, w) is L* at the same size.
 
@@ -144,17 +318,7 @@ def apply_hints(ab: torch.Tensor, L: torch.Tensor, hints: list[Hint],
     width, height = photo_size or (w, h)
     longer = max(h, w)
     guide = _blur(L[0].float(), BLUR)
-    seeds = torch.zeros(len(hints), h, w, dtype=torch.bool)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    radius = max(1.0, _SEED_RADIUS * longer)
-    for k, hint in enumerate(hints):
-        fx, fy = hint.position(width, height)
-        cx, cy = min(fx * w, w - 0.5), min(fy * h, h - 0.5)
-        # The spot around the point, but only the surface the point is on: a hint put next to an
-        # edge must not seed the other side at full strength (it would flood it).
-        same_surface = (guide - guide[int(cy), int(cx)]).abs() <= EDGE_TOLERANCE
-        seeds[k] = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2) & same_surface
-        seeds[k, int(cy), int(cx)] = True  # a tiny working size still gets its pixel
+    seeds = torch.stack([hint.seeds(guide, width, height) for hint in hints])
     reach = torch.tensor([hint.reach * longer for hint in hints]).view(-1, 1, 1)
     # beyond 3 reaches a hint's weight is below e^-9: no need to measure further
     distance = geodesic_distance(guide, seeds, EDGE_COST, EDGE_TOLERANCE, cutoff=3.0 * float(reach.max()),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__, diffusion, upsample
-from .hints import Hint, apply_hints
+from .hints import Hint, PaintedHint, apply_hints
 from .color import AB_SCALE, normalize_L, saturate
 from .models import ColorModel
 from .errors import UsageError
@@ -198,7 +198,7 @@ class Engine:
         return sampler, steps, size, saturation
 
     def provenance(self, sampler: str | None, steps: int | None, size: int | None, saturation: float | None,
-                   seed: int, sample: int = 0, hints: Sequence[Hint] = (), source: str | None = None) -> str:
+                   seed: int, sample: int = 0, hints: Sequence[Hint | PaintedHint] = (), source: str | None = None) -> str:
         """The note each output carries (EXIF and PNG `Software`): what made it, and how to make it again.
 
         `source`: the input's file name, last and JSON-quoted (any name survives, in ASCII), so a
@@ -206,7 +206,7 @@ class Engine:
         another's (`metadata.note_source`)."""
         sampler, steps, size, saturation = self.resolve_settings(sampler, steps, size, saturation)
         weights = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
-        given = "".join(f", hint {hint.text}" for hint in hints)
+        given = "".join(f", hint {text}" for text in dict.fromkeys(hint.text for hint in hints))  # an image's colours: once
         named = f", source {json.dumps(source)}" if source is not None else ""
         # a --weights file whose name is not UTF-8: its bytes shown as \xNN (a note is text)
         model = os.fsencode(self.name).decode("utf-8", "backslashreplace")
@@ -225,7 +225,7 @@ class Engine:
     def colorize_pixels(self, pixels: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
                         size: int | None = None, saturation: float | None = None,
                         seeds: Sequence[int] | None = None, samples: Sequence[int] | None = None,
-                        hints: Sequence[Sequence[Hint]] | None = None,
+                        hints: Sequence[Sequence[Hint | PaintedHint]] | None = None,
                         batch_size: int = 8, progress: Progress | None = None,
                         step_progress: Progress | None = None) -> list[np.ndarray]:
         """Colour full-resolution sRGB images (H, W, 3) uint8/uint16; returns the same shapes and dtypes.

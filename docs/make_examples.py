@@ -3,7 +3,8 @@ scikit-image (camera: CC0, Lav Varshney; astronaut: public domain, NASA; coffee:
 Michetti; rocket: public domain, SpaceX).
 
     python docs/make_examples.py [--models unet,lab-ddpm | --weights FILE] [--saturations unet=1,2.5]
-    python docs/make_examples.py --hints        # only the colour-hints figure (astronaut)
+    python docs/make_examples.py --hints        # only the colour-hints figures (astronaut): points, and
+                                                # painted strokes (also examples/astronaut*.png to try them)
 
 The colour photos are first turned into their L* (what a black-and-white print keeps), then
 coloured; the panel shows grey input | each model | original colour, so you can judge honestly.
@@ -84,6 +85,53 @@ def hints_figure(engine: Engine, out: Path) -> None:
            ("+ " + "  ".join(texts), hinted), ("original colour", original)]).save(out / "example-hints.jpg", quality=88)
 
 
+# Strokes on the astronaut photo, as someone would paint them on a layer: (points in percent,
+# brush width in px). Each one's colour is the median of the original photo under it, as a user
+# would remember it: the suit (twice), a red stripe of the flag, her hair, a cheek, the rocket's
+# tank and the wall (a light grey: painting it keeps the wall neutral).
+STROKES = (
+    (((15, 62), (22, 85)), 8), (((62, 56), (66, 64)), 8), (((5, 55), (5.5, 56)), 8),
+    (((40, 8), (52, 6)), 6), (((41, 22), (42, 24)), 6), (((80, 5), (80, 15)), 6), (((62, 20), (70, 30)), 6),
+)
+
+
+def painted_figure(engine: Engine, out: Path) -> None:
+    """black & white with strokes | the model alone | with the strokes (--hint-image) | the original;
+    also writes examples/astronaut.png and examples/astronaut-strokes.png, to try the option on."""
+    import skimage.color
+    import skimage.data
+
+    from colorize_cli.hints import read_hint_image
+
+    original = skimage.data.astronaut()
+    grey = grey_version(original)
+    height, width = grey.shape[:2]
+    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    for points, brush in STROKES:
+        xy = [(x / 100 * (width - 1), y / 100 * (height - 1)) for x, y in points]
+        where = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(where).line(xy, fill=255, width=brush, joint="curve")
+        colour = np.median(original[np.asarray(where) > 0], axis=0).astype(int)
+        ImageDraw.Draw(layer).line(xy, fill=(*colour, 255), width=brush, joint="curve")
+    examples = HERE.parent / "examples"
+    Image.fromarray(grey[..., 0]).save(examples / "astronaut.png", optimize=True)
+    layer.save(examples / "astronaut-strokes.png", optimize=True)
+    hints = read_hint_image(examples / "astronaut-strokes.png")
+    plain = engine.colorize_pixels([grey])[0]
+    painted = engine.colorize_pixels([grey], hints=[hints])[0]
+    print(f"astronaut: colorize examples/astronaut.png --model {engine.name} --hint-image examples/astronaut-strokes.png"
+          f" ({len(hints)} colours)")
+    truth = skimage.color.rgb2lab(original)
+    for name, pixels in (("grey", grey), (engine.name, plain), ("painted strokes", painted)):
+        error = skimage.color.deltaE_ciede2000(truth, skimage.color.rgb2lab(pixels)).mean()
+        print(f"  CIEDE2000 to the original, {name}: {error:.2f}")
+    shown = Image.fromarray(grey).convert("RGBA")
+    shown.alpha_composite(layer)
+    panel([("black & white + strokes", np.asarray(shown.convert("RGB"))), (f"colorize --model {engine.name}", plain),
+           ("--hint-image astronaut-strokes.png", painted), ("original colour", original)]).save(
+        out / "example-painted.jpg", quality=88)
+
+
 def main() -> None:
     import skimage.data
 
@@ -92,7 +140,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--saturations", default="", help="extra tiles, e.g. unet=2.5 (the model at --saturation 2.5)")
     parser.add_argument("--out", type=Path, default=HERE / "images")
-    parser.add_argument("--hints", action="store_true", help="make only the colour-hints figure")
+    parser.add_argument("--hints", action="store_true", help="make only the colour-hints figures")
     args = parser.parse_args()
     if args.weights:
         engines = [Engine.load(weights=args.weights, device="cpu")]
@@ -102,6 +150,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.hints:
         hints_figure(engines[0], args.out)
+        painted_figure(engines[0], args.out)
         return
     extra: dict[str, list[float]] = {}
     for item in filter(None, args.saturations.split(",")):

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from colorize_cli.cli import app
 from colorize_cli.errors import ExitCode, UsageError
-from colorize_cli.hints import Hint, apply_hints, geodesic_distance, parse_hint
+from colorize_cli.hints import (Hint, PaintedHint, apply_hints, geodesic_distance, parse_hint,
+                                read_hint_image)
 
 
 def test_hints_parse_pixels_percentages_colour_names_and_reach():
@@ -209,3 +210,122 @@ def test_cli_hint_errors_are_usage_errors_found_before_the_model_loads(tmp_path,
     assert two.exit_code == ExitCode.USAGE and "exactly one input" in two.stderr
     bad = runner.invoke(app, [str(src), *weights, "--hint", "5,5:nocolour"])
     assert bad.exit_code == ExitCode.USAGE and bad.stderr.startswith("Error: --hint")
+
+
+def stroke_layer(path, size, strokes, soft=False):
+    """A transparent RGBA layer of `size` (w, h) with rectangles (x0, y0, x1, y1, rgb) painted on it;
+    `soft`: a half-transparent rim round each, as a soft brush leaves."""
+    w, h = size
+    rgba = np.zeros((h, w, 4), np.uint8)
+    for x0, y0, x1, y1, rgb in strokes:
+        if soft:
+            rgba[max(0, y0 - 1):y1 + 1, max(0, x0 - 1):x1 + 1] = (*rgb, 100)
+        rgba[y0:y1, x0:x1] = (*rgb, 255)
+    Image.fromarray(rgba).save(path)
+    return path
+
+
+def test_a_hint_image_gives_one_hint_per_painted_colour(tmp_path):
+    layer = stroke_layer(tmp_path / "strokes.png", (96, 64),
+                         [(5, 5, 20, 8, (200, 30, 30)), (60, 40, 61, 60, (30, 60, 200)), (30, 50, 40, 52, (200, 30, 30))],
+                         soft=True)
+    hints = read_hint_image(layer)
+    assert len(hints) == 2  # red (two strokes) and blue; the soft rims are no colour of their own
+    red, blue = sorted(hints, key=lambda hint: -hint.ab()[0])
+    want_red = Hint(0, 0, False, (200, 30, 30), text="r").ab()
+    want_blue = Hint(0, 0, False, (30, 60, 200), text="b").ab()
+    assert red.ab() == pytest.approx(want_red, abs=0.5) and blue.ab() == pytest.approx(want_blue, abs=0.5)
+    assert int(red.mask.sum()) == 15 * 3 + 10 * 2 and int(blue.mask.sum()) == 20  # opaque pixels only
+    assert bool(red.mask[6, 10]) and bool(blue.mask[50, 60]) and not bool(red.mask[50, 60])
+    assert red.text == blue.text and '"strokes.png"' in red.text and "sha256" in red.text
+
+
+def test_strokes_painted_on_a_copy_of_the_grey_photo_are_found_by_their_colour(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = np.clip(rng.normal(120, 3, (64, 96)), 0, 255).astype(np.uint8)  # grain, as a scan has
+    painted = np.stack([grey] * 3, axis=-1)
+    painted[20:24, 10:40] = (40, 160, 60)
+    Image.fromarray(painted).save(tmp_path / "painted.jpg", quality=92)
+    (green,) = read_hint_image(tmp_path / "painted.jpg")
+    assert green.ab()[0] < -20 and green.ab()[1] > 15
+    rows, cols = torch.nonzero(green.mask, as_tuple=True)
+    assert 18 <= int(rows.min()) and int(rows.max()) <= 25  # the stroke's rows; not the grain around it
+    # JPEG stores colour at half resolution in 16-px blocks: a little of the paint smears sideways
+    assert int(green.mask[:, 10:40].sum()) >= 0.9 * int(green.mask.sum()) and int(green.mask[20:24, 10:40].sum()) >= 100
+
+
+def test_a_hint_image_with_nothing_or_too_much_painted_is_a_usage_error(tmp_path):
+    empty = stroke_layer(tmp_path / "empty.png", (32, 32), [])
+    with pytest.raises(UsageError, match="nothing is painted"):
+        read_hint_image(empty)
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "grey.png")
+    with pytest.raises(UsageError, match="no transparency and no colour"):
+        read_hint_image(tmp_path / "grey.png")
+    hues = np.linspace(0, 2 * math.pi, 20, endpoint=False)
+    rainbow = [(2 * k, 0, 2 * k + 2, 32, tuple(int(127 + 120 * math.cos(t + o)) for o in (0, 2.1, 4.2)))
+               for k, t in enumerate(hues)]
+    with pytest.raises(UsageError, match="different colours"):
+        read_hint_image(stroke_layer(tmp_path / "rainbow.png", (40, 32), rainbow))
+
+
+def test_a_painted_hint_fills_its_surface_stops_at_edges_and_survives_a_smaller_working_size():
+    h, w = 64, 128  # the photo: dark left half, bright right half
+    L = torch.full((1, h, w), 30.0)
+    L[:, :, 64:] = 75.0
+    mask = torch.zeros(256, 512, dtype=torch.bool)  # painted at 4x the working size ...
+    mask[101:102, 40:120] = True  # ... a 1-px line, a quarter of a working pixel thick
+    blue = PaintedHint(mask, Hint(0, 0, False, (30, 60, 200), text="b").ab(), text="image")
+    out = apply_hints(torch.zeros(2, h, w), L, [blue], photo_size=(512, 256))
+    assert out[1, 25, 10:30].max() < 0.8 * blue.ab()[1]  # b* is negative for blue: filled here
+    assert out[:, :, 70:].abs().max() < 1.0  # not across the edge
+    with pytest.raises(ValueError, match="not the shape"):
+        blue.check_fits(512, 512)
+    blue.check_fits(1024, 510)  # a scaled copy is the same shape
+
+
+def test_cli_hint_image_colours_the_photo_and_is_recorded_once(tmp_path, tiny_weights):
+    src = grey_halves(tmp_path / "halves.png")
+    layer = stroke_layer(tmp_path / "strokes.png", (192, 128),  # twice the photo's size
+                         [(20, 50, 60, 70, (30, 60, 200)), (150, 20, 170, 30, (200, 200, 40))])
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(app, [str(src), "-o", str(out), "--weights", str(tiny_weights["unet"]),
+                                      "--hint-image", str(layer), "--hint", "90,60:#ff0000"])
+    assert result.exit_code == 0, result.output
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    r, g, b = rgb[30, 20]
+    assert b > r + 40 and b > g + 40  # blue over the dark half
+    note = Image.open(out).text["Software"]
+    assert note.count('hint image "strokes.png"') == 1 and "hint 90,60:#ff0000" in note
+
+
+def test_cli_hint_image_errors(tmp_path, tiny_weights, monkeypatch):
+    from colorize_cli import pipeline
+
+    src = grey_halves(tmp_path / "halves.png")
+    weights = ["--weights", str(tiny_weights["unet"])]
+    monkeypatch.setattr(pipeline.Engine, "load", lambda *a, **k: pytest.fail("model loaded for a bad hint image"))
+    runner = CliRunner()
+    square = stroke_layer(tmp_path / "square.png", (64, 64), [(5, 5, 9, 9, (200, 30, 30))])
+    shape = runner.invoke(app, [str(src), "-o", str(tmp_path / "a.png"), *weights, "--hint-image", str(square)])
+    assert shape.exit_code == ExitCode.USAGE and "not the shape of the 96x64 photo" in shape.stderr
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    junk = runner.invoke(app, [str(src), "-o", str(tmp_path / "b.png"), *weights, "--hint-image", str(tmp_path / "junk.png")])
+    assert junk.exit_code == ExitCode.BAD_INPUT and "junk.png" in junk.stderr
+    missing = runner.invoke(app, [str(src), "-o", str(tmp_path / "c.png"), *weights, "--hint-image", str(tmp_path / "no.png")])
+    assert missing.exit_code == ExitCode.BAD_INPUT
+    two = runner.invoke(app, [str(src), str(src), "-o", str(tmp_path / "o"), *weights, "--hint-image", str(square)])
+    assert two.exit_code == ExitCode.USAGE and "--hint-image places colours on one photo" in two.stderr
+    assert not any((tmp_path / name).exists() for name in ("a.png", "b.png", "c.png", "o"))
+
+
+def test_the_api_takes_a_hint_images_colours(tmp_path, tiny_weights):
+    from colorize_cli import Colorizer
+
+    grey = np.asarray(Image.open(grey_halves(tmp_path / "halves.png")))
+    layer = stroke_layer(tmp_path / "strokes.png", (96, 64), [(10, 25, 30, 35, (30, 60, 200))])
+    colorizer = Colorizer(weights=tiny_weights["unet"], device="cpu")
+    coloured = colorizer.colorize(grey, hints=read_hint_image(layer, prefix=""))
+    r, g, b = coloured[30, 20].astype(int)
+    assert b > r + 40
+    with pytest.raises(ValueError, match="not the shape"):
+        colorizer.colorize(grey[:, :40], hints=read_hint_image(layer, prefix=""))
