@@ -80,7 +80,7 @@ class Colorizer:
         in their own dtype and layout: uint8 or uint16 0..max, or float 0..1 (as float32); (H, W)
         grey gives (H, W, 3), a fourth channel is kept as alpha. `hints` (`"45%,80%:#d9633c"` as
         `--hint` takes them, `Hint`s, or the colours of a painted hint image,
-        `hints.read_hint_image(path, prefix="")`) apply to every image; `samples[i]` picks image i's
+        `hint_image.read_hint_image(path, prefix="")`) apply to every image; `samples[i]` picks image i's
         random stream for the diffusion models (default 0). ValueError for arrays and hints it
         cannot use; `ImageError` for a Pillow image whose file is truncated or damaged.
         """
@@ -151,13 +151,13 @@ def _parse_hints(hints: Sequence[HintLike] | str | None) -> list[Hint | PaintedH
     if isinstance(hints, (str, Hint, PaintedHint)):  # one hint given on its own
         hints = [hints]
     if not isinstance(hints, (list, tuple)):
-        raise TypeError(f"hints is a hint string such as '45%,80%:#d9633c', a Hint, or a list of them, "
-                        f"not {type(hints).__name__}")
+        raise TypeError(f"hints is a hint string such as '45%,80%:#d9633c', a Hint, or a list of them (a painted "
+                        f"hint image's: colorize_cli.hint_image.read_hint_image(path)), not {type(hints).__name__}")
     parsed = []
     for hint in hints:
         if not isinstance(hint, (str, Hint, PaintedHint)):
-            raise TypeError(f"a hint is a string such as '45%,80%:#d9633c', a Hint, or one of read_hint_image's "
-                            f"PaintedHints, not {type(hint).__name__}")
+            raise TypeError(f"a hint is a string such as '45%,80%:#d9633c', a Hint, or one of the PaintedHints "
+                            f"of colorize_cli.hint_image.read_hint_image(path), not {type(hint).__name__}")
         parsed.append(parse_hint(hint, prefix="") if isinstance(hint, str) else hint)
     return parsed
 

@@ -590,10 +590,10 @@ def color_command(
         None, "--hint", help="A colour you know: X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy "
                              "(pixels or percent of the photo; repeatable; one input only). It spreads over the "
                              "surface it is on and stops at edges."),
-    hint_image: Optional[Path] = typer.Option(
+    hint_images: Optional[List[Path]] = typer.Option(
         None, "--hint-image", exists=False, dir_okay=True, readable=False,  # (our own checks say what is wrong)
         help="Colours you know, painted: an image of the photo's shape with strokes on a transparent layer "
-             "(or in colour on a copy of the photo); each colour spreads like a --hint. One input only."),
+             "(or in colour on a copy of the photo); each colour spreads like a --hint. Repeatable; one input only."),
     device: str = DeviceOpt, batch_size: int = BatchOpt,
     overwrite: bool = OverwriteOpt, strip_metadata: bool = StripMetadataOpt, quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -606,7 +606,7 @@ def color_command(
         if stand_ins is not None:
             images, output = _standard_streams(images, output, samples, as_json, stand_ins)
         _colour_files(images, output, model=model, weights=weights, sampler=sampler, steps=steps, seed=seed,
-                      samples=samples, size=size, saturation=saturation, hint_texts=hint_texts, hint_image=hint_image,
+                      samples=samples, size=size, saturation=saturation, hint_texts=hint_texts, hint_images=hint_images,
                       device=device,
                       batch_size=batch_size, overwrite=overwrite, strip_metadata=strip_metadata, quiet=quiet,
                       as_json=as_json, list_outputs=not to_stdout)
@@ -683,20 +683,22 @@ def _standard_streams(images: list[Path], output: Optional[Path], samples: int, 
 
 def _colour_files(images: list[Path], output: Optional[Path], *, model, weights, sampler, steps, seed, samples,
                   size, saturation, hint_texts, device, batch_size, overwrite, strip_metadata, quiet,
-                  as_json, list_outputs=True, hint_image: Optional[Path] = None) -> None:
+                  as_json, list_outputs=True, hint_images: Optional[List[Path]] = None) -> None:
     from .batch import Job, distinct_targets, sample_paths
     from .imageio import ImageError, UnsupportedFormatError, output_format, upright_size
 
     hints = []
-    if hint_texts or hint_image is not None:
-        from .hints import parse_hint, read_hint_image
+    if hint_texts or hint_images:
+        from .hint_image import read_hint_image
+        from .hints import parse_hint
 
-        option = "--hint" if hint_texts else "--hint-image"
         if len(images) != 1:
-            raise fail(UsageError(f"{option} places colours on one photo: give exactly one input"))
+            options = " and ".join(name for name, given in (("--hint", hint_texts), ("--hint-image", hint_images)) if given)
+            raise fail(UsageError(f"{options} place{'s' if ' and ' not in options else ''} colours on one photo: "
+                                  "give exactly one input"))
         try:
             hints = [parse_hint(text) for text in hint_texts or ()]
-            if hint_image is not None:
+            for hint_image in hint_images or ():
                 try:
                     hints += read_hint_image(hint_image)
                 except ImageError as e:  # unreadable, not an image: an input error (exit 3), as for a photo

@@ -11,7 +11,7 @@ surface's edges instead of leaking into the background (the idea of Levin et al.
     ab = apply_hints(ab, L, [hint])                  # at the working size, before upsampling
 
 A hint image does the same for strokes painted in an image editor: every painted pixel is a
-seed, and each colour painted spreads as one hint (`read_hint_image`).
+seed, and each paint spreads as one hint (`PaintedHint`, read by `hint_image.read_hint_image`).
 
 Hint syntax: `X,Y:COLOUR[:REACH]`. X, Y are pixels of the upright photo (as viewers show it)
 or percentages of its width and height; COLOUR is `#rrggbb` or a CSS colour name; REACH is
@@ -22,16 +22,11 @@ stays.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import ImageColor
 
@@ -127,17 +122,38 @@ class Hint:
 
 @dataclass(frozen=True, eq=False)
 class PaintedHint:
-    """One colour of a hint image: the pixels it was painted on, and its a*b*."""
+    """One paint of a hint image (`hint_image.read_hint_image`): the pixels it was painted on, and its a*b*."""
 
-    mask: torch.Tensor  # (H, W) bool on the hint image's grid: where this colour was painted
+    mask: torch.Tensor  # (rows, cols) bool: where this paint is, on the hint image's (perhaps reduced) grid
     colour_ab: tuple[float, float]
     reach: float = DEFAULT_REACH  # fraction of the longer side, as a point hint's
-    text: str = ""  # the image's name and hash, the same for each of its colours: what the note names
+    text: str = "painted hint"  # the image's name and hash, the same for each of its paints: what the note names
+    size: tuple[int, int] | None = None  # (width, height) of the hint image as read (default: the mask's)
+
+    def __post_init__(self) -> None:
+        # What `read_hint_image` guarantees, for one made in Python: a bad value would colour the
+        # photo black (NaN) or fail deep inside the spreading.
+        if not (isinstance(self.mask, torch.Tensor) and self.mask.dtype == torch.bool and self.mask.dim() == 2
+                and min(self.mask.shape) >= 1):
+            raise UsageError(f"{self.text}: the mask must be a 2-D torch bool tensor with at least one pixel")
+        colour = self.colour_ab
+        if not (isinstance(colour, (tuple, list)) and len(colour) == 2 and all(
+                isinstance(c, numbers.Real) and not isinstance(c, bool) and math.isfinite(c) and abs(c) <= 128
+                for c in colour)):
+            raise UsageError(f"{self.text}: the colour must be two finite a*b* numbers within ±128, not {colour!r}")
+        object.__setattr__(self, "colour_ab", (float(colour[0]), float(colour[1])))
+        if not (isinstance(self.reach, numbers.Real) and not isinstance(self.reach, bool) and 0 < self.reach <= 1):
+            raise UsageError(f"{self.text}: the reach must be above 0 and at most 1 (a share of the longer side)")
+        size = self.size if self.size is not None else (self.mask.shape[1], self.mask.shape[0])
+        if not (isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in size)):
+            raise UsageError(f"{self.text}: the size must be (width, height) in whole pixels, not {size!r}")
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
 
     def check_fits(self, width: int, height: int) -> None:
-        """ValueError unless the hint image has the photo's shape (any scale of it)."""
-        rows, cols = self.mask.shape
-        if abs(cols / rows - width / height) > HINT_IMAGE_SHAPE_TOLERANCE * (width / height):
+        """ValueError unless the hint image has the photo's shape (at any scale)."""
+        cols, rows = self.size
+        if abs(math.log((cols / rows) / (width / height))) > math.log1p(HINT_IMAGE_SHAPE_TOLERANCE):
             raise ValueError(f"hint {self.text} is {cols}x{rows}, not the shape of the {width}x{height} photo: "
                              "paint on a copy of the photo (or a layer of its size)")
 
@@ -152,124 +168,9 @@ class PaintedHint:
         return self.colour_ab
 
 
-# A hint image: where it has transparency, a pixel is painted when at least half opaque; where it
-# has none (strokes painted onto a copy of the grey photo), when its colour is this far from grey
-# (a*b* chroma): JPEG noise in a grey photo stays below ~3.
-PAINTED_CHROMA = 8.0
-# Painted colours closer than this (a*b* units) are one paint: on a layer, where a paint keeps its
-# colour, only rounding apart (the suit's orange and the flag's red are 14 apart); on the photo,
-# a JPEG's smearing of the paint into the grey around it, along the way to grey and across it.
-SAME_PAINT = {"layer": 4.0, "photo": 12.0}
-# On the photo, colours that cover under this share of the painted pixels are smears, not paints:
-# they join the nearest paint. On a layer every paint counts, a dab of a few pixels too.
-MINOR_SHARE = {"layer": 0.0, "photo": 0.02}
-MAX_PAINTED_COLOURS = 16
-# Where the paints kept cover less than all but this share of the painted pixels, it is no set of
-# strokes but a colour photo (thousands of colours, each too rare to be a paint).
-PHOTO_SHARE = 0.2
-HINT_IMAGE_SHAPE_TOLERANCE = 0.02  # relative difference of width/height between hint image and photo
-
-
-def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[PaintedHint]:
-    """The colours painted on an image (transparent where unpainted, or a copy of the grey photo
-    with strokes on it), one PaintedHint per colour. ImageError when it cannot be read (an input
-    problem); UsageError when nothing is painted, or too many colours are (a photo, not strokes)."""
-    from .imageio import load_image
-
-    path = Path(path)
-    image = load_image(path)
-    name = f"{prefix}hint-image {path}"
-    height, width = image.pixels.shape[:2]
-    eight = image.pixels if image.pixels.dtype == np.uint8 else (image.pixels >> 8).astype(np.uint8)
-    # Colours are worked out once per distinct 8-bit colour, not per pixel (a 12-MP image of
-    # strokes holds a few thousand colours at most).
-    keys = torch.from_numpy(eight.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1], np.int64))
-    distinct, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
-    rgb = torch.stack([distinct // 65536, distinct // 256 % 256, distinct % 256]).float() / 255.0  # (3, U)
-    ab = rgb_to_lab(rgb[None, :, :, None])[0, 1:, :, 0].T  # (U, 2)
-    alpha = image.alpha
-    layer = alpha is not None and bool((alpha < np.iinfo(alpha.dtype).max).any())
-    # On a layer a stroke's colour is the paint's own, so colours apart are different paints (a
-    # grey one too: keep this neutral). On the photo a stroke's edges blend into the grey around
-    # it (JPEG's halved colour resolution smears it further): a colour between grey and a paint
-    # is that paint, and the paint is the strongest of them.
-    if layer:
-        painted = torch.from_numpy(alpha.reshape(-1) >= (np.iinfo(alpha.dtype).max + 1) // 2)
-        weights = torch.bincount(inverse[painted], minlength=len(distinct)).float()
-    else:
-        coloured = ab.norm(dim=1) > PAINTED_CHROMA
-        painted = coloured[inverse]
-        weights = counts.float() * coloured
-    if not bool(painted.any()):
-        how = ("no pixel is at least half opaque" if layer else
-               "it has no transparency and no colour (paint strokes on a transparent layer, or in colour on the photo)")
-        raise UsageError(f"{name}: nothing is painted on it: {how}")
-    used = weights > 0
-    paints, major_share = _paint_colours(ab[used], weights[used], blends=not layer)
-    if len(paints) > MAX_PAINTED_COLOURS or major_share < 1.0 - PHOTO_SHARE:
-        raise UsageError(f"{name}: too many different colours are painted on it (is it a photo?); at most "
-                         f"{MAX_PAINTED_COLOURS}: paint each surface in one flat colour")
-    nearest = _paint_distance(ab, paints, blends=not layer).argmin(dim=1)  # (U,): each colour's paint
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    text = f"image {json.dumps(path.name)} (sha256 {digest[:16]})"
-    hints = []
-    for k in range(len(paints)):
-        member = (nearest == k) & used
-        colours, amounts = ab[member], weights[member]
-        if not layer:  # the paint itself, not its blends with the grey round it
-            strong = colours.norm(dim=1) >= 0.8 * _weighted_quantile(colours.norm(dim=1), amounts, 0.95)
-            colours, amounts = colours[strong], amounts[strong]
-        colour = (colours * amounts[:, None]).sum(0) / amounts.sum()
-        mask = (painted & (nearest[inverse] == k)).view(height, width)
-        hints.append(PaintedHint(mask, (float(colour[0]), float(colour[1])), text=text))
-    return hints
-
-
-def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> float:
-    order = torch.argsort(values)
-    cumulative = torch.cumsum(weights[order], 0)
-    return float(values[order][int(torch.searchsorted(cumulative, q * cumulative[-1]).clamp_max(len(values) - 1))])
-
-
-def _paint_distance(colours: torch.Tensor, paints: torch.Tensor, blends: bool) -> torch.Tensor:
-    """(N, K) a*b* distances from colours (N, 2) to paints (K, 2). With `blends`, a colour on the
-    way from grey to a paint (or a paint on the way to the colour) is at no distance from it."""
-    if not blends:
-        return torch.cdist(colours, paints)
-    u, c = colours[:, None, :], paints[None, :, :]
-    short = u.norm(dim=-1, keepdim=True) <= c.norm(dim=-1, keepdim=True)
-    weaker, stronger = torch.where(short, u, c), torch.where(short, c, u)
-    along = (weaker * stronger).sum(-1, keepdim=True) / stronger.square().sum(-1, keepdim=True).clamp_min(1e-9)
-    return (weaker - along.clamp(0.0, 1.0) * stronger).norm(dim=-1)
-
-
-def _paint_colours(colours: torch.Tensor, weights: torch.Tensor, blends: bool) -> tuple[torch.Tensor, float]:
-    """The distinct paints (K, 2) among a*b* colours (N, 2) painted on `weights` pixels each, and
-    the share of the painted pixels they cover. 2-unit bins, the most painted first, each joins
-    the first paint within SAME_PAINT of it or starts one; a paint that covers under MINOR_SHARE
-    of the painted pixels is dropped (its pixels go to the nearest paint kept)."""
-    kind = "photo" if blends else "layer"
-    cells = torch.round(colours / 2).long() + 128
-    keys = cells[:, 0] * 512 + cells[:, 1]
-    bins, inverse = torch.unique(keys, return_inverse=True)
-    amount = torch.zeros(len(bins)).index_add_(0, inverse, weights)
-    centre = torch.stack([bins // 512 - 128, bins % 512 - 128], dim=1).float() * 2
-    paints: list[torch.Tensor] = []
-    covered: list[float] = []
-    for i in torch.argsort(amount, descending=True).tolist():
-        if paints:
-            distances = _paint_distance(centre[i][None], torch.stack(paints), blends)[0]
-            j = int(distances.argmin())
-            if float(distances[j]) <= SAME_PAINT[kind]:
-                covered[j] += float(amount[i])
-                continue
-        if len(paints) > 4 * MAX_PAINTED_COLOURS:  # a photo: no need to count every colour of it
-            break
-        paints.append(centre[i])
-        covered.append(float(amount[i]))
-    total = float(weights.sum())
-    kept = [k for k, share in enumerate(covered) if share >= MINOR_SHARE[kind] * total] or [int(np.argmax(covered))]
-    return torch.stack([paints[k] for k in kept]), sum(covered[k] for k in kept) / total
+# How far a hint image's width/height may differ from the photo's (either way): a copy scaled
+# down keeps its shape to within a pixel of rounding.
+HINT_IMAGE_SHAPE_TOLERANCE = 0.02
 
 
 def parse_hint(text: str, *, prefix: str = "--") -> Hint:

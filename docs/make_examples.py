@@ -101,7 +101,7 @@ def painted_figure(engine: Engine, out: Path) -> None:
     import skimage.color
     import skimage.data
 
-    from colorize_cli.hints import read_hint_image
+    from colorize_cli.hint_image import read_hint_image
 
     original = skimage.data.astronaut()
     grey = grey_version(original)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from colorize_cli.cli import app
 from colorize_cli.errors import ExitCode, UsageError
-from colorize_cli.hints import (Hint, PaintedHint, apply_hints, geodesic_distance, parse_hint,
-                                read_hint_image)
+from colorize_cli.hint_image import read_hint_image
+from colorize_cli.hints import Hint, PaintedHint, apply_hints, geodesic_distance, parse_hint
 
 
 def test_hints_parse_pixels_percentages_colour_names_and_reach():
@@ -265,7 +265,7 @@ def test_a_hint_image_with_nothing_or_too_much_painted_is_a_usage_error(tmp_path
     rainbow = [(2 * k, 0, 2 * k + 2, 32, tuple(int(127 + 120 * math.cos(t + o)) for o in (0, 2.1, 4.2)))
                for k, t in enumerate(hues)]
     with pytest.raises(UsageError, match="different colours"):
-        read_hint_image(stroke_layer(tmp_path / "rainbow.png", (40, 32), rainbow))
+        read_hint_image(stroke_layer(tmp_path / "rainbow.png", (80, 32), rainbow))
 
 
 def test_a_painted_hint_fills_its_surface_stops_at_edges_and_survives_a_smaller_working_size():
@@ -310,7 +310,7 @@ def test_cli_hint_image_errors(tmp_path, tiny_weights, monkeypatch):
     assert shape.exit_code == ExitCode.USAGE and "not the shape of the 96x64 photo" in shape.stderr
     (tmp_path / "junk.png").write_bytes(b"not an image")
     junk = runner.invoke(app, [str(src), "-o", str(tmp_path / "b.png"), *weights, "--hint-image", str(tmp_path / "junk.png")])
-    assert junk.exit_code == ExitCode.BAD_INPUT and "junk.png" in junk.stderr
+    assert junk.exit_code == ExitCode.BAD_INPUT and "--hint-image: Cannot read" in junk.stderr and "junk.png" in junk.stderr
     missing = runner.invoke(app, [str(src), "-o", str(tmp_path / "c.png"), *weights, "--hint-image", str(tmp_path / "no.png")])
     assert missing.exit_code == ExitCode.BAD_INPUT
     two = runner.invoke(app, [str(src), str(src), "-o", str(tmp_path / "o"), *weights, "--hint-image", str(square)])
@@ -329,3 +329,81 @@ def test_the_api_takes_a_hint_images_colours(tmp_path, tiny_weights):
     assert b > r + 40
     with pytest.raises(ValueError, match="not the shape"):
         colorizer.colorize(grey[:, :40], hints=read_hint_image(layer, prefix=""))
+
+
+def test_a_layers_antialiased_crossings_and_lossy_saving_add_no_paints(tmp_path):
+    """Where strokes cross, or a layer is scaled or saved lossily, its edges hold blends no one
+    painted: they join the paint whose rim they are."""
+    w, h = 240, 160
+    rgba = np.zeros((h, w, 4), np.uint8)
+    paints = [(220, 40, 40), (40, 90, 220), (40, 170, 60)]
+    rgba[20:40, 10:230] = (*paints[0], 255)  # a red bar across ...
+    rgba[10:150, 50:70] = (*paints[1], 255)  # ... crossed by a blue one
+    rgba[60:80, 100:200] = (*paints[2], 255)
+    layer = Image.fromarray(rgba)
+    wanted = sorted(Hint(0, 0, False, rgb, text="x").ab() for rgb in paints)
+    for name, image, options in [("bicubic.png", layer.resize((w // 2, h // 2), Image.BICUBIC), {}),
+                                 ("lossy.webp", layer, {"quality": 80})]:
+        image.save(tmp_path / name, **options)
+        found = sorted(hint.ab() for hint in read_hint_image(tmp_path / name))
+        assert len(found) == 3, (name, found)
+        for got, want in zip(found, wanted):
+            assert np.hypot(got[0] - want[0], got[1] - want[1]) < 6, (name, got, want)
+
+
+def test_a_copy_with_a_stray_transparent_pixel_is_still_a_copy_and_a_toned_photo_is_refused(tmp_path):
+    grey = np.full((60, 90), 120, np.uint8)
+    rgba = np.stack([grey, grey, grey, np.full_like(grey, 255)], axis=-1)
+    rgba[20:30, 10:50, :3] = (40, 90, 220)
+    rgba[0, 0, 3] = 254  # one pixel not quite opaque: no layer, so its grey is no paint
+    Image.fromarray(rgba).save(tmp_path / "copy.png")
+    (blue,) = read_hint_image(tmp_path / "copy.png")
+    assert int(blue.mask.sum()) == 400
+    sepia = np.stack([grey + 30, grey + 10, grey - 15], axis=-1)  # a toned print, a stroke on it
+    sepia[20:30, 10:50] = (40, 90, 220)
+    Image.fromarray(sepia).save(tmp_path / "sepia.png")
+    with pytest.raises(UsageError, match="colour or toned photo"):
+        read_hint_image(tmp_path / "sepia.png")
+
+
+def test_a_large_hint_image_is_reduced_keeping_a_one_pixel_stroke(tmp_path):
+    from colorize_cli import hint_image
+
+    rgba = np.zeros((3000, 4500, 4), np.uint8)
+    rgba[1501, 1000:3000] = (220, 40, 40, 255)  # one pixel thick
+    Image.fromarray(rgba).save(tmp_path / "big.png")
+    (red,) = read_hint_image(tmp_path / "big.png")
+    assert max(red.mask.shape) <= hint_image.LARGEST_SIDE and red.size == (4500, 3000)
+    assert int(red.mask.sum()) >= 2000 // 3 - 2  # the line, at a third of the size
+    red.check_fits(450, 300)
+
+
+def test_a_painted_hint_made_in_python_is_checked():
+    good = torch.zeros(4, 6, dtype=torch.bool)
+    for bad in [dict(mask=np.zeros((4, 6), bool), colour_ab=(1, 2)), dict(mask=torch.zeros(0, 6, dtype=torch.bool), colour_ab=(1, 2)),
+                dict(mask=good, colour_ab=(float("nan"), 2)), dict(mask=good, colour_ab="red"),
+                dict(mask=good, colour_ab=(1, 2), reach=0), dict(mask=good, colour_ab=(1, 2), size=(0, 4))]:
+        with pytest.raises(UsageError):
+            PaintedHint(**bad)
+    assert PaintedHint(good, (1, 2)).size == (6, 4)
+    # the shape check is the same both ways round
+    PaintedHint(good, (1, 2), size=(1000, 509)).check_fits(1000, 500)
+    PaintedHint(good, (1, 2), size=(509, 1000)).check_fits(500, 1000)
+    for size, photo in [((1000, 512), (1000, 500)), ((512, 1000), (500, 1000))]:
+        with pytest.raises(ValueError, match="not the shape"):
+            PaintedHint(good, (1, 2), size=size).check_fits(*photo)
+
+
+def test_cli_takes_several_hint_images_and_refuses_standard_input_as_one(tmp_path, tiny_weights):
+    src = grey_halves(tmp_path / "halves.png")
+    blue = stroke_layer(tmp_path / "blue.png", (96, 64), [(10, 25, 30, 35, (30, 60, 200))])
+    yellow = stroke_layer(tmp_path / "yellow.png", (96, 64), [(60, 25, 90, 35, (200, 200, 40))])
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(app, [str(src), "-o", str(out), "--weights", str(tiny_weights["unet"]),
+                                      "--hint-image", str(blue), "--hint-image", str(yellow)])
+    assert result.exit_code == 0, result.output
+    note = Image.open(out).text["Software"]
+    assert 'hint image "blue.png"' in note and 'hint image "yellow.png"' in note
+    dash = CliRunner().invoke(app, [str(src), "-o", str(tmp_path / "d.png"), "--weights", str(tiny_weights["unet"]),
+                                    "--hint-image", "-"])
+    assert dash.exit_code == ExitCode.USAGE and "standard input" in dash.stderr
