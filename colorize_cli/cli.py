@@ -587,11 +587,11 @@ def color_command(
     steps: Optional[int] = StepsOpt, seed: int = SeedOpt, samples: int = SamplesOpt, size: Optional[int] = SizeOpt,
     saturation: Optional[float] = SaturationOpt,
     hint_texts: Optional[List[str]] = typer.Option(
-        None, "--hint", help="A colour you know: X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy "
+        None, "--hint", metavar="X,Y:COLOUR", help="A colour you know: X,Y:COLOUR[:REACH%], e.g. 120,80:#b22222 or 40%,25%:navy "
                              "(pixels or percent of the photo; repeatable; one input only). It spreads over the "
                              "surface it is on and stops at edges."),
     hint_images: Optional[List[Path]] = typer.Option(
-        None, "--hint-image", exists=False, dir_okay=True, readable=False,  # (our own checks say what is wrong)
+        None, "--hint-image", metavar="FILE", exists=False, dir_okay=True, readable=False,  # (our checks say what is wrong)
         help="Colours you know, painted: an image of the photo's shape with strokes on a transparent layer "
              "(or in colour on a copy of the photo); each colour spreads like a --hint. Repeatable; one input only."),
     device: str = DeviceOpt, batch_size: int = BatchOpt,
