@@ -1114,7 +1114,7 @@ def bench_cli(
 @app.command("train", help="Train a model of the zoo on folders of photos and tar shards; resumable.")
 def train_cli(
     ctx: typer.Context,
-    data: Optional[List[Path]] = typer.Option(None, "--data", help="Image folders and/or .tar shards (repeatable; "
+    data: Optional[List[Path]] = typer.Option(None, "--data", metavar="PATH", help="Image folders and/or .tar shards (repeatable; "
                                                                    "a resumed run reads its own)."),
     model: str = typer.Option("lab-ddpm", "--model", "-m", help="lab-ddpm, latent-cold, unet or unet-gan."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/MODEL-TIMESTAMP)."),
