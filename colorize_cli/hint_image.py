@@ -139,8 +139,7 @@ def _find_paints(ab: np.ndarray, painted: np.ndarray, kind: str) -> tuple[np.nda
     """(labels (h, w): a paint's index, -1 where unpainted; each paint's a*b*)."""
     colours = ab[painted]
     # Group: 1-unit bins, the most painted first; a bin joins the first group within SAME_PAINT.
-    bins, inverse, counts = np.unique(np.round(colours).astype(np.int32), axis=0, return_inverse=True,
-                                      return_counts=True)
+    bins, counts = np.unique(np.round(colours).astype(np.int32), axis=0, return_counts=True)
     leaders: list[np.ndarray] = []
     for i in np.argsort(-counts, kind="stable"):
         if not leaders or np.linalg.norm(np.asarray(leaders) - bins[i], axis=1).min() > SAME_PAINT[kind]:
@@ -169,11 +168,11 @@ def _paint_of(colours: np.ndarray, kind: str) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def _neighbours(labels: np.ndarray, eight: bool) -> list[np.ndarray]:
-    """The label of each pixel's neighbour in each direction (-1 beyond the border)."""
+def _neighbours(labels: np.ndarray) -> list[np.ndarray]:
+    """The label of each pixel's 8 neighbours (-1 beyond the border), the 4 sharing a side first."""
     padded = np.pad(labels, 1, constant_values=-1)
     h, w = labels.shape
-    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if eight else [])
+    steps = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
     return [padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in steps]
 
 
@@ -187,13 +186,13 @@ def _absorb_rims(labels: np.ndarray, centres: np.ndarray, kind: str, passes: int
         live = np.flatnonzero(sizes)
         if len(live) <= 1:
             break
-        four = _neighbours(labels, eight=False)
-        inner = np.logical_and.reduce([n == labels for n in four]) & (labels >= 0)
+        around = _neighbours(labels)
+        inner = np.logical_and.reduce([n == labels for n in around[:4]]) & (labels >= 0)
         inner_share = np.bincount(labels[inner], minlength=groups) / np.maximum(sizes, 1)
         size_of = np.where(labels >= 0, sizes[labels.clip(min=0)], 0)
         larger = np.zeros(labels.shape, bool)
         own = labels.clip(min=0)
-        for n in _neighbours(labels, eight=True):
+        for n in around:
             other = n.clip(min=0)
             touches = (n >= 0) & (sizes[other] > size_of)
             if chroma is not None:  # on a copy: the fainter side of a stroke's smear whatever the sizes,
@@ -222,7 +221,7 @@ def _relabel(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
         if not waiting.any():
             break
         best = np.full(labels.shape, -1, np.int64)
-        for n in _neighbours(labels, eight=True):
+        for n in _neighbours(labels):
             best = np.maximum(best, n)
         take = waiting & (best >= 0)
         if not take.any():
