@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from colorize_cli.cli import app
@@ -366,6 +366,18 @@ def test_a_copy_with_a_stray_transparent_pixel_is_still_a_copy_and_a_toned_photo
         read_hint_image(tmp_path / "sepia.png")
 
 
+def test_a_copy_with_transparent_margins_is_a_copy_and_a_painted_grey_on_a_layer_is_paint(tmp_path):
+    rgba = np.zeros((100, 160, 4), np.uint8)
+    shades = np.tile(np.linspace(30, 220, 120).astype(np.uint8), (60, 1))  # a photo's greys
+    rgba[20:80, 20:140] = np.stack([shades, shades, shades, np.full_like(shades, 255)], axis=-1)
+    rgba[40:50, 30:90, :3] = (40, 90, 220)  # a stroke on the photo
+    Image.fromarray(rgba).save(tmp_path / "margins.png")
+    (blue,) = read_hint_image(tmp_path / "margins.png")  # the photo's greys are no paint
+    assert int(blue.mask.sum()) == 600 and near(blue.ab(), (40, 90, 220), 1)
+    layer = stroke_layer(tmp_path / "grey.png", (160, 100), [(10, 10, 150, 60, (128, 128, 128)), (20, 70, 60, 80, (40, 90, 220))])
+    assert len(read_hint_image(layer)) == 2  # a flat grey painted on a layer keeps its surface neutral
+
+
 def test_a_large_hint_image_is_reduced_keeping_a_one_pixel_stroke(tmp_path):
     from colorize_cli import hint_image
 
@@ -376,6 +388,97 @@ def test_a_large_hint_image_is_reduced_keeping_a_one_pixel_stroke(tmp_path):
     assert max(red.mask.shape) <= hint_image.LARGEST_SIDE and red.size == (4500, 3000)
     assert int(red.mask.sum()) >= 2000 // 3 - 2  # the line, at a third of the size
     red.check_fits(450, 300)
+
+
+def drawn(path, base, lines, **options):
+    """`base` (grey RGB, or RGBA for a layer) with anti-aliased lines ((x0, y0, x1, y1), width, rgb)
+    drawn at 4x and box-reduced, as an editor's brush leaves them; saved to `path`."""
+    image = Image.fromarray(base)
+    big = image.resize((image.width * 4, image.height * 4))
+    draw = ImageDraw.Draw(big)
+    for (x0, y0, x1, y1), width, rgb in lines:
+        draw.line([(4 * x0, 4 * y0), (4 * x1, 4 * y1)], fill=rgb + ((255,) if image.mode == "RGBA" else ()),
+                  width=4 * width)
+    big.resize(image.size, Image.BOX).save(path, **options)
+    return path
+
+
+def painted(path):
+    return sorted(((hint.ab(), int(hint.mask.sum())) for hint in read_hint_image(path)), key=lambda found: -found[1])
+
+
+def near(ab, rgb, within):
+    want = Hint(0, 0, False, rgb, text="x").ab()
+    return math.hypot(ab[0] - want[0], ab[1] - want[1]) < within
+
+
+SKIN, BROWN, GREEN, RED, BLUE = (235, 200, 170), (120, 80, 40), (60, 140, 60), (200, 40, 40), (40, 90, 200)
+
+
+def test_strokes_apart_on_a_copy_stay_apart_however_near_their_colours(tmp_path):
+    # skin and a thin brown line 11 a*b* apart, 150 px apart: a colour group spanning the image
+    # once made the skin brown
+    grey = np.full((300, 400, 3), 120, np.uint8)
+    (skin, _), (brown, _) = painted(drawn(tmp_path / "a.png", grey, [((30, 60, 370, 60), 20, SKIN),
+                                                                   ((30, 220, 370, 220), 3, BROWN)]))
+    assert near(skin, SKIN, 1) and near(brown, BROWN, 1)
+
+
+def test_crossing_strokes_on_a_jpeg_copy_are_two_paints(tmp_path):
+    grey = np.full((300, 400, 3), 120, np.uint8)
+    found = painted(drawn(tmp_path / "c.jpg", grey, [((100, 50, 300, 250), 6, GREEN), ((100, 250, 300, 50), 6, RED)],
+                          quality=85))
+    assert len(found) == 2, found  # not one, nor the JPEG's ringing as paints of its own
+    assert {near(ab, GREEN, 8) for ab, _ in found} == {True, False} and any(near(ab, RED, 8) for ab, _ in found)
+
+
+def test_a_dab_on_another_paint_keeps_its_colour(tmp_path):
+    layer = np.zeros((300, 400, 4), np.uint8)
+    (skin, _), (blue, size) = painted(drawn(tmp_path / "d.png", layer, [((50, 150, 350, 150), 40, SKIN),
+                                                                         ((200, 148, 200, 152), 5, BLUE)]))
+    assert near(skin, SKIN, 0.5) and near(blue, BLUE, 0.5)  # the dab's blends with the skin are no part of it
+    assert 9 <= size <= 30
+
+
+def test_a_soft_brushs_fading_edge_is_part_of_its_stroke(tmp_path):
+    from PIL import ImageFilter
+
+    mask = Image.new("L", (200, 120), 0)
+    ImageDraw.Draw(mask).line([(30, 60), (170, 60)], fill=255, width=40)
+    coverage = np.asarray(mask.filter(ImageFilter.GaussianBlur(6))).astype(np.float32)[..., None] / 255
+    copy = 120 * (1 - coverage) + np.array(RED, np.float32) * coverage
+    Image.fromarray(np.round(copy).astype(np.uint8)).save(tmp_path / "soft.png")
+    (red,) = read_hint_image(tmp_path / "soft.png")
+    assert near(red.ab(), RED, 4) and int(red.mask[45:76, 40:160].sum()) == 31 * 120
+
+
+def test_connected_regions_are_found_as_a_flood_fill_finds_them():
+    from colorize_cli.hint_image import _components
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 3, (40, 50))
+    regions, region_label = _components(labels)
+    assert ((regions >= 0) == (labels >= 0)).all() and (region_label[regions[labels >= 0]] == labels[labels >= 0]).all()
+    seen = np.full(labels.shape, -1)
+    count = 0
+    for start in zip(*np.nonzero(labels >= 0)):
+        if seen[start] >= 0:
+            continue
+        stack = [start]
+        seen[start] = count
+        while stack:
+            y, x = stack.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    v, u = y + dy, x + dx
+                    if 0 <= v < 40 and 0 <= u < 50 and seen[v, u] < 0 and labels[v, u] == labels[y, x]:
+                        seen[v, u] = count
+                        stack.append((v, u))
+        count += 1
+    assert len(region_label) == count
+    # the same partition: each flood-filled patch is exactly one region
+    pairs = np.unique(np.stack([seen[labels >= 0], regions[labels >= 0]]), axis=1)
+    assert pairs.shape[1] == count
 
 
 def test_a_painted_hint_made_in_python_is_checked():
