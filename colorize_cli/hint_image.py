@@ -123,7 +123,9 @@ def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[Pain
     toned = f"{name}: it looks like a colour or toned photo, not strokes on a grey one (paint on a transparent " \
             "layer, or on a grey copy of the photo)"
     if not layer and painted.mean() > COLOUR_SHARE:
-        raise UsageError(toned)
+        share = f"{name}: {painted.mean():.0%} of it has colour, so little of a grey photo shows: it looks like a colour " \
+                "or toned photo, not strokes on a grey one (paint on a transparent layer, or on a grey copy of the photo)"
+        raise UsageError(share)
     labels, colours = _find_paints(ab, painted, kind)
     if not layer and painted.mean() > TONED_SHARE:
         largest = np.bincount(labels[labels >= 0]).argmax()
