@@ -560,13 +560,15 @@ def _mention_outputs_made_otherwise(results, given: dict[str, str]) -> None:
 
 
 def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) -> None:
-    """Sheets of every coloured (or already coloured) photo beside its input; a problem is a warning."""
-    from .contact_sheet import write_contact_sheets
+    """Sheets of every coloured (or already coloured) photo beside its input, and of every photo that
+    failed beside why; a problem is a warning."""
+    from .contact_sheet import Failed, write_contact_sheets
     from .imageio import OutputError
 
-    pairs = [(r.source, r.outputs[0]) for r in results if r.status in ("done", "skipped") and r.outputs]
-    if not pairs:
-        return
+    pairs = [(r.source, r.outputs[0]) if r.status != "failed" else (r.source, Failed(r.reason or "failed"))
+             for r in results if r.status == "failed" or r.outputs]
+    if not any(not isinstance(coloured, Failed) for _, coloured in pairs):
+        return  # nothing coloured: the errors said it all
     try:
         pages, problems = write_contact_sheets(pairs, target, root=root)
     except (OutputError, OSError) as e:  # the colourings are written; the summary and exit code are about them

@@ -1,9 +1,10 @@
 """Contact sheets: every photo of a batch beside its colouring, to review a box of scans at a glance.
 
-    sheets = write_contact_sheets([(source, output), ...], Path("review.jpg"))
+    sheets = write_contact_sheets([(source, output), (source, Failed("why")), ...], Path("review.jpg"))
 
 Each cell shows the input (as the model saw it, upright) and the colouring at the same size,
-captioned with the file's path relative to `root`. Pages hold `per_page` cells; one page is
+captioned with the file's path relative to `root`; a photo that failed shows, in its place in
+the batch, its input (when readable) beside why it failed, so a box's failures are seen too. Pages hold `per_page` cells; one page is
 written to the given name, more to `review-1.jpg`, `review-2.jpg`, ... Pages go through
 `imageio.save_image`, so they are written atomically in the format their extension names.
 """
@@ -14,6 +15,7 @@ import functools
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,16 @@ COLUMNS = 4  # cells (input + colouring) per row
 PER_PAGE = 48
 # Written into each page (EXIF/PNG Software), so a rerun knows it may replace the page.
 SHEET_NOTE = "colorize contact sheet"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """In place of a colouring: why the photo was not coloured (one line, as the batch reports it)."""
+    reason: str
+
+
+FAILED_INK = (150, 20, 20)
+FAILED_PAPER = (250, 232, 232)
 
 
 def is_page_of(path: Path, target: Path) -> bool:
@@ -50,11 +62,11 @@ def is_contact_sheet(path: Path) -> bool:
     return note is not None and note.startswith(SHEET_NOTE)
 
 
-def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: Path | None = None,
+def write_contact_sheets(pairs: list[tuple[Path, Path | Failed]], target: Path, *, root: Path | None = None,
                          per_page: int = PER_PAGE) -> tuple[list[Path], list[str]]:
-    """Write the sheets for (source, colouring) pairs; returns (pages written, problems).
+    """Write the sheets for (source, colouring or Failed) pairs; returns (pages written, problems).
 
-    A pair whose files cannot be read is left out and reported in `problems`, never fatal.
+    A colouring that cannot be read is left out and reported in `problems`, never fatal.
     Thumbnails are made one page at a time, so memory does not grow with the batch. Pages of an
     earlier, longer sheet of this name that this run did not rewrite are removed.
     """
@@ -77,13 +89,18 @@ def write_contact_sheets(pairs: list[tuple[Path, Path]], target: Path, *, root: 
     return written, problems
 
 
-def _pages_of_cells(pairs: list[tuple[Path, Path]], root: Path | None, per_page: int,
-                    problems: list[str]) -> Iterator[list[tuple[Image.Image, Image.Image, str]]]:
-    """The readable pairs' cells, `per_page` at a time (made as each page is asked for)."""
+def _pages_of_cells(pairs: list[tuple[Path, Path | Failed]], root: Path | None, per_page: int,
+                    problems: list[str]) -> Iterator[list[tuple[Image.Image, Image.Image | Failed, str]]]:
+    """The cells, `per_page` at a time (made as each page is asked for)."""
     cells = []
     for source, coloured in pairs:
         try:
-            cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
+            if isinstance(coloured, Failed):  # its input may be what cannot be read
+                named = coloured.reason.replace(str(source), source.name)  # the caption has its path
+                reason = Failed(named.removeprefix(f"{source.name}: "))
+                cells.append((_thumbnail_or_none(source), reason, _caption(source, root)))
+            else:
+                cells.append((_thumbnail(source), _thumbnail(coloured), _caption(source, root)))
         except ImageError as e:
             problems.append(str(e))
         if len(cells) == per_page:
@@ -110,6 +127,13 @@ def _thumbnail(path: Path) -> Image.Image:
     return im
 
 
+def _thumbnail_or_none(path: Path) -> Image.Image | None:
+    try:
+        return _thumbnail(path)
+    except (ImageError, OSError):
+        return None
+
+
 def _caption(path: Path, root: Path | None) -> str:
     if root is not None:
         try:
@@ -119,25 +143,56 @@ def _caption(path: Path, root: Path | None) -> str:
     return path.name
 
 
-def _render(cells: list[tuple[Image.Image, Image.Image, str]]) -> Image.Image:
+def _render(cells: list[tuple[Image.Image | None, Image.Image | Failed, str]]) -> Image.Image:
     columns = min(COLUMNS, len(cells))
     rows = math.ceil(len(cells) / columns)
     cell_w, cell_h = 2 * THUMB + GAP, THUMB + CAPTION
     sheet = Image.new("RGB", (columns * cell_w + (columns + 1) * 2 * GAP, rows * cell_h + (rows + 1) * 2 * GAP),
                       "white")
     draw = ImageDraw.Draw(sheet)
-    font = _caption_font()
     for k, (before, after, caption) in enumerate(cells):
         x0 = 2 * GAP + (k % columns) * (cell_w + 2 * GAP)
         y0 = 2 * GAP + (k // columns) * (cell_h + 2 * GAP)
-        sheet.paste(before, (x0 + THUMB - before.width, y0 + (THUMB - before.height) // 2))
-        sheet.paste(after, (x0 + THUMB + GAP, y0 + (THUMB - after.height) // 2))
-        text = caption if len(caption) <= 60 else "..." + caption[-57:]
-        try:
-            draw.text((x0, y0 + THUMB + 2), text, fill=(40, 40, 40), font=font)
-        except UnicodeEncodeError:  # Pillow's fallback bitmap font is Latin-1 only
-            draw.text((x0, y0 + THUMB + 2), text.encode("latin-1", "replace").decode("latin-1"), fill=(40, 40, 40))
+        if before is None:
+            draw.rectangle([x0, y0, x0 + THUMB - 1, y0 + THUMB - 1], fill=FAILED_PAPER)
+        else:
+            sheet.paste(before, (x0 + THUMB - before.width, y0 + (THUMB - before.height) // 2))
+        if isinstance(after, Failed):
+            right = x0 + THUMB + GAP
+            draw.rectangle([right, y0, right + THUMB - 1, y0 + THUMB - 1], fill=FAILED_PAPER)
+            lines = ["not coloured:", *_wrapped(after.reason, 30, 10)]
+            for n, line in enumerate(lines):
+                _text(draw, (right + 6, y0 + 6 + 15 * n), line, FAILED_INK)
+            _text(draw, (x0, y0 + THUMB + 2), _shortened(caption), FAILED_INK)
+        else:
+            sheet.paste(after, (x0 + THUMB + GAP, y0 + (THUMB - after.height) // 2))
+            _text(draw, (x0, y0 + THUMB + 2), _shortened(caption), (40, 40, 40))
     return sheet
+
+
+def _shortened(caption: str, most: int = 60) -> str:
+    return caption if len(caption) <= most else "..." + caption[-(most - 3):]
+
+
+def _wrapped(text: str, width: int, most_lines: int) -> list[str]:
+    """`text` in lines of at most `width` characters (long words cut), at most `most_lines`."""
+    lines: list[str] = []
+    for word in text.split():
+        while len(word) > width:
+            lines.append(word[:width])
+            word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines[:most_lines - 1] + ["..."] if len(lines) > most_lines else lines
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, ink: tuple[int, int, int]) -> None:
+    try:
+        draw.text(xy, text, fill=ink, font=_caption_font())
+    except UnicodeEncodeError:  # Pillow's fallback bitmap font is Latin-1 only
+        draw.text(xy, text.encode("latin-1", "replace").decode("latin-1"), fill=ink)
 
 
 # Fonts with wide Unicode coverage, tried in order; Pillow's own default draws only Latin letters,

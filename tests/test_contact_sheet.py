@@ -47,6 +47,25 @@ def test_batch_writes_a_sheet_of_inputs_beside_colourings(tmp_path, tiny_weights
     assert sheet.exists()
 
 
+def test_a_photo_that_failed_has_its_cell_saying_why(tmp_path, tiny_weights):
+    src = scans(tmp_path / "box", n=2)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    sheet = tmp_path / "review.png"
+    result = batch(src, "--weights", tiny_weights["unet"], "-o", tmp_path / "out", "--contact-sheet", sheet)
+    assert result.exit_code not in (0, ExitCode.USAGE) and "1 failed" in result.stderr
+    page = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    t, gap = contact_sheet.THUMB, contact_sheet.GAP
+    assert page.shape[1] == 3 * (2 * t + gap) + 4 * 2 * gap  # three cells: the failure has one too
+    # in the batch's order (broken.jpg first): an unreadable input, and why, on the failure's paper
+    first_input = page[2 * gap:2 * gap + t, 2 * gap:2 * gap + t]
+    why = page[2 * gap:2 * gap + t, 2 * gap + t + gap:2 * gap + 2 * t + gap]
+    assert (first_input == contact_sheet.FAILED_PAPER).all(axis=-1).all()
+    assert (why == contact_sheet.FAILED_PAPER).all(axis=-1).mean() > 0.8
+    assert (np.abs(why - contact_sheet.FAILED_INK).sum(axis=-1) < 60).any()  # its text
+    cells = [contact_sheet._wrapped("Cannot read broken.jpg: the file is corrupt", 12, 3)]
+    assert cells == [["Cannot read", "broken.jpg:", "..."]]
+
+
 def test_many_photos_make_numbered_pages_and_unreadable_ones_are_reported(tmp_path):
     pairs = []
     for k in range(5):
