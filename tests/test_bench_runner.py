@@ -420,7 +420,9 @@ def test_saturation_settings_expand_per_model_label_runs_and_cache_apart(data_di
             return super().colorize_pixels(pixels, **kwargs)
 
     fake = SaturatingEngine()
-    specs, _ = runner.expand_settings([fake], runner.parse_samplers("ddim:5"), [1.0, 2.0])
+    specs, notes = runner.expand_settings([fake], runner.parse_samplers("ddim:5"), [1.0, 2.0])
+    assert not notes
+    assert "changes nothing" in " ".join(runner.expand_settings([], [], [2.0])[1])  # baselines alone
     assert [(s.sampler, s.steps, s.saturation) for s in specs] == [("ddim", 5, 1.0), ("ddim", 5, 2.0)]
     result = runner.run_bench(data_dir, runner.with_baselines(specs), PIXEL, out_dir=tmp_path / "out")
     assert [run.label for run in result.runs] == ["grey", "prior", "fake ddim:5 sat 1", "fake ddim:5 sat 2"]

@@ -180,6 +180,9 @@ def expand_settings(engines: Sequence[Any], samplers: Sequence[tuple[str, int | 
                   for sampler, steps in settings for saturation in (saturations or [None])]
     if samplers and not matched and any(getattr(e, "supported_samplers", ()) for e in engines):
         raise ValueError(f"no model here supports any of --samplers {','.join(n for n, _ in samplers)}")
+    if saturations and not engines:
+        notes.append("--saturation scales a model's colour; the baselines have none to scale, and no model is "
+                     "asked for: it changes nothing here")
     return _distinct(specs), notes
 
 
