@@ -312,6 +312,16 @@ def test_a_photo_without_colour_in_the_set_is_pointed_out(data_dir):
     assert result.runs[0].summary["psnr"] == float("inf")  # the grey baseline is exact on it: why the note
 
 
+def test_a_multi_page_tiff_in_the_set_is_scored_by_its_first_page_with_a_note(data_dir):
+    first = Image.open(data_dir / "a.png").convert("RGB")
+    first.save(data_dir / "sub" / "pages.tif", save_all=True, append_images=[first.transpose(Image.FLIP_LEFT_RIGHT)])
+    result = runner.run_bench(data_dir, [runner.GreyBaseline()], ["psnr"])
+    assert [n for n in result.notes if n.startswith("1 photo(s) of the set hold several pages (e.g. sub/pages.tif)")]
+    record = next(r for r in result.runs[0].per_image if r["image"].endswith("pages.tif"))
+    twin = next(r for r in result.runs[0].per_image if r["image"] == "a.png")
+    assert record["psnr"] == pytest.approx(twin["psnr"])  # the first page, the same photo as a.png
+
+
 class TinyFeatures(torch.nn.Module):
     """Stands in for Inception (24M parameters, slow on a busy CPU): per-channel means and spreads."""
 

@@ -393,6 +393,17 @@ def read_rgb(path: Path) -> np.ndarray:
         raise ImageError(f"{str(e).rstrip('.')}; mend it or take it out of the set") from e
 
 
+def read_photo(path: Path) -> tuple[np.ndarray, int]:
+    """`read_rgb`'s photo, to score against, and how many full-size pages its file holds (of a
+    multi-page TIFF the first is scored). (`read_rgb` itself is left as it is: its source is part
+    of the colourings' cache key.)"""
+    try:
+        image = load_image(path)
+    except ImageError as e:
+        raise ImageError(f"{str(e).rstrip('.')}; mend it or take it out of the set") from e
+    return to_uint8(image.pixels), image.pages
+
+
 def _check_ssim_sizes(paths: Sequence[Path]) -> None:
     """Before any colouring: name the image too small for SSIM's window (reading headers only)."""
     for path in paths:
@@ -838,6 +849,7 @@ def run_bench(
                    else f"{spec.engine.name}@{spec.engine.weights_sha256[:8]}" for spec in specs]
     truth_sizes: list[tuple[int, int]] = []
     grey_truths: list[str] = []  # photos of the set with no colour to recover
+    paged_truths: list[str] = []  # multi-page TIFFs, of which the first page is scored
     samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     runs: list[RunResult] = []
     for spec_number, spec in enumerate(specs):
@@ -867,10 +879,10 @@ def run_bench(
         for first in range(0, len(paths), METRIC_BATCH):
             chunk = list(range(first, min(first + METRIC_BATCH, len(paths))))
             report(f"score {label}", first, len(paths))
-            truths = [read_rgb(paths[i]) for i in chunk]
+            truths, pages = zip(*(read_photo(paths[i]) for i in chunk))
             outs = [colouring.outputs.pop(i) if i in colouring.outputs else read_rgb(run_cache / f"{cache_names[i]}.png")
                     for i in chunk]
-            for i, out, truth in zip(chunk, outs, truths):
+            for i, out, truth, count in zip(chunk, outs, truths, pages):
                 if out.shape != truth.shape:
                     raise ValueError(f"{label} returned {out.shape[1]}x{out.shape[0]} for {paths[i].name} "
                                      f"({truth.shape[1]}x{truth.shape[0]}): outputs must match the input size")
@@ -878,6 +890,8 @@ def run_bench(
                     truth_sizes.append((truth.shape[1], truth.shape[0]))
                     if not has_colour(truth):
                         grey_truths.append(paths[i].relative_to(data_dir).as_posix())
+                    if count > 1:
+                        paged_truths.append(paths[i].relative_to(data_dir).as_posix())
                 if i in sample_indices:
                     run_samples[keys[i]] = out
                     samples.setdefault(keys[i], (grey_input(truth), truth))
@@ -942,6 +956,9 @@ def run_bench(
         notes.append(f"{len(grey_truths)} photo(s) of the set have no colour (e.g. {grey_truths[0]}): the grey "
                      "baseline is (nearly) exact on them and they tell nothing about colour; a "
                      "colourization set should hold colour photos")
+    if paged_truths:
+        notes.append(f"{len(paged_truths)} photo(s) of the set hold several pages (e.g. {paged_truths[0]}): "
+                     "only the first page of each is scored")
     if {"fid", "kid"} & set(metric_names) and len(paths) < FEW_FOR_FID:
         notes.append(f"FID and KID compare two distributions of Inception features; on {len(paths)} images they "
                      f"mean little (KID may even be negative): use {FEW_FOR_FID} or more")
