@@ -648,7 +648,12 @@ def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         return values.astype(np.uint16)  # also turns big-endian I;16B into native order
     if values.dtype.kind == "f":
-        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        # No-data samples (NaN, infinities) take the darkest real value, so they neither decide
+        # the range nor stand out from the photo.
+        values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        darkest = values[finite].min() if finite.any() else 0.0
+        values = np.where(finite, values, darkest)
         lo, hi = values.min(), values.max()
         # A 0..1 photo resized with a bicubic or Lanczos filter overshoots at its edges (to 1.14
         # seen): read as 0..255 samples it came out black. Such overshoot is clipped away.
@@ -660,8 +665,9 @@ def _wide_grey_to_uint16(values: np.ndarray) -> np.ndarray:
     if full_scale is not None:
         return np.rint(values * (65535.0 / full_scale)).astype(np.uint16)
     lo, hi = float(lo), float(hi)
-    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
-    return np.rint((values.astype(np.float64) - lo) * scale).astype(np.uint16)
+    if hi == lo:  # one value, beyond every range: no range to stretch; beyond white is white
+        return np.full(values.shape, 65535 if lo > 0 else 0, np.uint16)
+    return np.rint((values.astype(np.float64) - lo) * (65535.0 / (hi - lo))).astype(np.uint16)
 
 
 def _channels_equal(pixels: np.ndarray) -> bool:

@@ -169,9 +169,22 @@ def test_a_float_tiff_without_a_finite_sample_is_refused(tmp_path):
     Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
     with pytest.raises(imageio.ImageError, match="every sample is NaN or infinite"):
         load_image(tmp_path / "nan.tif")
-    values[1, 1] = 0.5  # one real sample: a picture (the rest reads as black)
+    values[1, 1] = 0.5  # one real sample: a picture (the rest takes its value)
     Image.fromarray(values, mode="F").save(tmp_path / "some.tif")
-    assert load_image(tmp_path / "some.tif").pixels[1, 1, 0] == 32768
+    assert (load_image(tmp_path / "some.tif").pixels == 32768).all()
+
+
+def test_no_data_samples_take_the_darkest_value_and_do_not_decide_the_range(tmp_path):
+    values = np.linspace(-1000, 3000, 8 * 10).reshape(8, 10).astype(np.float32)  # a range of no known scale
+    values[2:4, 2:4] = np.nan
+    values[5, 5] = -np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "holes.tif")
+    pixels = load_image(tmp_path / "holes.tif").pixels[..., 0]
+    assert pixels.max() == 65535 and pixels[0, 0] == 0  # stretched over the real values alone
+    assert (pixels[2:4, 2:4] == 0).all() and pixels[5, 5] == 0
+    flat = np.full((6, 5), 70000, np.int32)  # one value beyond 16 bits: white, not black
+    Image.fromarray(flat, mode="I").save(tmp_path / "flat.tif")
+    assert (load_image(tmp_path / "flat.tif").pixels == 65535).all()
 
 
 def test_a_tiff_layout_pillow_cannot_decode_is_named_as_such(tmp_path):
