@@ -910,9 +910,14 @@ class Trainer:
                     t_last += time.perf_counter() - t0
                     self.emit({"event": "checkpoint", "step": self.step})
                 self.emit({"event": "step", "step": self.step})
-                if o.time_limit is not None and self.step % o.log_every == 0 and self.step < o.steps:
+                # Alone, the clock is read every step (no device sync); several ranks agree on
+                # stopping at log steps only, where they meet anyway.
+                if o.time_limit is not None and self.step < o.steps and (
+                        self.info.world == 1 or self.step % o.log_every == 0):
                     if self._out_of_time(time.perf_counter() - t_start > 60 * o.time_limit):
                         stopped_early = True
+                        if self.step % o.log_every and not checkpoint_due:
+                            flush()  # the steps since the last record are not lost from the log
                         if self.step % o.ckpt_every:
                             self.save()
                         break
