@@ -1035,7 +1035,7 @@ def test_sparse_tar_members_are_refused_not_read_as_garbage(tmp_path):
     assert [r.key for r in refs] == ["s.tar::fine.png"] and refused == 1
 
 
-def test_odd_names_unreadable_files_and_pipes_in_data(tmp_path):
+def test_odd_names_unreadable_files_and_pipes_in_data(tmp_path, monkeypatch):
     from colorize_cli.train.data import ImageRef, TrainStream
 
     data = tmp_path / "photos"
@@ -1051,6 +1051,13 @@ def test_odd_names_unreadable_files_and_pipes_in_data(tmp_path):
     # A file the disk will not give back is dropped like a corrupt one.
     stream = TrainStream([ImageRef(str(tmp_path / "gone.png"), str(tmp_path / "gone.png"), key="gone.png")], SIZE, 1, 0)
     assert stream.load(0, 0) is None
+    # A file larger than any image a run takes is dropped unread (a disk image named .tif).
+    fine = ImageRef(str(data / "fine.png"), str(data / "fine.png"), key="fine.png")
+    member = index_sources([tmp_path / "SHARD.TAR"])[0][0]
+    assert fine.read_bytes() and member.read_bytes() == (data / "fine.png").read_bytes()
+    from colorize_cli.train import data as train_data
+    monkeypatch.setattr(train_data, "MAX_FILE_BYTES", (data / "fine.png").stat().st_size - 1)
+    assert fine.read_bytes() == b"" and member.read_bytes() == b""
     # A pipe given as --data would block the reader: refused.
     os.mkfifo(tmp_path / "pipe.png")
     with pytest.raises(TrainingError, match="neither a folder nor a regular file"):

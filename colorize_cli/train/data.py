@@ -49,6 +49,8 @@ CROP_SCALE = (0.5, 1.0)      # random resized crop: fraction of the image area k
 CROP_RATIO = (3 / 4, 4 / 3)  # and aspect-ratio range
 # An image decoded from an archive bigger than this many pixels is refused (decompression bombs).
 MAX_PIXELS = 64_000_000
+# ... and files larger than its pixels uncompressed at 16 bits a channel, with room for a header.
+MAX_FILE_BYTES = MAX_PIXELS * 6 + (16 << 20)
 
 
 class TrainingError(Exception):
@@ -76,9 +78,15 @@ class ImageRef:
     key: str = ""       # what it is, the same on every machine: "<tar file name>::<member>", "<folder name>/<relative path>"
 
     def read_bytes(self) -> bytes:
+        """Its bytes; none (so: dropped, as no image) when it is larger than any image a run
+        takes could be, so a stray disk image or video named .tif is never read into memory."""
         with open(self.path, "rb") as f:
             if self.tar_offset < 0:
+                if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                    return b""
                 return f.read()
+            if self.tar_size > MAX_FILE_BYTES:
+                return b""
             f.seek(self.tar_offset)
             return f.read(self.tar_size)
 
