@@ -62,9 +62,9 @@ SAME_PAINT = {"layer": 4.0, "copy": 10.0}
 BLEND = 12.0
 RIM_INNER = {"layer": 0.2, "copy": 0.5}
 RIM_CONTACT = {"layer": 0.5, "copy": 0.25}
-# - on a copy, it is a band of a soft brush's edge: fainter, of the neighbour's hue, touching it along
-#   at least FADE_CONTACT of its edge, and at most FADE_WIDTH px wide (twice its area over its edge;
-#   a pale stroke beside a stronger one of its hue is wider);
+# - on a copy, it is a band of a soft brush's edge: fainter (by at most 2 x SAME_PAINT chroma), of
+#   the neighbour's hue, touching it along at least FADE_CONTACT of its edge, and at most FADE_WIDTH
+#   px wide (twice its area over its edge; a pale stroke beside a stronger one of its hue is wider);
 FADE_CONTACT = 0.3
 FADE_WIDTH = 8
 # - on a layer, it is a patch of lossy noise (near a larger neighbour's colour, RIM_CONTACT of it
@@ -264,15 +264,15 @@ def _components(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _paint_of(colours: np.ndarray, kind: str, centre: np.ndarray) -> tuple[float, float]:
-    """The a*b* a region was painted in, not its blends with what is around it: on a layer the mean
-    of its colours within SAME_PAINT of its centre; on a copy the mean of its strongest colours
-    (within 80 % of its 95th-percentile chroma), as a stroke blends into the grey round it."""
+    """The a*b* a region was painted in, not its blends with what is around it: the mean of its
+    colours within SAME_PAINT of its centre (not its blends with a neighbouring paint) -- on a copy,
+    of the strongest of those (within 80 % of their 95th-percentile chroma), as a stroke also
+    fades into the grey round it."""
+    near = np.linalg.norm(colours - centre, axis=1) <= SAME_PAINT[kind]
+    colours = colours[near] if near.any() else colours
     if kind == "copy":
         chroma = np.hypot(colours[:, 0], colours[:, 1])
         colours = colours[chroma >= 0.8 * np.quantile(chroma, 0.95)]
-    else:
-        near = np.linalg.norm(colours - centre, axis=1) <= SAME_PAINT[kind]
-        colours = colours[near] if near.any() else colours
     a, b = colours.mean(axis=0)
     return float(a), float(b)
 
@@ -336,7 +336,9 @@ def _absorb_rims(regions: np.ndarray, colour: np.ndarray, kind: str, passes: int
                     fits, rim = upper, True
                 rim |= patch
             else:
-                fade = (chroma[nbrs] > chroma[r]) & np.array([_between(colour[r], colour[m], grey).any() for m in nbrs], bool)
+                step = chroma[nbrs] - chroma[r]  # a band is one class fainter; a pale stroke, often more
+                fade = (step > 0) & (step <= 2 * SAME_PAINT[kind]) & np.array(
+                    [_between(colour[r], colour[m], grey).any() for m in nbrs], bool)
                 if touch[fade].sum() >= FADE_CONTACT * edge and 2 * sizes[r] / edge <= FADE_WIDTH:
                     fits, rim = fade, True
             if fits.any() and (rim or speck):

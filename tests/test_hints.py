@@ -452,6 +452,13 @@ def test_a_soft_brushs_fading_edge_is_part_of_its_stroke(tmp_path):
     assert near(red.ab(), RED, 4) and int(red.mask[45:76, 40:160].sum()) == 31 * 120
 
 
+def test_a_pale_stroke_along_a_strong_one_of_its_hue_is_no_soft_edge_of_it(tmp_path):
+    grey = np.full((240, 400, 3), 120, np.uint8)
+    pink = (235, 160, 160)
+    found = painted(drawn(tmp_path / "p.png", grey, [((50, 100, 350, 100), 30, RED), ((50, 119, 350, 119), 8, pink)]))
+    assert len(found) == 2 and near(found[0][0], RED, 1) and near(found[1][0], pink, 2)
+
+
 def test_connected_regions_are_found_as_a_flood_fill_finds_them():
     from colorize_cli.hint_image import _components
 
