@@ -76,6 +76,17 @@ EDGE_SPECK = 4
 LEAST_PAINT = {"layer": 1, "copy": 4}
 FAINT_SPECK = 64
 MAX_PAINTS = 16
+# Strokes make at most a few thousand patches of one colour class, even through a JPEG; a photo or
+# noise (confetti) can make millions, each of which `_absorb_rims` weighs in Python.
+MAX_PATCHES = 20_000
+
+
+class _Scattered(Exception):
+    """Painted colour in too many separate patches to be strokes."""
+
+    def __init__(self, patches: int):
+        super().__init__(patches)
+        self.patches = patches
 
 
 def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[PaintedHint]:
@@ -126,7 +137,12 @@ def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[Pain
         share = f"{name}: {painted.mean():.0%} of it has colour, so little of a grey photo shows: it looks like a colour " \
                 "or toned photo, not strokes on a grey one (paint on a transparent layer, or on a grey copy of the photo)"
         raise UsageError(share)
-    labels, colours = _find_paints(ab, painted, kind)
+    try:
+        labels, colours = _find_paints(ab, painted, kind)
+    except _Scattered as e:
+        raise UsageError(f"{name}: its colour lies in {e.patches:,} separate patches, more than painted strokes "
+                         f"make (at most {MAX_PATCHES:,}): it looks like a photo or noise, not strokes on a grey "
+                         "photo or a transparent layer") from None
     if not layer and painted.mean() > TONED_SHARE:
         largest = np.bincount(labels[labels >= 0]).argmax()
         if np.hypot(*colours[largest]) < TONE_CHROMA:
@@ -180,6 +196,8 @@ def _find_paints(ab: np.ndarray, painted: np.ndarray, kind: str) -> tuple[np.nda
     labels = np.full(painted.shape, -1, np.int64)
     labels[painted] = classes
     regions, region_class = _components(labels)
+    if len(region_class) > MAX_PATCHES:  # each would be weighed one by one: refused before that
+        raise _Scattered(len(region_class))
     regions, kept = _absorb_rims(regions, centres[region_class], kind)
     pixels = _members(regions, len(region_class))
     flat_ab = ab.reshape(-1, 2)

@@ -459,6 +459,19 @@ def test_a_pale_stroke_along_a_strong_one_of_its_hue_is_no_soft_edge_of_it(tmp_p
     assert len(found) == 2 and near(found[0][0], RED, 1) and near(found[1][0], pink, 2)
 
 
+def test_confetti_is_refused_before_its_patches_are_weighed_one_by_one(tmp_path, monkeypatch):
+    from colorize_cli import hint_image
+
+    rng = np.random.default_rng(0)
+    noise = np.full((120, 160, 3), 120, np.uint8)
+    speckled = rng.random((120, 160)) < 0.4
+    noise[speckled] = rng.integers(0, 256, (int(speckled.sum()), 3))
+    Image.fromarray(noise).save(tmp_path / "confetti.png")
+    monkeypatch.setattr(hint_image, "MAX_PATCHES", 1000)  # (the real limit needs a larger image)
+    with pytest.raises(UsageError, match=r"separate patches, more than painted strokes make \(at most 1,000\)"):
+        read_hint_image(tmp_path / "confetti.png")
+
+
 def test_connected_regions_are_found_as_a_flood_fill_finds_them():
     from colorize_cli.hint_image import _components
 
