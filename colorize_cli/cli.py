@@ -567,7 +567,7 @@ def _write_contact_sheet(results, target: Path, root: Path | None, quiet: bool) 
 
     pairs = [(r.source, r.outputs[0]) if r.status != "failed" else (r.source, Failed(r.reason or "failed"))
              for r in results if r.status == "failed" or r.outputs]
-    if not any(not isinstance(coloured, Failed) for _, coloured in pairs):
+    if all(isinstance(coloured, Failed) for _, coloured in pairs):
         return  # nothing coloured: the errors said it all
     try:
         pages, problems = write_contact_sheets(pairs, target, root=root)

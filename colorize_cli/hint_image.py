@@ -131,12 +131,11 @@ def read_hint_image(path: str | os.PathLike, *, prefix: str = "--") -> list[Pain
         how = ("no pixel is at least half opaque" if layer else
                "it has no transparency and no colour (paint strokes on a transparent layer, or in colour on the photo)")
         raise UsageError(f"{name}: nothing is painted on it: {how}")
-    toned = f"{name}: it looks like a colour or toned photo, not strokes on a grey one (paint on a transparent " \
-            "layer, or on a grey copy of the photo)"
+    looks = "it looks like a colour or toned photo, not strokes on a grey one (paint on a transparent layer, or " \
+            "on a grey copy of the photo)"
+    toned = f"{name}: {looks}"
     if not layer and painted.mean() > COLOUR_SHARE:
-        share = f"{name}: {painted.mean():.0%} of it has colour, so little of a grey photo shows: it looks like a colour " \
-                "or toned photo, not strokes on a grey one (paint on a transparent layer, or on a grey copy of the photo)"
-        raise UsageError(share)
+        raise UsageError(f"{name}: {painted.mean():.0%} of it has colour, so little of a grey photo shows: {looks}")
     try:
         labels, colours = _find_paints(ab, painted, kind)
     except _Scattered as e:
@@ -341,8 +340,10 @@ def _absorb_rims(regions: np.ndarray, colour: np.ndarray, kind: str, passes: int
             if kind == "copy":
                 upper |= chroma[nbrs] > chroma[r]
             near = np.linalg.norm(colour[nbrs] - colour[r], axis=1) <= 2 * SAME_PAINT[kind]
-            partners = np.concatenate([colour[nbrs], grey])
-            blend = np.array([_between(colour[r], colour[m], partners).any() for m in nbrs], bool)
+            partners = np.concatenate([colour[nbrs], grey])  # grey last
+            # (neighbour, partner): whether its colour is a blend of that neighbour's and the partner's
+            between = np.array([_between(colour[r], colour[m], partners) for m in nbrs], bool).reshape(len(nbrs), len(partners))
+            blend = between.any(axis=1)
             fits = upper & (near | blend)
             edge = max((1 - inner_share[r]) * sizes[r], 1)  # its pixels not inner
             speck = sizes[r] < LEAST_PAINT[kind] or (
@@ -355,8 +356,7 @@ def _absorb_rims(regions: np.ndarray, colour: np.ndarray, kind: str, passes: int
                 rim |= patch
             else:
                 step = chroma[nbrs] - chroma[r]  # a band is one class fainter; a pale stroke, often more
-                fade = (step > 0) & (step <= 2 * SAME_PAINT[kind]) & np.array(
-                    [_between(colour[r], colour[m], grey).any() for m in nbrs], bool)
+                fade = (step > 0) & (step <= 2 * SAME_PAINT[kind]) & between[:, -1]
                 if touch[fade].sum() >= FADE_CONTACT * edge and 2 * sizes[r] / edge <= FADE_WIDTH:
                     fits, rim = fade, True
             if fits.any() and (rim or speck):
